@@ -1,0 +1,1 @@
+"""The web dashboard: datasets, validation reports, MLflow runs and models, rollouts."""

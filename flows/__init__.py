@@ -1,0 +1,1 @@
+"""Thin Prefect flows and tasks over ``pipelines``, MLflow tracking and registry, and the ``ms2`` CLI."""

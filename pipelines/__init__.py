@@ -1,0 +1,5 @@
+"""Pipeline stages: one module per stage, each a plain idempotent ``run(cfg) -> result``.
+
+No Prefect or MLflow here (flows/ wraps these), so every stage runs and tests
+as a plain function.
+"""
