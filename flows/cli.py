@@ -59,6 +59,18 @@ def doctor(
     console.print("[green]ok:[/green] simulation and rendering work on this machine")
 
 
+def _register_commands() -> None:
+    import importlib
+
+    from flows.commands import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"flows.commands.{name}").register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()

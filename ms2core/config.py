@@ -1,0 +1,106 @@
+"""Load stage and training configs: YAML file -> dotted ``--set a.b=c`` overrides -> pydantic model.
+
+Unknown keys and bad values raise ConfigError naming the key, the value and
+what is allowed (ManiSkill2-Learn's ``--cfg-options``, with validation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ms2core.errors import ConfigError, unknown_choice
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value", hint="e.g. --set train.batch_size=256")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key part", hint="e.g. --set train.batch_size=256")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _allowed_keys(model: type[BaseModel] | None, path: list[str]) -> list[str] | None:
+    """Field names at ``path`` inside ``model`` (None when the path leaves typed models)."""
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model is not None else None
+
+
+def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | None = None) -> dict:
+    data = dict(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for depth, part in enumerate(keys):
+            allowed = _allowed_keys(model, keys[:depth])
+            if allowed is not None and part not in allowed:
+                where = ".".join(keys[:depth]) or "the config"
+                raise unknown_choice(f"key in {where}:", part, allowed)
+            if depth == len(keys) - 1:
+                node[part] = value
+            else:
+                child = node.get(part)
+                child = dict(child) if isinstance(child, dict) else {}
+                node[part] = child
+                node = child
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors()[:5]:
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError(f"invalid config {source}: " + "; ".join(lines))
+
+
+def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> M:
+    """Build ``model`` from an optional YAML file plus dotted overrides, validating everything."""
+    data: dict = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(loaded).__name__}")
+        data = loaded
+    data = apply_overrides(data, overrides or [], model)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from exc
+
+
+def dump_config(cfg: BaseModel, path: str | os.PathLike) -> Path:
+    """Save the fully resolved config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    os.replace(tmp, path)
+    return path
