@@ -1,0 +1,39 @@
+"""Embedded defaults vs servers: one environment variable each points a service elsewhere.
+
+| service | embedded default (no setup)                   | point at a server with          |
+|---------|-----------------------------------------------|---------------------------------|
+| Prefect | local SQLite under $MS2FLOW_DATA_DIR/prefect   | PREFECT_API_URL                 |
+| MLflow  | sqlite:///$MS2FLOW_DATA_DIR/mlflow.db          | MLFLOW_TRACKING_URI             |
+| Dask    | LocalCluster                                  | MS2FLOW_DASK_SCHEDULER          |
+| storage | $MS2FLOW_DATA_DIR                             | MS2FLOW_DATA_DIR=s3://bucket/.. |
+"""
+
+from __future__ import annotations
+
+import os
+
+from ms2core.paths import data_dir
+
+
+def mlflow_tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{data_dir() / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str:
+    return os.environ.get("MS2FLOW_MLFLOW_ARTIFACTS") or (data_dir() / "mlartifacts").as_uri()
+
+
+def configure_embedded_defaults() -> None:
+    """Must run before prefect is imported: Prefect reads its settings at import."""
+    data = data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_HOME", str(data / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # MLflow's model logging otherwise warns about / probes things that are not available offline.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow_tracking_uri())
