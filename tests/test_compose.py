@@ -1,0 +1,35 @@
+"""docker-compose.yml validates and describes the scaled-out topology (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed")
+def test_docker_compose_config_validates():
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_topology_is_configured_only_through_environment_variables():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    assert {"postgres", "prefect-server", "cpu-worker", "dask-worker", "gpu-worker", "mlflow", "minio",
+            "minio-buckets", "dashboard"} <= set(services)
+    for name in ("cpu-worker", "dask-worker", "gpu-worker", "mlflow", "dashboard"):
+        env = services[name]["environment"]
+        for var in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MS2FLOW_DASK_SCHEDULER", "MS2FLOW_DATA_DIR"):
+            assert var in env, (name, var)
+    assert "healthcheck" in services["postgres"] and "healthcheck" in services["prefect-server"]
+    assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert "--allowed-hosts" in services["mlflow"]["command"]
+    assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert set(spec["volumes"]) == {"postgres-data", "minio-data"}
