@@ -268,3 +268,37 @@ class EpisodeSolver:
 
     def close(self) -> None:
         self.env.close()
+
+
+_WORKER_SOLVERS: dict[tuple, EpisodeSolver] = {}
+
+
+@dataclass(frozen=True)
+class SolveTask:
+    env_id: str
+    backend: str
+    max_episode_steps: int | None
+    seed: int
+
+
+def solve_in_worker(task: SolveTask) -> SolveResult:
+    """Pool entry point: one solver (env + planner) per process, reused across seeds."""
+    key = (task.env_id, task.backend, task.max_episode_steps)
+    if key not in _WORKER_SOLVERS:
+        _WORKER_SOLVERS[key] = EpisodeSolver(task.env_id, task.backend, task.max_episode_steps)
+    return _WORKER_SOLVERS[key].solve(task.seed)
+
+
+def close_worker_state() -> None:
+    for solver in _WORKER_SOLVERS.values():
+        solver.close()
+    _WORKER_SOLVERS.clear()
+
+
+def registered_max_episode_steps(env_id: str) -> int | None:
+    from ms2core.envs import import_mani_skill2
+
+    import_mani_skill2()
+    from mani_skill2.utils.registration import REGISTERED_ENVS
+
+    return REGISTERED_ENVS[env_id].max_episode_steps
