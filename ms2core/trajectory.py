@@ -44,7 +44,8 @@ def pair_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """``x.h5`` / ``x.json`` / ``x`` -> (x.h5, x.json)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".h5", ".json") else path
-    return stem.with_suffix(".h5"), stem.with_suffix(".json")
+    # Not with_suffix: ManiSkill2 names hold dots ("trajectory.none.pd_joint_pos.h5").
+    return stem.with_name(stem.name + ".h5"), stem.with_name(stem.name + ".json")
 
 
 @dataclass
@@ -116,6 +117,17 @@ class DemoPair:
                 raise DemoFileError(f"{where}: the json lists it but the h5 has no group {name}",
                                     hint="h5 and json were written by different runs, or the h5 is truncated")
             group = self._h5[name]
+            if not isinstance(group, h5py.Group):
+                raise DemoFileError(f"{where}: {name} is a dataset, not a group of arrays",
+                                    hint="this file is not in the ManiSkill2 0.5 trajectory layout")
+            not_arrays = [k for k in (*REQUIRED_KEYS, "env_states", "env_init_state")
+                          if k in group and not isinstance(group[k], h5py.Dataset)]
+            if not_arrays:
+                raise DemoFileError(
+                    f"{where}: {', '.join(not_arrays)} in {name} is a group of per-object arrays, not one array",
+                    hint="this is a newer ManiSkill (ManiSkill3) trajectory layout; ms2flow reads ManiSkill2 0.5 "
+                         "files (env_states as one (T+1, S) array)",
+                )
             missing = [k for k in REQUIRED_KEYS if k not in group]
             if "env_states" not in group and "env_init_state" not in group:
                 missing.append("env_states or env_init_state")
@@ -270,3 +282,35 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def copy_demo_pair(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, Path]:
+    """Copy a pair byte for byte (digest unchanged), atomically: h5 then json (the commit marker), via temp names."""
+    import shutil
+
+    (src_h5, src_json), (dst_h5, dst_json) = pair_paths(src), pair_paths(dst)
+    dst_h5.parent.mkdir(parents=True, exist_ok=True)
+    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (dst_h5, dst_json)]
+    try:
+        dst_json.unlink(missing_ok=True)
+        for s, tmp, d in zip((src_h5, src_json), tmps, (dst_h5, dst_json)):
+            shutil.copyfile(s, tmp)
+            _fsync(tmp)
+            os.replace(tmp, d)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    return dst_h5, dst_json
+
+
+def read_json_extra(path: str | os.PathLike, key: str = "ms2flow") -> dict | None:
+    """The ms2flow block of a committed pair's json (None if the pair is incomplete, unreadable or has none)."""
+    h5_path, json_path = pair_paths(path)
+    if not (h5_path.exists() and json_path.exists()):
+        return None
+    try:
+        value = json.loads(json_path.read_text()).get(key)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -6,9 +6,11 @@ unknown extra fields (added by other ManiSkill2 versions) are kept, not dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from storage_schemas.env import StrictModel
 
 
 class _Open(BaseModel):
@@ -46,3 +48,141 @@ class TrajectoryJson(_Open):
         if len(modes) == 1:
             return modes.pop()
         return self.env_info.env_kwargs.get("control_mode")
+
+
+# --------------------------------------------------------------------------- #
+# Stage configs and results: generation, import, merge, replay (pipelines.demos / pipelines.replay)
+# --------------------------------------------------------------------------- #
+Backend = Literal["sapien", "fake"]
+
+
+class GenerateDemosConfig(StrictModel):
+    """``ms2 demos generate``: expert demos by motion planning, recorded in pd_joint_pos with env states."""
+
+    env_id: str = Field("PickCube-v0", description="task; the planner solves PickCube-v0, LiftCube-v0, StackCube-v0")
+    num_episodes: int = Field(10, gt=0, description="successful episodes to keep")
+    seed_start: int = Field(0, ge=0, description="seeds tried are seed_start, seed_start+1, ... in order")
+    max_attempts: int | None = Field(None, gt=0, description="seeds to try at most; None = 3 x num_episodes")
+    max_episode_steps: int | None = Field(None, gt=0, description="None keeps the env's registered limit")
+    num_workers: int = Field(1, ge=1, description="simulator processes (results do not depend on it)")
+    output: str | None = Field(None, description="path stem of the pair; None = demos_dir(env_id)/<derived name>")
+    backend: Backend = "sapien"
+    progress: bool = True
+
+
+class GenerateDemosResult(BaseModel):
+    h5_path: str
+    json_path: str
+    digest: str
+    env_id: str
+    num_episodes: int
+    seeds_tried: int
+    success_rate: float = Field(description="kept episodes / seeds tried")
+    failed_seeds: dict[int, str] = Field(default_factory=dict, description="seed -> why it was not kept")
+    wall_s: float = 0.0
+    episodes_per_s: float = Field(0.0, description="kept episodes per wall-clock second")
+    num_workers: int = 1
+    skipped: bool = Field(False, description="the same output already existed: no work done")
+
+
+class ImportDemosConfig(StrictModel):
+    """``ms2 demos import PATH``: validate an existing ManiSkill2 demo pair and register it under demos_dir."""
+
+    path: str = Field(description="NAME.h5 or NAME.json of the pair")
+    name: str | None = Field(None, description="registered name; None keeps the file's stem")
+    check_env: bool = Field(True, description="check the env id and control mode against ManiSkill2's registry")
+    backend: Backend = "sapien"
+
+
+class DemoRecord(BaseModel):
+    """A registered demo pair: what downstream stages key their caches on (``digest``)."""
+
+    env_id: str
+    control_mode: str | None
+    num_episodes: int
+    total_steps: int
+    digest: str
+    h5_path: str
+    json_path: str
+    source: str
+    has_env_states: bool
+    skipped: bool = False
+
+
+class MergeDemosConfig(StrictModel):
+    """``ms2 demos merge``: several pairs of one task into one, episodes renumbered 0..N-1 (ManiSkill2's merge_h5)."""
+
+    inputs: list[str] = Field(min_length=1)
+    output: str
+
+
+class MergeDemosResult(BaseModel):
+    h5_path: str
+    json_path: str
+    digest: str
+    num_episodes: int
+    sources: list[str]
+    skipped: bool = False
+
+
+class ReplayConfig(StrictModel):
+    """``ms2 replay``: convert a demo pair to another control mode by replaying it (ManiSkill2 semantics)."""
+
+    input: str = Field(description="source pair NAME.h5 (recorded in pd_joint_pos or pd_joint_delta_pos)")
+    target_control_mode: str = "pd_ee_delta_pose"
+    output: str | None = Field(None, description="path stem; None = NAME.none.<target_control_mode> beside the input")
+    num_workers: int = Field(1, ge=1)
+    max_episodes: int | None = Field(None, gt=0, description="convert only the first N episodes (ManiSkill2's --count)")
+    verify_open_loop: bool = Field(
+        True, description="also replay each converted episode's actions in a fresh env from its seed and report success"
+    )
+    require_open_loop_success: bool = Field(
+        False, description="exclude episodes whose converted actions fail open-loop (needs verify_open_loop)"
+    )
+    backend: Backend = "sapien"
+    progress: bool = True
+
+
+class EpisodeReplayStatus(BaseModel):
+    episode_id: int
+    seed: int | None
+    converted: bool
+    reason: str = Field("", description="why the episode was excluded; empty when converted")
+    source_steps: int = 0
+    converted_steps: int = 0
+    first_success_step: int | None = None
+    open_loop_success: bool | None = None
+
+
+class ReplayReport(BaseModel):
+    """Per-episode outcome of a conversion, saved as ``<output>.report.json`` beside the converted pair."""
+
+    source_h5: str
+    source_digest: str
+    env_id: str
+    source_control_mode: str
+    target_control_mode: str
+    num_episodes: int
+    num_converted: int
+    open_loop_successes: int | None = None
+    episodes: list[EpisodeReplayStatus]
+    wall_s: float = 0.0
+    episodes_per_s: float = 0.0
+    num_workers: int = 1
+
+    @property
+    def excluded(self) -> list[EpisodeReplayStatus]:
+        return [ep for ep in self.episodes if not ep.converted]
+
+    @property
+    def conversion_rate(self) -> float:
+        return self.num_converted / self.num_episodes if self.num_episodes else 0.0
+
+
+class ReplayResult(BaseModel):
+    h5_path: str
+    json_path: str
+    report_path: str
+    digest: str
+    report: ReplayReport
+    skipped: bool = False

@@ -1,0 +1,144 @@
+"""Control-mode conversion of a demo pair by replay (``ms2 replay``), ManiSkill2's semantics, in parallel.
+
+    run(ReplayConfig) -> ReplayResult
+
+Input: a pair recorded in pd_joint_pos (official ManiSkill2 demos, ours) or
+pd_joint_delta_pos. Output, beside it by default (ManiSkill2's naming)::
+
+    NAME.none.<target_mode>.h5 / .json      converted episodes (same episode ids and seeds)
+    NAME.none.<target_mode>.report.json     ReplayReport: every episode, converted or why not
+
+Episodes are split over spawned worker processes (each keeps its envs alive
+and reads its episodes from the h5 itself); results come back in episode
+order. An episode that does not convert is excluded from the pair and listed
+in the report with the reason. The whole input is validated before any work,
+and nothing is written unless the run completes: report first, then the pair
+(h5, then json as the commit marker), each via a temporary name. The json
+records a digest of (source digest, target mode, options); a rerun with the
+same ones returns the existing output without work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError
+from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
+from pipelines.demos import map_in_processes, options_digest, remove_stale_temporaries, validate_pair
+from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
+
+REPLAY_VERSION = "ms2-replay-1"  # bump when conversion behaviour changes (invalidates cached outputs)
+
+
+def default_output(source_h5: Path, source_mode: str, target_mode: str) -> Path:
+    """ManiSkill2's ``NAME.<obs_mode>.<control_mode>``; a trailing ``.[none.]<source_mode>`` is replaced."""
+    name = source_h5.name[: -len(".h5")]
+    for suffix in (f".none.{source_mode}", f".{source_mode}"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return source_h5.with_name(f"{name}.none.{target_mode}")
+
+
+def report_path(stem: Path) -> Path:
+    return stem.with_name(stem.name + ".report.json")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def run(cfg: ReplayConfig) -> ReplayResult:
+    from ms2core.envs import supported_control_modes
+    from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
+
+    source_h5, source_json = pair_paths(cfg.input)
+    record = validate_pair(source_h5, check_env=False)  # layout + every array readable, before any work
+    with DemoPair(source_h5) as demos:
+        env_info = demos.env_info
+        source_mode = demos.meta.control_mode
+        num_episodes = min(len(demos), cfg.max_episodes or len(demos))
+    env_id = env_info.env_id
+    if source_mode is None:
+        raise DemoFileError(f"{source_json}: no control_mode in the episodes or env_info.env_kwargs",
+                            hint="ManiSkill2 demos record it per episode ('control_mode': 'pd_joint_pos')")
+    try:
+        supported = supported_control_modes(env_id, cfg.backend)
+    except UnknownEnvError as exc:
+        raise UnknownEnvError(f"{source_json}: env_info.env_id: {exc.message}", hint=exc.hint) from exc
+    check_conversion(env_id, source_mode, cfg.target_control_mode, supported, where=str(source_json))
+
+    stem = Path(cfg.output) if cfg.output else default_output(source_h5, source_mode, cfg.target_control_mode)
+    stem = stem.with_suffix("") if stem.suffix in (".h5", ".json") else stem
+    out_h5, out_json = pair_paths(stem)
+    if out_h5.resolve() == source_h5.resolve():
+        raise ConfigError(f"replay output {out_h5} is the input itself", hint="set output to another path")
+    key = dict(stage="replay", version=REPLAY_VERSION, source_digest=record.digest,
+               target_control_mode=cfg.target_control_mode, max_episodes=cfg.max_episodes,
+               verify_open_loop=cfg.verify_open_loop, require_open_loop_success=cfg.require_open_loop_success,
+               backend=cfg.backend)
+    key_digest = options_digest(key)
+    done = read_json_extra(stem)
+    if done and done.get("config_digest") == key_digest and report_path(stem).exists():
+        report = ReplayReport.model_validate_json(report_path(stem).read_text())
+        return ReplayResult(h5_path=str(out_h5), json_path=str(out_json), report_path=str(report_path(stem)),
+                            digest=demo_digest(stem), report=report, skipped=True)
+    remove_stale_temporaries(stem)
+
+    tasks = [ConvertTask(str(source_h5), i, env_id, source_mode, cfg.target_control_mode,
+                         json.dumps(env_info.env_kwargs, sort_keys=True), cfg.backend, cfg.verify_open_loop)
+             for i in range(num_episodes)]
+    start = time.perf_counter()
+    results = list(map_in_processes(convert_in_worker, tasks, cfg.num_workers,
+                                    f"replay {env_id} -> {cfg.target_control_mode}", "ep", progress=cfg.progress,
+                                    close_inline=close_worker_state))
+    wall_s = time.perf_counter() - start
+
+    statuses, kept = [], []
+    for res in results:
+        status = EpisodeReplayStatus(
+            episode_id=res.episode_id, seed=res.seed, converted=res.converted, reason=res.reason,
+            source_steps=res.source_steps, converted_steps=res.episode.num_steps if res.episode else 0,
+            first_success_step=res.first_success_step, open_loop_success=res.open_loop_success,
+        )
+        if status.converted and cfg.require_open_loop_success and res.open_loop_success is False:
+            status.converted = False
+            status.reason = "converted actions replayed open-loop from the seed did not reach success"
+        statuses.append(status)
+        if status.converted:
+            kept.append(res.episode)
+    open_loop = [s.open_loop_success for s in statuses if s.converted and s.open_loop_success is not None]
+    report = ReplayReport(
+        source_h5=str(source_h5), source_digest=record.digest, env_id=env_id, source_control_mode=source_mode,
+        target_control_mode=cfg.target_control_mode, num_episodes=num_episodes, num_converted=len(kept),
+        open_loop_successes=sum(open_loop) if cfg.verify_open_loop else None, episodes=statuses, wall_s=wall_s,
+        episodes_per_s=num_episodes / wall_s if wall_s > 0 else 0.0, num_workers=cfg.num_workers,
+    )
+    if not kept:
+        reasons = "; ".join(f"episode {s.episode_id}: {s.reason}" for s in statuses[:3])
+        raise DemoFileError(f"{source_h5}: no episode converted to {cfg.target_control_mode}; nothing written",
+                            hint=reasons)
+
+    new_info = EnvInfo(env_id=env_id, max_episode_steps=env_info.max_episode_steps,
+                       env_kwargs={**env_info.env_kwargs, "obs_mode": "none",
+                                   "control_mode": cfg.target_control_mode})
+    out_h5.parent.mkdir(parents=True, exist_ok=True)
+    out_json.unlink(missing_ok=True)  # the old commit marker must not vouch for a new report
+    _write_text_atomic(report_path(stem), report.model_dump_json(indent=2))
+    extra = {"ms2flow": {"config_digest": key_digest, "key": key, "report": report_path(stem).name,
+                         "excluded_episode_ids": [s.episode_id for s in statuses if not s.converted]}}
+    write_demo_pair(stem, new_info, kept, extra_json=extra)
+    return ReplayResult(h5_path=str(out_h5), json_path=str(out_json), report_path=str(report_path(stem)),
+                        digest=demo_digest(stem), report=report)
