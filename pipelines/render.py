@@ -46,7 +46,7 @@ import numpy as np
 import zarr
 
 from ms2core import zarr_io
-from ms2core.errors import DatasetError, DemoFileError, UnsupportedModeError, unknown_choice
+from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
 from ms2core.obs import observe_env, process_observation
 from ms2core.paths import datasets_dir
 from ms2core.trajectory import DemoPair, Episode
@@ -245,7 +245,7 @@ def _versions() -> dict[str, str]:
 
 def plan_render(cfg: RenderConfig) -> _Plan:
     """Validate the demo pair and the options against the task; name the store; draft the manifest."""
-    from ms2core.envs import supported_control_modes, supported_obs_modes
+    from ms2core.envs import registered_env_ids, supported_control_modes, supported_obs_modes
 
     options: RenderOptions = cfg.options
     source = str(Path(cfg.source).with_suffix(".h5"))
@@ -267,6 +267,9 @@ def plan_render(cfg: RenderConfig) -> _Plan:
         env_kwargs = {k: v for k, v in demos.env_info.env_kwargs.items()
                       if k not in ("obs_mode", "control_mode", "reward_mode", "render_mode", "camera_cfgs")}
 
+    known = registered_env_ids(options.backend)
+    if env_id not in known:
+        raise unknown_choice(f"env id (recorded in {source})", env_id, known, cls=UnknownEnvError)
     obs_mode = options.obs.env_obs_mode
     modes = supported_obs_modes(env_id, options.backend)
     if obs_mode not in modes:
