@@ -146,6 +146,11 @@ def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
+def episode_env_id(env) -> str:
+    spec = getattr(env.unwrapped, "spec", None)
+    return getattr(spec, "id", None) or getattr(env.unwrapped, "env_id", type(env.unwrapped).__name__)
+
+
 def render_episode(env, episode: Episode, obs_cfg: ObsProcessConfig, rng: np.random.Generator,
                    where: str = "") -> dict[str, np.ndarray]:
     """Time-major arrays of one episode: obs/<key>, actions, rewards, success, dones (T rows each)."""
@@ -159,12 +164,20 @@ def render_episode(env, episode: Episode, obs_cfg: ObsProcessConfig, rng: np.ran
     rewards = np.zeros(n_steps, np.float32)
     success = np.zeros(n_steps, bool)
     if episode.env_states is not None:  # rigid body: every state was recorded, set it and look
+        env_state_shape = np.shape(u.get_state())
+        if episode.env_states.shape[1:] != env_state_shape:
+            raise DemoFileError(
+                f"{where}: env state 0 has shape {episode.env_states.shape[1:]} which does not fit "
+                f"{episode_env_id(env)} (its states have shape {env_state_shape})",
+                hint="render demos recorded with the same task (and robot) the demo json names",
+            )
         for t in range(n_steps + 1):
             try:
                 u.set_state(episode.env_states[t])
             except (ValueError, RuntimeError, IndexError) as exc:
                 raise DemoFileError(
-                    f"{where}: env state {t} (shape {episode.env_states[t].shape}) does not fit {u.spec.id if u.spec else env}: {exc}",
+                    f"{where}: env state {t} (shape {episode.env_states[t].shape}) does not fit "
+                    f"{episode_env_id(env)}: {exc}",
                     hint="render demos recorded with the same task (and robot) the render config names",
                 ) from exc
             if t > 0:

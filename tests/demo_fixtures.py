@@ -23,7 +23,7 @@ def record_episode(env, episode_id: int, seed: int, n_steps: int, rng: np.random
     env.reset(seed=seed)
     u = env.unwrapped
     states = [u.get_state()]
-    actions, successes = [], []
+    actions, successes, rewards = [], [], []
     for _ in range(n_steps):
         action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
         goal_pos = getattr(u, "goal_pos", None)
@@ -33,8 +33,9 @@ def record_episode(env, episode_id: int, seed: int, n_steps: int, rng: np.random
         elif hasattr(u, "_goal"):  # fake env
             action[:3] = np.clip((u._goal - u._tcp) / 0.05, -1, 1) + rng.normal(0, 0.3, 3)
         action = np.clip(action, env.action_space.low, env.action_space.high).astype(np.float32)
-        _, _, terminated, truncated, info = env.step(action)
+        _, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
+        rewards.append(reward)
         successes.append(bool(info["success"]))
         states.append(u.get_state())
         if terminated:
@@ -45,7 +46,8 @@ def record_episode(env, episode_id: int, seed: int, n_steps: int, rng: np.random
                        elapsed_steps=n, info={"success": successes[-1]})
     return Episode(meta=meta, actions=np.stack(actions), success=np.array(successes),
                    env_states=np.stack(states).astype(np.float32) if with_states else None,
-                   env_init_state=None if with_states else states[0].astype(np.float32))
+                   env_init_state=None if with_states else states[0].astype(np.float32),
+                   extras={"rewards": np.asarray(rewards, np.float32)})
 
 
 def write_pair(path: Path, env_id: str, episodes: list[Episode], control_mode: str = CONTROL_MODE) -> Path:
