@@ -1,0 +1,191 @@
+"""Low-level layout of ms2flow Zarr v3 datasets: open/create stores (local or fsspec/S3), chunk and
+shard sizing from a byte target, time-major arrays, appending committed rows, episode_ends and
+the manifest in the root attributes.
+
+On-disk tree of a dataset (``pipelines.render`` writes it, everything else reads it)::
+
+    <store>/                        root group; attrs["ms2flow"] = DatasetManifest
+      data/obs/<key>                (T_total, ...) time-major, e.g. obs/xyz, obs/rgb, obs/state
+      data/actions                  (T_total, A) float32
+      data/rewards                  (T_total,)   float32
+      data/success                  (T_total,)   bool
+      data/dones                    (T_total,)   bool
+      meta/episode_ends             (E,) int64 cumulative transition counts
+      ranges/<e000012-n4>/          staging of one episode range while a render runs
+        data/...                    same keys, only this range's rows (its own chunks)
+        attrs: {"complete": true, "episode_lengths": [...], "episode_success": [...]}
+
+Every array is compressed with Blosc zstd + byte shuffle and chunked along time
+only: ``chunk_rows = target_bytes // row_bytes`` (1-8 MiB per chunk). An array
+whose chunk count would exceed ``shard_min_chunks`` is sharded (16 chunks per
+shard), so object counts stay small on object stores.
+
+Readers must only trust ``meta/episode_ends`` (and ``n_committed_rows`` in the
+manifest); rows past the last committed episode may hold a half-appended range.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from ms2core.errors import DatasetError
+from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
+
+CHUNKS_PER_SHARD = 16
+EPISODE_ENDS = "meta/episode_ends"
+EPISODE_ENDS_CHUNK = 1 << 16
+
+__all__ = [
+    "is_remote", "open_store", "store_exists", "read_manifest", "write_manifest", "array_spec_for",
+    "create_time_arrays", "append_rows", "write_rows", "set_episode_ends", "read_episode_ends",
+    "delete_path", "list_arrays", "open_dataset", "blosc_zstd", "storage_error",
+]
+
+
+def is_remote(url: str) -> bool:
+    return "://" in str(url) and not str(url).startswith("file://")
+
+
+def open_store(url: str, storage_options: Mapping[str, Any] | None = None, read_only: bool = False):
+    """A zarr store for a local directory or an fsspec URL (s3://bucket/key with endpoint_url...)."""
+    url = str(url)
+    if is_remote(url):
+        try:
+            return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}),
+                                                     read_only=read_only)
+        except (ImportError, ValueError) as exc:
+            raise DatasetError(f"cannot open store {url}: {exc}",
+                               hint="remote stores need the fsspec backend installed, e.g. s3fs for s3://") from exc
+    path = Path(url.removeprefix("file://"))
+    return zarr.storage.LocalStore(path, read_only=read_only)
+
+
+def storage_error(exc: OSError, url: str, doing: str) -> DatasetError:
+    """A DatasetError saying what failed (disk full, permission, not a directory) and what to do."""
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or choose another output_dir; finished ranges are kept and "
+                      "a rerun resumes from them",
+        errno.EACCES: "the path is not writable: choose another output_dir or fix its permissions",
+        errno.EROFS: "the file system is read-only: choose another output_dir",
+        errno.ENOTDIR: "a parent of the store path is a file, not a directory",
+        errno.EDQUOT: "the disk quota is exceeded; finished ranges are kept and a rerun resumes from them",
+    }
+    name = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return DatasetError(f"cannot {doing} {url}: {name} ({exc})",
+                        hint=hints.get(exc.errno, "check the store path and its storage"))
+
+
+def store_exists(store) -> bool:
+    from zarr.core.sync import sync
+
+    return bool(sync(store.exists("zarr.json")))
+
+
+def read_manifest(root: zarr.Group) -> DatasetManifest | None:
+    raw = root.attrs.get(MANIFEST_ATTR)
+    return None if raw is None else DatasetManifest.model_validate(raw)
+
+
+def write_manifest(root: zarr.Group, manifest: DatasetManifest) -> None:
+    """One write of the root zarr.json (atomic on local disk: zarr renames; one PUT on S3)."""
+    root.attrs.put({MANIFEST_ATTR: manifest.model_dump(mode="json")})
+
+
+def blosc_zstd(level: int) -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")
+
+
+def array_spec_for(row_shape: tuple[int, ...], dtype, target_bytes: int, total_rows: int,
+                   shard_min_chunks: int, level: int) -> ArraySpec:
+    """Chunk rows from the byte target; shards once the chunk count would exceed shard_min_chunks."""
+    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    chunk_rows = max(1, target_bytes // row_bytes)
+    n_chunks = math.ceil(max(total_rows, 1) / chunk_rows)
+    shard_rows = chunk_rows * CHUNKS_PER_SHARD if n_chunks > shard_min_chunks else None
+    return ArraySpec(row_shape=list(row_shape), dtype=np.dtype(dtype).name, chunk_rows=chunk_rows,
+                     shard_rows=shard_rows, codec=f"blosc(zstd, clevel={level}, shuffle)")
+
+
+def create_time_arrays(group: zarr.Group, specs: Mapping[str, ArraySpec], level: int,
+                       use_shards: bool = True) -> None:
+    """Empty (0, ...) arrays under ``group`` at each key of ``specs`` (nested keys as paths)."""
+    for key, spec in specs.items():
+        shards = None
+        if use_shards and spec.shard_rows:
+            shards = (spec.shard_rows, *spec.row_shape)
+        group.create_array(
+            key, shape=(0, *spec.row_shape), dtype=spec.dtype,
+            chunks=(spec.chunk_rows, *spec.row_shape), shards=shards,
+            compressors=blosc_zstd(level), fill_value=0, overwrite=True,
+        )
+
+
+def list_arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array]:
+    """Every array below ``group`` keyed by its path relative to it (e.g. 'obs/xyz')."""
+    out = {}
+    for name, member in group.members():
+        path = f"{prefix}{name}"
+        if isinstance(member, zarr.Array):
+            out[path] = member
+        else:
+            out.update(list_arrays(member, f"{path}/"))
+    return dict(sorted(out.items()))
+
+
+def write_rows(array: zarr.Array, start_row: int, values: np.ndarray) -> None:
+    """Grow ``array`` to hold rows [start_row, start_row+len) and write them (idempotent)."""
+    end = start_row + len(values)
+    if array.shape[0] != end:
+        array.resize((end, *array.shape[1:]))
+    if len(values):
+        array[start_row:end] = values
+
+
+def append_rows(group: zarr.Group, start_row: int, rows: Mapping[str, np.ndarray]) -> None:
+    for key, values in rows.items():
+        write_rows(group[key], start_row, values)
+
+
+def set_episode_ends(root: zarr.Group, ends: np.ndarray) -> None:
+    ends = np.asarray(ends, np.int64)
+    if EPISODE_ENDS not in root:
+        root.create_array(EPISODE_ENDS, shape=(0,), dtype="int64", chunks=(EPISODE_ENDS_CHUNK,),
+                          compressors=blosc_zstd(3), fill_value=0)
+    write_rows(root[EPISODE_ENDS], 0, ends)
+
+
+def read_episode_ends(root: zarr.Group) -> np.ndarray:
+    """Committed episode ends: meta/episode_ends cut to what the manifest says is committed."""
+    if EPISODE_ENDS not in root:
+        return np.zeros(0, np.int64)
+    ends = np.asarray(root[EPISODE_ENDS][:], np.int64)
+    manifest = read_manifest(root)
+    if manifest is not None:
+        ends = ends[: manifest.n_committed_episodes]
+    return ends
+
+
+def delete_path(group: zarr.Group, path: str) -> None:
+    if path in group:
+        del group[path]
+
+
+def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
+    """Open a rendered dataset read-only; DatasetError if it is missing or not an ms2flow dataset."""
+    store = open_store(url, storage_options, read_only=True)
+    if not store_exists(store):
+        raise DatasetError(f"no Zarr dataset at {url}", hint="render one with `ms2 render`")
+    root = zarr.open_group(store, mode="r")
+    if read_manifest(root) is None:
+        raise DatasetError(f"{url} is a Zarr store without an ms2flow manifest (attrs[{MANIFEST_ATTR!r}])",
+                           hint="only stores written by `ms2 render` can be read here")
+    return root

@@ -1,0 +1,115 @@
+"""Interop with ManiSkill2-Learn: a Zarr dataset <-> the gzip HDF5 layout its convert_state writes.
+
+ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import_h5`` reads)::
+
+    NAME.h5
+      traj_<i>/
+        obs/xyz, obs/rgb, [obs/seg], obs/state     pointcloud (T, N, ...) as in the Zarr store
+        obs/rgb (T, 3C, H, W) uint8, obs/depth (T, C, H, W) float32, [obs/seg]   rgbd: channels first
+        obs/state (T, S)                           state
+        actions (T, A) float32, rewards (T,) float32, dones (T,) bool,
+        episode_dones (T,) bool (True at the last step), success (T,) bool
+      attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
+
+Only committed episodes are exported; the output is written under a temporary
+name and renamed, so a killed export leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import zarr
+
+from ms2core import zarr_io
+from ms2core.errors import DatasetError
+from storage_schemas.dataset import ExportConfig, ExportResult
+
+CHANNEL_FIRST_KEYS = ("rgb", "depth", "seg")
+
+
+def _to_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
+    if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
+        return np.ascontiguousarray(values.transpose(0, 3, 1, 2))  # (T,H,W,C) -> (T,C,H,W)
+    return values
+
+
+def _from_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
+    if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
+        return np.ascontiguousarray(values.transpose(0, 2, 3, 1))
+    return values
+
+
+def export_h5(cfg: ExportConfig) -> ExportResult:
+    root = zarr_io.open_dataset(cfg.store, cfg.storage_options)
+    manifest = zarr_io.read_manifest(root)
+    obs_mode = manifest.options.obs.obs_mode
+    ends = zarr_io.read_episode_ends(root)
+    if len(ends) == 0:
+        raise DatasetError(f"{cfg.store} has no committed episodes to export", hint="finish the render first")
+    out = Path(cfg.output)
+    if out.exists() and not cfg.overwrite:
+        raise DatasetError(f"{out} already exists", hint="choose another output or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    arrays = zarr_io.list_arrays(root["data"])
+    kwargs = dict(compression="gzip", compression_opts=4) if cfg.compression == "gzip" else {}
+    starts = np.concatenate([[0], ends[:-1]])
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["ms2flow"] = json.dumps(manifest.model_dump(mode="json"))
+            for i, (start, end) in enumerate(zip(starts, ends)):
+                group = f.create_group(f"traj_{i}")
+                for key, arr in arrays.items():
+                    values = _to_h5_layout(key.split("/")[-1], np.asarray(arr[start:end]), obs_mode)
+                    group.create_dataset(key, data=values, **(kwargs if values.ndim >= 2 else {}))
+                episode_dones = np.zeros(end - start, bool)
+                episode_dones[-1] = True
+                group.create_dataset("episode_dones", data=episode_dones)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(output=str(out), n_episodes=len(ends), n_rows=int(ends[-1]), bytes=out.stat().st_size)
+
+
+def import_h5(path: str, store: str) -> str:
+    """Read an exported (ManiSkill2-Learn layout) HDF5 back into a Zarr dataset at ``store``.
+
+    The file must carry the ms2flow manifest exported with it (attrs["ms2flow"]),
+    which says the obs mode and options; the Zarr store gets the same layout as a render.
+    """
+    from storage_schemas.dataset import DatasetManifest
+
+    with h5py.File(path, "r") as f:
+        if "ms2flow" not in f.attrs:
+            raise DatasetError(f"{path} has no ms2flow manifest attribute",
+                               hint="only files written by `ms2 export-h5` can be imported")
+        manifest = DatasetManifest.model_validate(json.loads(f.attrs["ms2flow"]))
+        obs_mode = manifest.options.obs.obs_mode
+        names = sorted((k for k in f if k.startswith("traj_")), key=lambda k: int(k[5:]))
+        columns: dict[str, list[np.ndarray]] = {}
+
+        def visit(name, item):
+            if isinstance(item, h5py.Dataset) and name != "episode_dones":
+                columns.setdefault(name, []).append(_from_h5_layout(name.split("/")[-1], item[()], obs_mode))
+
+        lengths = []
+        for name in names:
+            f[name].visititems(visit)
+            lengths.append(f[name]["actions"].shape[0])
+    data = {k: np.concatenate(v) for k, v in columns.items()}
+    root = zarr.open_group(zarr_io.open_store(store), mode="w")
+    zarr_io.create_time_arrays(root.require_group("data"), manifest.arrays, manifest.options.compression_level)
+    zarr_io.append_rows(root["data"], 0, data)
+    zarr_io.set_episode_ends(root, np.cumsum(lengths))
+    zarr_io.write_manifest(root, manifest)
+    return store
+
+
+def run(cfg: ExportConfig) -> ExportResult:
+    return export_h5(cfg)

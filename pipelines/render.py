@@ -1,0 +1,514 @@
+"""Render stage: control-mode demo pair -> Zarr v3 dataset of processed observations, in parallel.
+
+What ManiSkill2-Learn's tools/convert_state.py does (state demos -> visual
+observations), as a resumable, idempotent stage:
+
+* Each episode is rendered by resetting the env with the recorded seed and,
+  for rigid-body tasks, setting every recorded env state and taking the
+  observation (``ms2core.obs.observe_env``); soft-body tasks (no env_states)
+  replay the actions from the seed. Rewards use the configured reward mode and
+  success comes from ``env.evaluate()`` after each step.
+* Episodes are split into ranges (``episodes_per_range``). A Dask worker renders
+  a whole range into its own staging group ``ranges/<name>/`` (so it owns every
+  chunk it writes, with no sharing between writers) and marks it complete last.
+* Only the driver (this process, the Dask client) commits: in episode order it
+  appends a complete range's rows to ``data/*``, rewrites ``meta/episode_ends``,
+  then writes the manifest (the commit point: ``n_committed_episodes``), then
+  deletes the staging group. A kill at any moment leaves committed episodes
+  intact and the rest either in complete staging groups (reused by the next run)
+  or discarded. Rows past the last committed episode are overwritten on resume.
+
+Store tree (drawn in full in ms2core.zarr_io)::
+
+    <output_dir>/<demo>.<obs_mode>.<version>.zarr/
+      data/obs/<key> data/actions data/rewards data/success data/dones
+      meta/episode_ends
+      ranges/e000004-n4/...        only while a render is unfinished
+      zarr.json                    attrs["ms2flow"] = DatasetManifest
+
+Identity: ``version = hash(demo digest, every render option, mani_skill2/sapien
+versions)``; the default store name carries it, so changed options or new
+demos make a new dataset and the old one stays readable. A store path that
+holds a different manifest is an error unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ms2core import zarr_io
+from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
+from ms2core.obs import observe_env, process_observation
+from ms2core.paths import datasets_dir
+from ms2core.trajectory import DemoPair, Episode
+from storage_schemas.dataset import (
+    DatasetManifest,
+    EpisodeStatus,
+    ObsProcessConfig,
+    RangeStatus,
+    RenderConfig,
+    RenderOptions,
+    RenderResult,
+    SourceInfo,
+    dataset_version,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING = "ranges"
+
+
+# -- work units ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvKey:
+    """Everything that decides which env a worker needs (envs are cached per worker by this key)."""
+
+    env_id: str
+    obs_mode: str
+    control_mode: str
+    reward_mode: str
+    camera_size: tuple[int, int] | None
+    backend: str
+    env_kwargs: tuple = ()
+
+
+@dataclass
+class RangeTask:
+    store_url: str
+    storage_options: dict
+    source: str
+    env: EnvKey
+    obs: ObsProcessConfig
+    seed: int
+    first_episode: int  # position in the demo's episode list
+    n_episodes: int
+    target_bytes: int
+    compression_level: int
+
+    @property
+    def name(self) -> str:
+        return range_name(self.first_episode, self.n_episodes)
+
+
+@dataclass
+class RangeReport:
+    name: str
+    first_episode: int
+    n_episodes: int
+    episode_lengths: list[int]
+    episode_success: list[bool]
+    render_s: float = 0.0
+    reused: bool = False
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.episode_lengths))
+
+
+def range_name(first_episode: int, n_episodes: int) -> str:
+    return f"e{first_episode:06d}-n{n_episodes}"
+
+
+# -- worker side ---------------------------------------------------------------------------------
+_ENV_CACHE: dict[EnvKey, Any] = {}
+
+
+def _cached_env(key: EnvKey):
+    """One env per worker process and key, kept alive across ranges (shader compile is seconds)."""
+    env = _ENV_CACHE.get(key)
+    if env is None:
+        from ms2core.envs import make_env
+
+        env = make_env(key.env_id, key.obs_mode, key.control_mode, key.reward_mode,
+                       max_episode_steps=100_000, camera_size=key.camera_size, backend=key.backend,
+                       **dict(key.env_kwargs))
+        _ENV_CACHE[key] = env
+    return env
+
+
+def _reward(env_u, action: np.ndarray, info: dict) -> float:
+    params = inspect.signature(env_u.get_reward).parameters
+    if "action" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return float(env_u.get_reward(obs=None, action=action, info=info))
+    return float(env_u.get_reward(info))
+
+
+def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+
+
+def episode_env_id(env) -> str:
+    spec = getattr(env.unwrapped, "spec", None)
+    return getattr(spec, "id", None) or getattr(env.unwrapped, "env_id", type(env.unwrapped).__name__)
+
+
+def render_episode(env, episode: Episode, obs_cfg: ObsProcessConfig, rng: np.random.Generator,
+                   where: str = "") -> dict[str, np.ndarray]:
+    """Time-major arrays of one episode: obs/<key>, actions, rewards, success, dones (T rows each)."""
+    u = env.unwrapped
+    n_steps = episode.num_steps
+    if n_steps == 0:
+        raise DemoFileError(f"{where}: episode has no steps", hint="drop empty episodes from the demo pair")
+    options = episode.meta.reset_kwargs.get("options")
+    reset_obs, _ = env.reset(seed=episode.meta.seed, **({"options": options} if options else {}))
+    obs_rows: list[dict[str, np.ndarray]] = []
+    rewards = np.zeros(n_steps, np.float32)
+    success = np.zeros(n_steps, bool)
+    if episode.env_states is not None:  # rigid body: every state was recorded, set it and look
+        env_state_shape = np.shape(u.get_state())
+        if episode.env_states.shape[1:] != env_state_shape:
+            raise DemoFileError(
+                f"{where}: env state 0 has shape {episode.env_states.shape[1:]} which does not fit "
+                f"{episode_env_id(env)} (its states have shape {env_state_shape})",
+                hint="render demos recorded with the same task (and robot) the demo json names",
+            )
+        for t in range(n_steps + 1):
+            try:
+                u.set_state(episode.env_states[t])
+            except (ValueError, RuntimeError, IndexError) as exc:
+                raise DemoFileError(
+                    f"{where}: env state {t} (shape {episode.env_states[t].shape}) does not fit "
+                    f"{episode_env_id(env)}: {exc}",
+                    hint="render demos recorded with the same task (and robot) the render config names",
+                ) from exc
+            if t > 0:
+                info = u.evaluate()
+                rewards[t - 1] = _reward(u, episode.actions[t - 1], info)
+                success[t - 1] = bool(info["success"])
+            if t < n_steps:
+                obs_rows.append(process_observation(observe_env(env), obs_cfg, rng))
+    else:  # soft body: no states to set; replay the actions from the recorded seed
+        obs = reset_obs
+        for t in range(n_steps):
+            obs_rows.append(process_observation(obs, obs_cfg, rng))
+            obs, reward, _, _, info = env.step(episode.actions[t])
+            rewards[t], success[t] = reward, bool(info["success"])
+    dones = success.copy()
+    dones[-1] = True
+    out = {f"obs/{k}": v for k, v in _stack(obs_rows).items()}
+    out.update(actions=np.asarray(episode.actions, np.float32), rewards=rewards, success=success, dones=dones)
+    return out
+
+
+def render_range(task: RangeTask) -> RangeReport:
+    """Render one episode range into its own staging group ``ranges/<name>``; mark it complete last."""
+    start = time.perf_counter()
+    env = _cached_env(task.env)
+    columns: dict[str, list[np.ndarray]] = {}
+    lengths, successes = [], []
+    with DemoPair(task.source, check_episodes=False) as demos:
+        for index in range(task.first_episode, task.first_episode + task.n_episodes):
+            episode = demos.read_episode(index)
+            rng = np.random.default_rng([task.seed, episode.meta.episode_id])
+            where = f"{demos.h5_path} episode {episode.meta.episode_id}"
+            arrays = render_episode(env, episode, task.obs, rng, where)
+            for key, value in arrays.items():
+                columns.setdefault(key, []).append(value)
+            lengths.append(episode.num_steps)
+            successes.append(bool(arrays["success"][-1]))
+    data = {key: np.concatenate(parts) for key, parts in columns.items()}
+    path = f"{STAGING}/{task.name}"
+    try:
+        root = zarr.open_group(zarr_io.open_store(task.store_url, task.storage_options), mode="r+")
+        zarr_io.delete_path(root, path)  # a stale, incomplete attempt
+        group = root.create_group(path)
+        specs = {k: zarr_io.array_spec_for(v.shape[1:], v.dtype, task.target_bytes, len(v), 1 << 30,
+                                           task.compression_level) for k, v in data.items()}
+        data_group = group.create_group("data")
+        zarr_io.create_time_arrays(data_group, specs, task.compression_level, use_shards=False)
+        zarr_io.append_rows(data_group, 0, data)
+        group.attrs.put({"complete": True, "episode_lengths": lengths, "episode_success": successes})
+    except OSError as exc:
+        raise zarr_io.storage_error(exc, f"{task.store_url}/{path}", "write range") from exc
+    return RangeReport(task.name, task.first_episode, task.n_episodes, lengths, successes,
+                       render_s=time.perf_counter() - start)
+
+
+# -- driver side ---------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    url: str
+    manifest: DatasetManifest
+    env: EnvKey
+    source: str
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ms2core.envs import simulator_versions
+
+    out = {k: v for k, v in simulator_versions().items() if k in ("mani_skill2", "sapien", "gymnasium")}
+    for dist in ("zarr", "numcodecs", "ms2flow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def plan_render(cfg: RenderConfig) -> _Plan:
+    """Validate the demo pair and the options against the task; name the store; draft the manifest."""
+    from ms2core.envs import registered_env_ids, supported_control_modes, supported_obs_modes
+
+    options: RenderOptions = cfg.options
+    source = str(Path(cfg.source).with_suffix(".h5"))
+    with DemoPair(source) as demos:  # DemoFileError on a pair that fails validation
+        env_id = demos.env_info.env_id
+        n_total = len(demos)
+        if n_total == 0:
+            raise DemoFileError(f"{source} holds no episodes", hint="generate or import demos first")
+        control_mode = demos.meta.control_mode
+        if control_mode is None:
+            raise DemoFileError(f"{source}: no control_mode recorded in its json",
+                                hint="replay the demos into a control mode first (`ms2 replay`)")
+        n_render = min(n_total, options.max_episodes or n_total)
+        first = demos.read_episode(0)
+        replay = "env_states" if first.env_states is not None else "actions"
+        episodes = [EpisodeStatus(episode_id=m.episode_id, seed=m.seed, n_steps=m.elapsed_steps)
+                    for m in demos.episodes[:n_render]]
+        digest = demos.digest()
+        env_kwargs = {k: v for k, v in demos.env_info.env_kwargs.items()
+                      if k not in ("obs_mode", "control_mode", "reward_mode", "render_mode", "camera_cfgs")}
+
+    known = registered_env_ids(options.backend)
+    if env_id not in known:
+        raise unknown_choice(f"env id (recorded in {source})", env_id, known, cls=UnknownEnvError)
+    obs_mode = options.obs.env_obs_mode
+    modes = supported_obs_modes(env_id, options.backend)
+    if obs_mode not in modes:
+        raise unknown_choice(f"obs mode for {env_id}:", obs_mode, [m for m in modes if m != "none"],
+                             cls=UnsupportedModeError)
+    controls = supported_control_modes(env_id, options.backend)
+    if controls and control_mode not in controls:
+        raise unknown_choice(f"control mode (recorded in {source}) for {env_id}:", control_mode, controls,
+                             cls=UnsupportedModeError)
+
+    versions = _versions()
+    version = dataset_version(digest, options, versions)
+    if cfg.store:
+        url = cfg.store
+    else:
+        out_dir = cfg.output_dir or str(datasets_dir(env_id))
+        url = f"{out_dir.rstrip('/')}/{Path(source).stem}.{options.obs.obs_mode}.{version}.zarr"
+    manifest = DatasetManifest(
+        dataset_version=version,
+        source=SourceInfo(path=source, digest=digest, env_id=env_id, control_mode=control_mode,
+                          n_episodes=n_total, replay=replay),
+        versions=versions, options=options, episodes=episodes,
+    )
+    env = EnvKey(env_id, obs_mode, control_mode, options.reward_mode,
+                 tuple(options.camera_size) if options.camera_size else None, options.backend,
+                 tuple(sorted((k, v) for k, v in env_kwargs.items() if isinstance(v, (str, int, float, bool)))))
+    return _Plan(url=url, manifest=manifest, env=env, source=source)
+
+
+def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[zarr.Group, DatasetManifest]:
+    url = plan.url
+    try:
+        if not zarr_io.is_remote(url):
+            path = Path(url)
+            if path.exists() and not (path / "zarr.json").exists() and any(path.iterdir()) and not cfg.overwrite:
+                raise DatasetError(f"{url} exists and is not a Zarr store",
+                                   hint="choose another store path, or pass --overwrite to replace it")
+        store = zarr_io.open_store(url, cfg.storage_options)
+        if zarr_io.store_exists(store):
+            root = zarr.open_group(store, mode="r+")
+            try:
+                existing = zarr_io.read_manifest(root)
+            except ValueError:
+                existing = None
+            if existing is not None and existing.identity() == plan.manifest.identity():
+                return root, existing
+            if not cfg.overwrite:
+                what = ("a different dataset (version "
+                        f"{existing.dataset_version}, source digest {existing.source.digest[:12]}, "
+                        f"options differ: {_diff(existing, plan.manifest)})") if existing else "no ms2flow manifest"
+                raise DatasetError(
+                    f"store {url} already holds {what}; this render is version {plan.manifest.dataset_version}",
+                    hint="leave store unset to get a new versioned path, choose another store, or pass --overwrite",
+                )
+        root = zarr.open_group(store, mode="w")
+        root.create_group(STAGING)
+        zarr_io.write_manifest(root, plan.manifest)
+        return root, plan.manifest.model_copy(deep=True)
+    except OSError as exc:
+        raise zarr_io.storage_error(exc, url, "create dataset") from exc
+
+
+def _diff(old: DatasetManifest, new: DatasetManifest) -> str:
+    a, b = old.identity(), new.identity()
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    keys = [k for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
+    return ", ".join(f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys[:6]) or "none"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _plan_ranges(manifest: DatasetManifest, episodes_per_range: int) -> list[RangeStatus]:
+    """Committed ranges as recorded, then the uncommitted episodes split into new ranges."""
+    committed = [r for r in manifest.ranges if r.status == "committed"]
+    ranges = list(committed)
+    start = manifest.n_committed_episodes
+    while start < len(manifest.episodes):
+        n = min(episodes_per_range, len(manifest.episodes) - start)
+        ranges.append(RangeStatus(index=len(ranges), first_episode=start, n_episodes=n))
+        start += n
+    return ranges
+
+
+def _commit_range(root: zarr.Group, manifest: DatasetManifest, report: RangeReport) -> None:
+    """Append a complete staging range to data/*, then episode_ends, then the manifest (commit point)."""
+    staging = root[f"{STAGING}/{report.name}"]
+    arrays = zarr_io.list_arrays(staging["data"])
+    options = manifest.options
+    if not manifest.arrays:
+        total_rows = sum(e.n_steps for e in manifest.episodes)
+        manifest.arrays = {
+            key: zarr_io.array_spec_for(arr.shape[1:], arr.dtype, options.chunk_target_bytes, total_rows,
+                                        options.shard_min_chunks, options.compression_level)
+            for key, arr in arrays.items()
+        }
+        zarr_io.create_time_arrays(root.require_group("data"), manifest.arrays, options.compression_level)
+    if set(arrays) != set(manifest.arrays):
+        raise DatasetError(f"range {report.name} has arrays {sorted(arrays)}, the dataset has {sorted(manifest.arrays)}",
+                           hint="a worker ran different code or options; rerun with --overwrite")
+    data = root["data"]
+    start = manifest.n_committed_rows
+    for key, arr in arrays.items():
+        zarr_io.write_rows(data[key], start, arr[:])
+    first = report.first_episode
+    for offset, (n, ok) in enumerate(zip(report.episode_lengths, report.episode_success)):
+        ep = manifest.episodes[first + offset]
+        if ep.n_steps != n:
+            raise DatasetError(f"range {report.name}: episode {ep.episode_id} rendered {n} rows, json says {ep.n_steps}")
+        ep.committed, ep.success = True, ok
+    manifest.n_committed_episodes = first + report.n_episodes
+    manifest.n_committed_rows = start + report.n_rows
+    ends = np.cumsum([e.n_steps for e in manifest.episodes[: manifest.n_committed_episodes]])
+    zarr_io.set_episode_ends(root, ends)
+    for r in manifest.ranges:
+        if r.first_episode == first:
+            r.status = "committed"
+    zarr_io.write_manifest(root, manifest)  # <- the commit point
+    zarr_io.delete_path(root, f"{STAGING}/{report.name}")
+
+
+def _iter_reports(tasks: list[RangeTask], cfg: RenderConfig) -> Iterator[RangeReport]:
+    """Render the tasks: in this process (workers=0) or on Dask (LocalCluster or a scheduler)."""
+    if not tasks:
+        return
+    if cfg.workers == 0 and not cfg.scheduler:
+        for task in tasks:
+            yield render_range(task)
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if cfg.scheduler:
+        client = Client(cfg.scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    try:
+        futures = [client.submit(render_range, t, key=f"render-{t.name}-{id(t)}", pure=False) for t in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run(cfg: RenderConfig) -> RenderResult:
+    """Render (or resume rendering) the dataset ``cfg`` names; nothing to do if it is complete."""
+    started = time.perf_counter()
+    plan = plan_render(cfg)
+    root, manifest = _open_or_create(plan, cfg)
+    version = manifest.dataset_version
+    if manifest.complete:
+        return RenderResult(store=plan.url, dataset_version=version, n_episodes=manifest.n_committed_episodes,
+                            n_rows=manifest.n_committed_rows, ranges_rendered=0, ranges_reused=0,
+                            nothing_to_do=True, elapsed_s=time.perf_counter() - started)
+    try:
+        manifest.ranges = _plan_ranges(manifest, cfg.episodes_per_range)
+        zarr_io.write_manifest(root, manifest)
+        pending = [r for r in manifest.ranges if r.status == "pending"]
+        staging = root.require_group(STAGING)
+        wanted = {range_name(r.first_episode, r.n_episodes) for r in pending}
+        ready: dict[int, RangeReport] = {}
+        tasks = []
+        for name, member in list(staging.members()):
+            if name not in wanted:
+                zarr_io.delete_path(staging, name)  # a split that no longer matches the plan
+        for r in pending:
+            name = range_name(r.first_episode, r.n_episodes)
+            attrs = staging[name].attrs.asdict() if name in staging else {}
+            if attrs.get("complete"):
+                ready[r.first_episode] = RangeReport(name, r.first_episode, r.n_episodes, attrs["episode_lengths"],
+                                                     attrs["episode_success"], reused=True)
+            else:
+                tasks.append(RangeTask(plan.url, cfg.storage_options, plan.source, plan.env, manifest.options.obs,
+                                       manifest.options.seed, r.first_episode, r.n_episodes,
+                                       manifest.options.chunk_target_bytes, manifest.options.compression_level))
+    except OSError as exc:
+        raise zarr_io.storage_error(exc, plan.url, "prepare") from exc
+
+    rendered = reused = rows_rendered = 0
+    next_first = manifest.n_committed_episodes
+    bar = _progress(len(manifest.episodes), manifest.n_committed_episodes, cfg.progress, plan.url)
+    try:
+        for report in _chain(ready, _iter_reports(tasks, cfg)):
+            ready[report.first_episode] = report
+            while next_first in ready:
+                done = ready.pop(next_first)
+                try:
+                    _commit_range(root, manifest, done)
+                except OSError as exc:
+                    raise zarr_io.storage_error(exc, plan.url, f"commit range {done.name} to") from exc
+                reused += done.reused
+                rendered += not done.reused
+                rows_rendered += 0 if done.reused else done.n_rows
+                next_first += done.n_episodes
+                bar.update(done.n_episodes)
+        manifest.complete = True
+        zarr_io.delete_path(root, STAGING)
+        zarr_io.write_manifest(root, manifest)
+    except OSError as exc:
+        raise zarr_io.storage_error(exc, plan.url, "finish") from exc
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    return RenderResult(store=plan.url, dataset_version=version, n_episodes=manifest.n_committed_episodes,
+                        n_rows=manifest.n_committed_rows, ranges_rendered=rendered, ranges_reused=reused,
+                        nothing_to_do=False, elapsed_s=elapsed,
+                        frames_per_s=rows_rendered / elapsed if rows_rendered else None)
+
+
+def _chain(ready: dict[int, RangeReport], stream: Iterator[RangeReport]) -> Iterator[RangeReport]:
+    yield from list(ready.values())  # complete staging ranges from an interrupted run come first
+    yield from stream
+
+
+def _progress(total: int, initial: int, enabled: bool, url: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="ep", desc=f"render {Path(url).name}", disable=not enabled)

@@ -1,0 +1,202 @@
+"""Rendered datasets: observation-processing options, the render stage config, and the manifest
+stored in every Zarr dataset's root attributes (``attrs["ms2flow"]``).
+
+The manifest is the dataset's identity card: what it was rendered from (demo
+digest), with what (mani_skill2/sapien versions, every render option), how it is
+stored (codecs, chunk and shard rows per array) and how far rendering got (per
+range and per episode). ``dataset_version`` is a hash of exactly the fields that
+change the stored bytes, so a changed option or a new demo gives a new version
+(a new store path) and the old dataset stays readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from storage_schemas.env import RewardMode, StrictModel
+
+MANIFEST_ATTR = "ms2flow"
+MANIFEST_FORMAT = "ms2flow.dataset"
+MANIFEST_FORMAT_VERSION = 1
+MiB = 1 << 20
+
+#: The observation modes a dataset can be rendered in (ManiSkill2-Learn's convert_state modes).
+DatasetObsMode = Literal["state", "pointcloud", "rgbd"]
+
+
+class ObsProcessConfig(StrictModel):
+    """How raw ManiSkill2 observations become the flat processed dict (ManiSkill2-Learn semantics).
+
+    pointcloud: drop invalid (background) points, optionally the ground, move to ``obs_frame``,
+    downsample to ``n_points`` (random or farthest-point), append ``n_goal_points`` around the goal.
+    rgbd: cameras stacked along channels in the order hand_camera, base_camera, then others sorted.
+    """
+
+    obs_mode: DatasetObsMode = "pointcloud"
+    n_points: int = Field(1200, gt=0, description="points kept per frame (pointcloud)")
+    downsample: Literal["random", "fps"] = Field(
+        "random", description="random subset, or farthest-point sampling (fpsample's bucket FPS)"
+    )
+    obs_frame: Literal["world", "base", "ee"] = Field(
+        "world", description="frame of points and of extra poses/positions: world, robot base, or TCP (ee)"
+    )
+    n_goal_points: int = Field(0, ge=0, description="points sampled around extra/goal_pos and appended (green)")
+    goal_point_radius_m: float = Field(0.01, gt=0, description="half-width of the cube goal points are drawn from")
+    remove_ground: bool = Field(True, description="drop points with world z below ground_z_m (pointcloud)")
+    ground_z_m: float = Field(1e-3, description="height under which a point counts as ground")
+    include_rgb: bool = True
+    include_depth: bool = Field(True, description="rgbd only: store the depth images")
+    include_seg: bool = Field(
+        False, description="store the robot segmentation mask (renders in <mode>_robot_seg)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ObsProcessConfig:
+        if self.obs_mode == "state" and self.include_seg:
+            raise ValueError("include_seg needs obs_mode pointcloud or rgbd (state has no pictures)")
+        return self
+
+    @property
+    def env_obs_mode(self) -> str:
+        """The ManiSkill2 obs mode the env is built in to produce these observations."""
+        return f"{self.obs_mode}_robot_seg" if self.include_seg else self.obs_mode
+
+
+class RenderOptions(StrictModel):
+    """Every option that changes the bytes of a rendered dataset (hashed into its version)."""
+
+    obs: ObsProcessConfig = Field(default_factory=ObsProcessConfig)
+    reward_mode: RewardMode = "dense"
+    camera_size: tuple[int, int] | None = Field(
+        None, description="(width, height) of every camera; None keeps the task's (128x128)"
+    )
+    backend: Literal["sapien", "fake"] = "sapien"
+    max_episodes: int | None = Field(None, gt=0, description="render only the first N trajectories")
+    chunk_target_bytes: int = Field(4 * MiB, ge=MiB, le=8 * MiB, description="uncompressed bytes per chunk (1-8 MiB)")
+    shard_min_chunks: int = Field(
+        64, ge=2, description="shard an array once it would have more chunks than this (objects per array stay few)"
+    )
+    compression_level: int = Field(3, ge=1, le=9, description="Blosc zstd level")
+    seed: int = Field(0, description="seed of random downsampling / goal points (per episode and step)")
+
+
+class RenderConfig(StrictModel):
+    """``ms2 render`` / ``pipelines.render.run``: control-mode demos -> Zarr dataset."""
+
+    source: str = Field(..., description="demo pair (NAME.h5 beside NAME.json)")
+    output_dir: str | None = Field(
+        None, description="directory or s3://bucket/prefix; the store is <output_dir>/<demo>.<obs>.<version>.zarr"
+    )
+    store: str | None = Field(None, description="explicit store path/URL (overrides output_dir naming)")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for remote stores (endpoint_url, key, secret); never stored"
+    )
+    options: RenderOptions = Field(default_factory=RenderOptions)
+    episodes_per_range: int = Field(4, gt=0, description="episodes per unit of work (one commit each)")
+    workers: int = Field(1, ge=0, description="Dask LocalCluster worker processes; 0 renders in this process")
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler (tcp://host:port)")
+    overwrite: bool = Field(False, description="replace a store at this path whose manifest differs")
+    progress: bool = True
+
+
+class ArraySpec(StrictModel):
+    """How one time-major array is stored."""
+
+    row_shape: list[int]
+    dtype: str
+    chunk_rows: int
+    shard_rows: int | None = None
+    codec: str
+
+
+class RangeStatus(StrictModel):
+    """One unit of work: consecutive episodes rendered by one worker and committed together."""
+
+    index: int
+    first_episode: int
+    n_episodes: int
+    status: Literal["pending", "committed"] = "pending"
+
+
+class EpisodeStatus(StrictModel):
+    episode_id: int
+    seed: int | None
+    n_steps: int
+    committed: bool = False
+    success: bool | None = Field(None, description="success at the last step (known once committed)")
+
+
+class SourceInfo(StrictModel):
+    path: str
+    digest: str
+    env_id: str
+    control_mode: str | None
+    n_episodes: int = Field(description="episodes in the demo pair (before max_episodes)")
+    replay: Literal["env_states", "actions"]
+
+
+class DatasetManifest(StrictModel):
+    format: Literal["ms2flow.dataset"] = MANIFEST_FORMAT
+    format_version: int = MANIFEST_FORMAT_VERSION
+    dataset_version: str
+    source: SourceInfo
+    versions: dict[str, str]
+    options: RenderOptions
+    arrays: dict[str, ArraySpec] = Field(default_factory=dict, description="key under data/ -> storage")
+    ranges: list[RangeStatus] = Field(default_factory=list)
+    episodes: list[EpisodeStatus] = Field(default_factory=list)
+    n_committed_episodes: int = 0
+    n_committed_rows: int = 0
+    complete: bool = False
+
+    def identity(self) -> dict:
+        """The fields that define the dataset (hashed into dataset_version)."""
+        return identity_payload(self.source.digest, self.options, self.versions)
+
+
+def identity_payload(source_digest: str, options: RenderOptions, versions: dict[str, str]) -> dict:
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "source_digest": source_digest,
+        "options": options.model_dump(mode="json"),
+        "versions": {k: versions.get(k, "") for k in ("mani_skill2", "sapien")},
+    }
+
+
+def dataset_version(source_digest: str, options: RenderOptions, versions: dict[str, str]) -> str:
+    """Short, stable hash of the demo digest, every render option and the renderer versions."""
+    blob = json.dumps(identity_payload(source_digest, options, versions), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class RenderResult(StrictModel):
+    store: str
+    dataset_version: str
+    n_episodes: int
+    n_rows: int
+    ranges_rendered: int
+    ranges_reused: int
+    nothing_to_do: bool
+    elapsed_s: float
+    frames_per_s: float | None = None
+
+
+class ExportConfig(StrictModel):
+    """``ms2 export-h5``: a Zarr dataset -> ManiSkill2-Learn's HDF5 layout."""
+
+    store: str
+    output: str = Field(..., description="path of the .h5 to write")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    compression: Literal["gzip", "none"] = "gzip"
+    overwrite: bool = False
+
+
+class ExportResult(StrictModel):
+    output: str
+    n_episodes: int
+    n_rows: int
+    bytes: int
