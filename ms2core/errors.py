@@ -45,6 +45,10 @@ class DatasetError(Ms2Error, ValueError):
     """A Zarr dataset is missing, corrupt or inconsistent with its manifest."""
 
 
+class CheckpointError(Ms2Error, ValueError):
+    """A training checkpoint is missing, unreadable, not ms2flow's, or does not fit the run resuming from it."""
+
+
 def closest(value: str, allowed: Iterable[str], n: int = 5) -> list[str]:
     """The allowed names closest to ``value`` (for 'did you mean' hints)."""
     allowed = list(allowed)

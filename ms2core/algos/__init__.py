@@ -1,0 +1,1 @@
+"""One module per learning algorithm (config in storage_schemas.training, loss, update, train loop)."""

@@ -1,0 +1,228 @@
+"""Behaviour cloning from Zarr demo datasets, whole: loss, update step, training loop with exact resume.
+
+    ms2 train bc --config configs/bc/pickcube_state.yaml [--set train.num_steps=1000] [--resume-from ckpt.pt]
+
+The loss is MSE between the policy's action and the demo action for a
+deterministic head (ManiSkill2-Learn's BC), or the negative log-likelihood of
+the demo action for a Gaussian head. Batch ``k`` depends only on (seed, k), and
+checkpoints hold model, optimizer, step, RNG states (python, numpy, torch,
+CUDA) and the sampler position, so a run killed and resumed reproduces the
+uninterrupted run's losses exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ms2core.checkpoint import checkpoint_name, load_checkpoint, restore_rng_states, save_checkpoint
+from ms2core.config import dump_config
+from ms2core.data import BatchStream, DemoBatch, DemoDataset
+from ms2core.errors import CheckpointError, ConfigError
+from ms2core.nn import Policy, build_policy
+from ms2core.nn.heads import ActionDist
+from ms2core.paths import runs_dir
+from storage_schemas.training import BCConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+FINAL_CHECKPOINT = "final.pt"
+
+
+@dataclass
+class BCLoss:
+    loss: torch.Tensor
+    action_mse: torch.Tensor
+
+
+def bc_loss(policy: Policy, batch: DemoBatch) -> BCLoss:
+    """Pure: the BC loss of ``policy`` on ``batch`` (no optimizer, no side effects)."""
+    out = policy(batch.obs)
+    target = batch.actions.to(torch.float32)
+    if isinstance(out, ActionDist):
+        mse = ((out.mode().float() - target) ** 2).mean()
+        return BCLoss(-out.log_prob(target).mean(), mse.detach())
+    mse = ((out.float() - target) ** 2).mean()
+    return BCLoss(mse, mse.detach())
+
+
+def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: str = "fp32",
+                   grad_clip_norm: float | None = None) -> Callable[[DemoBatch], torch.Tensor]:
+    """One gradient step per call; returns the loss as a tensor on the training device (no host sync)."""
+    device_type = next(policy.parameters()).device.type
+    use_bf16 = precision == "bf16" and device_type == "cuda"
+
+    def update(batch: DemoBatch) -> torch.Tensor:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = bc_loss(policy, batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip_norm)
+        optimizer.step()
+        return loss.detach()
+
+    return update
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {name!r} is not a torch device", hint="allowed: auto, cpu, cuda, cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {name!r} but CUDA is not available here", hint="use cpu or auto")
+    return device
+
+
+def default_run_dir(cfg: BCConfig) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else runs_dir() / "bc" / cfg.env.env_id / cfg.run_name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_dataset(cfg: BCConfig, device: torch.device) -> DemoDataset:
+    d = cfg.dataset
+    return DemoDataset(d.paths, num_samples=d.num_samples, mode=d.mode, device=device, cache_bytes=d.cache_bytes,
+                       block_rows=d.block_rows, refresh_every_batches=d.refresh_every_batches,
+                       ram_limit_bytes=d.ram_limit_bytes, gpu_fraction=d.gpu_fraction)
+
+
+def _comparable(config: dict) -> dict:
+    """Config keys that must match for a resume (the step budget and logging may change)."""
+    out = json.loads(json.dumps(config))
+    for key in ("num_steps", "log_every_steps", "checkpoint_every_steps", "device"):
+        out.get("train", {}).pop(key, None)
+    for key in ("eval_episodes", "eval_num_procs", "run_dir", "run_name"):
+        out.pop(key, None)
+    out.get("dataset", {}).pop("mode", None)
+    out.get("dataset", {}).pop("prefetch_batches", None)
+    return out
+
+
+def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory."""
+    device = resolve_device(cfg.train.device)
+    run_dir = default_run_dir(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    config_dict = cfg.model_dump(mode="json")
+    seed_everything(cfg.train.seed)
+
+    dataset = build_dataset(cfg, device)
+    policy = build_policy(cfg.network, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
+    if "state" in dataset.obs_shapes:
+        policy.set_state_stats(*dataset.state_stats())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+    start_step = 0
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, map_location=device)
+        if _comparable(ckpt["config"]) != _comparable(config_dict):
+            raise CheckpointError(
+                f"checkpoint {resume_from} was trained with a different config than this run",
+                hint="resume with the run's saved config.yaml (only train.num_steps/logging may change)",
+            )
+        policy.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng_states(ckpt["rng"])
+        start_step = int(ckpt["step"])
+    dump_config(cfg, run_dir / "config.yaml")
+    metrics_path = run_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start_step)
+
+    extra = {
+        "algo": "bc", "obs_mode": cfg.env.obs_mode, "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()},
+        "action_dim": dataset.action_dim, "dataset_manifest": dataset.manifests[0],
+    }
+    stream = BatchStream(dataset, cfg.train.batch_size, cfg.train.seed, start_batch=start_step, device=device,
+                         prefetch_batches=cfg.dataset.prefetch_batches)
+    update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm)
+
+    def checkpoint(step: int, name: str) -> Path:
+        return save_checkpoint(ckpt_dir / name, model=policy, optimizer=optimizer, step=step, config=config_dict,
+                               sampler=stream.state_dict(), extra=extra)
+
+    losses: list[float] = []
+    pending: list[torch.Tensor] = []
+    bar = _progress(range(start_step, cfg.train.num_steps), progress)
+    policy.train()
+    t0 = time.perf_counter()
+    try:
+        with open(metrics_path, "a") as metrics:
+            for step in bar:
+                pending.append(update(next(stream)))
+                done = step + 1
+                if done % cfg.train.log_every_steps == 0 or done == cfg.train.num_steps:
+                    values = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
+                    losses += values
+                    pending.clear()
+                    metrics.write(json.dumps({"step": done, "loss": values[-1],
+                                              "loss_mean": float(np.mean(values))}) + "\n")
+                    metrics.flush()
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{values[-1]:.4g}")
+                if done % cfg.train.checkpoint_every_steps == 0 and done != cfg.train.num_steps:
+                    checkpoint(done, checkpoint_name(done))
+    finally:
+        stream.close()
+    elapsed = time.perf_counter() - t0
+    final = checkpoint(cfg.train.num_steps, checkpoint_name(cfg.train.num_steps))
+    final_link = ckpt_dir / FINAL_CHECKPOINT
+    tmp = final_link.with_name(f".{FINAL_CHECKPOINT}.tmp")
+    tmp.write_bytes(final.read_bytes())
+    tmp.replace(final_link)
+    steps_run = cfg.train.num_steps - start_step
+    return TrainResult(
+        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), num_steps=cfg.train.num_steps,
+        start_step=start_step, final_loss=losses[-1] if losses else None, losses=losses,
+        updates_per_s=steps_run / elapsed if elapsed > 0 and steps_run else 0.0,
+    )
+
+
+def _truncate_metrics(path: Path, keep_up_to_step: int) -> None:
+    """A resumed run rewrites what the killed run logged after its last checkpoint."""
+    if not path.exists():
+        return
+    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= keep_up_to_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in kept))
+    tmp.replace(path)
+
+
+def _progress(steps: range, enabled: bool):
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc="bc", unit="upd", dynamic_ncols=True, mininterval=1.0)
+
+
+def load_policy(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
+    """Rebuild the policy stored in a training checkpoint (for evaluation); returns (policy, checkpoint)."""
+    from storage_schemas.training import NetworkConfig
+
+    ckpt = load_checkpoint(checkpoint_path, map_location=device)
+    extra = ckpt.get("extra", {})
+    if "obs_shapes" not in extra:
+        raise CheckpointError(f"checkpoint {checkpoint_path} does not record its observation shapes",
+                              hint="it was not written by ms2core.algos training")
+    net_cfg = NetworkConfig.model_validate(ckpt["config"]["network"])
+    shapes = {k: tuple(v) for k, v in extra["obs_shapes"].items()}
+    policy = build_policy(net_cfg, extra["obs_mode"], shapes, int(extra["action_dim"]))
+    policy.load_state_dict(ckpt["model"])
+    policy.to(device).eval()
+    return policy, ckpt

@@ -1,0 +1,292 @@
+"""Evaluate a trained policy: episodes in parallel worker processes, success statistics, trajectories, videos.
+
+Episode ``i`` is reset with seed ``seed + i``. Success is counted as
+ManiSkill2-Learn does: ``info["success"]`` reached within the step limit
+("success once"); "success at end" is ``info["success"]`` at the last step.
+ManiSkill2 terminates an episode on success unless ``continue_after_success``.
+
+Workers are started with "spawn" (SAPIEN does not survive fork); each builds one
+env and loads the policy weights once, on CPU. Raw observations become processed
+observations through an ``obs_processor`` callable: for obs mode "state" that
+is ``{"state": raw.astype(float32)}`` (``state_obs_processor``); for point clouds
+and RGB-D, ``ms2core.obs.process_observation`` with the training dataset's
+processing options (imported lazily, inside the worker).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ms2core.errors import ConfigError
+from storage_schemas.training import EpisodeResult, EvalConfig, EvaluationResult, Stat
+
+ObsProcessor = Callable[[Any], dict[str, np.ndarray]]
+
+
+def state_obs_processor(raw_obs) -> dict[str, np.ndarray]:
+    """Obs mode 'state': the env's flat state vector is the processed 'state'."""
+    return {"state": np.asarray(raw_obs, dtype=np.float32)}
+
+
+class ManifestObsProcessor:
+    """Point cloud / RGB-D: ``ms2core.obs.process_observation`` with the dataset manifest's options (picklable)."""
+
+    def __init__(self, manifest: dict, seed: int = 0):
+        self.manifest = manifest
+        self.seed = seed
+        self._fn = None
+        self._cfg = None
+        self._rng = None
+
+    def __call__(self, raw_obs) -> dict[str, np.ndarray]:
+        if self._fn is None:
+            try:
+                from ms2core import obs as obs_module  # owned by the render stage; optional at import time
+            except ImportError as exc:
+                raise ConfigError("evaluating a point-cloud/RGB-D policy needs ms2core.obs.process_observation",
+                                  hint="ms2core.obs is missing from this installation") from exc
+            self._fn = obs_module.process_observation
+            self._cfg = _processing_options(self.manifest, obs_module)
+            self._rng = np.random.default_rng(self.seed)
+        return self._fn(raw_obs, self._cfg, rng=self._rng)
+
+
+def _processing_options(manifest: dict, obs_module):
+    """The processing config recorded by the render stage, in the form process_observation takes."""
+    if hasattr(obs_module, "processing_config_from_manifest"):
+        return obs_module.processing_config_from_manifest(manifest)
+    for key in ("processing", "obs_processing", "render_options", "render"):
+        if key in manifest:
+            return manifest[key]
+    return manifest
+
+
+def default_obs_processor(obs_mode: str, manifest: dict | None, seed: int = 0) -> ObsProcessor:
+    if obs_mode == "state":
+        return state_obs_processor
+    return ManifestObsProcessor(manifest or {}, seed)
+
+
+# -- statistics ----------------------------------------------------------------
+
+def mean_ci95(values) -> Stat:
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean()) if n else float("nan")
+    std = float(x.std(ddof=1)) if n > 1 else 0.0
+    half = 1.96 * std / math.sqrt(n) if n > 1 else 0.0
+    return Stat(mean=mean, ci95_low=mean - half, ci95_high=mean + half, std=std)
+
+
+def rate_ci95(successes) -> Stat:
+    """Success rate with the Wilson 95% interval (sensible at 0% and 100%, unlike mean +- 1.96 se)."""
+    x = np.asarray(successes, dtype=np.float64)
+    n, z = len(x), 1.96
+    p = float(x.mean()) if n else float("nan")
+    if n == 0:
+        return Stat(mean=p, ci95_low=p, ci95_high=p)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Stat(mean=p, ci95_low=max(0.0, centre - half), ci95_high=min(1.0, centre + half),
+                std=float(x.std(ddof=1)) if n > 1 else 0.0)
+
+
+# -- one episode -----------------------------------------------------------------
+
+def run_episode(env, policy, obs_processor: ObsProcessor, seed: int, sample_mode: str = "mean",
+                continue_after_success: bool = False, record_trajectory: bool = False,
+                video_path: Path | None = None) -> tuple[EpisodeResult, dict | None]:
+    """Roll out one episode; returns its result and, if asked, the trajectory arrays (ManiSkill2 layout)."""
+    low, high = env.action_space.low, env.action_space.high
+    generator = torch.Generator().manual_seed(seed)
+    raw, _ = env.reset(seed=seed)
+    base = env.unwrapped
+    states = [np.asarray(base.get_state(), np.float32)] if record_trajectory else None
+    actions, successes, frames = [], [], []
+    if video_path is not None:
+        frames.append(np.asarray(env.render()))
+    total_reward, success_once = 0.0, False
+    while True:
+        obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs_processor(raw).items()}
+        action = policy.act(obs, sample_mode, generator)[0].float().numpy()
+        action = np.clip(action, low, high).astype(np.float32)
+        raw, reward, terminated, truncated, info = env.step(action)
+        success = bool(info.get("success", False))
+        total_reward += float(reward)
+        success_once |= success
+        actions.append(action)
+        successes.append(success)
+        if record_trajectory:
+            states.append(np.asarray(base.get_state(), np.float32))
+        if video_path is not None:
+            frames.append(np.asarray(env.render()))
+        if truncated or (terminated and not continue_after_success):
+            break
+    video = None
+    if video_path is not None:
+        video = str(write_video(video_path, frames, fps=int(env.metadata.get("render_fps", 20))))
+    result = EpisodeResult(seed=seed, length=len(actions), episode_return=total_reward,
+                           success_at_end=successes[-1], success_once=success_once, video=video)
+    traj = None
+    if record_trajectory:
+        traj = dict(actions=np.stack(actions), success=np.asarray(successes, bool), env_states=np.stack(states))
+    return result, traj
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
+    """MP4 (H.264) written under a temporary name and renamed."""
+    import imageio.v2 as imageio  # optional: part of the sim extra
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
+    try:
+        imageio.mimwrite(tmp, [np.asarray(f, np.uint8) for f in frames], fps=fps, macro_block_size=1)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- workers -------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _env_kwargs(env_cfg: dict, cfg: EvalConfig) -> dict:
+    return dict(
+        env_id=env_cfg["env_id"], obs_mode=env_cfg["obs_mode"], control_mode=env_cfg["control_mode"],
+        reward_mode=env_cfg.get("reward_mode", "dense"),
+        max_episode_steps=cfg.max_episode_steps or env_cfg.get("max_episode_steps"),
+        camera_size=tuple(env_cfg["camera_size"]) if env_cfg.get("camera_size") else None,
+        backend=cfg.backend or env_cfg.get("backend", "sapien"),
+        render_mode="rgb_array" if cfg.save_video else None,
+    )
+
+
+def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int = 1) -> None:
+    from ms2core.algos.bc import load_policy
+    from ms2core.envs import make_env
+
+    torch.set_num_threads(threads)
+    cfg = EvalConfig.model_validate_json(cfg_json)
+    policy, ckpt = load_policy(cfg.checkpoint, "cpu")
+    env_cfg = ckpt["config"]["env"]
+    extra = ckpt.get("extra", {})
+    _WORKER.update(
+        cfg=cfg, policy=policy, env=make_env(**_env_kwargs(env_cfg, cfg)),
+        processor=obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed),
+    )
+
+
+def _worker_episode(task: tuple[int, str | None]) -> tuple[int, EpisodeResult, dict | None]:
+    index, video = task
+    cfg: EvalConfig = _WORKER["cfg"]
+    result, traj = run_episode(
+        _WORKER["env"], _WORKER["policy"], _WORKER["processor"], cfg.seed + index, cfg.sample_mode,
+        cfg.continue_after_success, cfg.save_traj, Path(video) if video else None,
+    )
+    return index, result, traj
+
+
+def _close_worker() -> None:
+    env = _WORKER.pop("env", None)
+    if env is not None:
+        env.close()
+
+
+def default_output_dir(cfg: EvalConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    ckpt = Path(cfg.checkpoint)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run_dir / "eval" / f"{ckpt.stem}_seed{cfg.seed}_{cfg.sample_mode}_n{cfg.num_episodes}"
+
+
+def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progress: bool = True) -> EvaluationResult:
+    """Run ``cfg.num_episodes`` episodes of the checkpoint's policy; save ``result.json`` (and trajectories/videos)."""
+    from ms2core.checkpoint import load_checkpoint
+    from ms2core.trajectory import Episode, write_demo_pair
+    from storage_schemas.demos import EpisodeMeta
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    env_cfg = ckpt["config"]["env"]
+    out_dir = default_output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(i, str(out_dir / "videos" / f"episode_{i}.mp4") if cfg.save_video else None)
+             for i in range(cfg.num_episodes)]
+    t0 = time.perf_counter()
+    results: dict[int, tuple[EpisodeResult, dict | None]] = {}
+    num_procs = min(cfg.num_procs, cfg.num_episodes)
+    bar = _progress(cfg.num_episodes, progress)
+    if num_procs == 1:
+        _init_worker(cfg.model_dump_json(), obs_processor, threads=torch.get_num_threads())
+        try:
+            for task in tasks:
+                i, res, traj = _worker_episode(task)
+                results[i] = (res, traj)
+                bar.update(1)
+        finally:
+            _close_worker()
+            _WORKER.clear()
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(num_procs, initializer=_init_worker, initargs=(cfg.model_dump_json(), obs_processor)) as pool:
+            for i, res, traj in pool.imap_unordered(_worker_episode, tasks):
+                results[i] = (res, traj)
+                bar.update(1)
+    bar.close()
+    episodes = [results[i][0] for i in range(cfg.num_episodes)]
+
+    traj_path = None
+    if cfg.save_traj:
+        limit = cfg.max_episode_steps or env_cfg.get("max_episode_steps")
+        env_info = dict(env_id=env_cfg["env_id"], max_episode_steps=limit,
+                        env_kwargs=dict(obs_mode=env_cfg["obs_mode"], control_mode=env_cfg["control_mode"],
+                                        reward_mode=env_cfg.get("reward_mode", "dense")))
+        demo_episodes = []
+        for i in range(cfg.num_episodes):
+            res, traj = results[i]
+            meta = EpisodeMeta(episode_id=i, episode_seed=res.seed, reset_kwargs={"seed": res.seed},
+                               control_mode=env_cfg["control_mode"], elapsed_steps=res.length,
+                               info={"success": res.success_at_end, "success_once": res.success_once})
+            demo_episodes.append(Episode(meta=meta, actions=traj["actions"], success=traj["success"],
+                                         env_states=traj["env_states"]))
+        h5_path, _ = write_demo_pair(out_dir / "trajectory", env_info, demo_episodes)
+        traj_path = str(h5_path)
+
+    result = EvaluationResult(
+        env_id=env_cfg["env_id"], obs_mode=env_cfg["obs_mode"], control_mode=env_cfg["control_mode"],
+        checkpoint=str(cfg.checkpoint), checkpoint_step=int(ckpt["step"]), num_episodes=cfg.num_episodes,
+        seed=cfg.seed, sample_mode=cfg.sample_mode,
+        max_episode_steps=cfg.max_episode_steps or env_cfg.get("max_episode_steps"),
+        success_at_end=rate_ci95([e.success_at_end for e in episodes]),
+        success_once=rate_ci95([e.success_once for e in episodes]),
+        episode_length=mean_ci95([e.length for e in episodes]),
+        episode_return=mean_ci95([e.episode_return for e in episodes]),
+        episodes=episodes, trajectory_path=traj_path, wall_time_s=time.perf_counter() - t0,
+    )
+    save_result(result, out_dir / "result.json")
+    return result
+
+
+def save_result(result: EvaluationResult, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(result.model_dump_json(indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="ep", disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,80 @@
+"""A policy = encoder (chosen by obs mode) + head; ``build_policy`` makes one from a NetworkConfig."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ms2core.errors import ConfigError
+from ms2core.nn.encoders import CNNEncoder, PointNetEncoder, StateEncoder
+from ms2core.nn.heads import ActionDist, DeterministicHead, GaussianHead, TanhGaussianHead
+from storage_schemas.training import NetworkConfig
+
+POINTCLOUD_MODES = ("pointcloud", "pointcloud_robot_seg")
+RGBD_MODES = ("rgbd", "rgbd_robot_seg")
+
+
+def network_kind_for(obs_mode: str, cfg: NetworkConfig) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    if obs_mode in POINTCLOUD_MODES:
+        return "pointnet"
+    if obs_mode in RGBD_MODES:
+        return "cnn"
+    return "mlp"
+
+
+class Policy(nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def deterministic(self) -> bool:
+        return isinstance(self.head, DeterministicHead)
+
+    def forward(self, obs: dict[str, torch.Tensor]):
+        return self.head(self.encoder(obs))
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], sample_mode: str = "mean",
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        out = self(obs)
+        if isinstance(out, ActionDist):
+            return out.mode() if sample_mode == "mean" else out.sample(generator)
+        return out
+
+    def set_state_stats(self, mean, std) -> None:
+        self.encoder.normalizer.set_stats(mean, std)
+
+
+def build_policy(cfg: NetworkConfig, obs_mode: str, obs_shapes: dict[str, tuple[int, ...]], action_dim: int) -> Policy:
+    """``obs_shapes`` are per-step shapes of the processed obs (e.g. {"xyz": (1250, 3), "state": (S,)})."""
+    kind = network_kind_for(obs_mode, cfg)
+    needed = {"mlp": ("state",), "pointnet": ("xyz", "rgb", "state"), "cnn": ("rgb", "depth", "state")}[kind]
+    missing = [k for k in needed if k not in obs_shapes]
+    if missing:
+        raise ConfigError(
+            f"network {kind!r} needs observation keys {list(needed)} but the data has {sorted(obs_shapes)} "
+            f"(missing {missing})",
+            hint="set network.kind to match the dataset's obs mode, or use kind=auto",
+        )
+    state_dim = int(obs_shapes["state"][-1])
+    if kind == "mlp":
+        encoder = StateEncoder(state_dim, cfg.mlp_hidden, cfg.activation, cfg.normalize_state)
+    elif kind == "pointnet":
+        encoder = PointNetEncoder(state_dim, cfg.pointnet_point_mlp, cfg.mlp_hidden, cfg.activation,
+                                  cfg.normalize_state)
+    else:
+        h, w, rgb_ch = obs_shapes["rgb"]
+        depth_ch = obs_shapes["depth"][-1]
+        encoder = CNNEncoder((h, w), rgb_ch + depth_ch, state_dim, cfg.mlp_hidden, cfg.cnn_kind, cfg.activation,
+                             cfg.normalize_state, cfg.depth_max_m)
+    if cfg.head == "deterministic":
+        head = DeterministicHead(encoder.out_dim, action_dim)
+    elif cfg.head == "gaussian":
+        head = GaussianHead(encoder.out_dim, action_dim, cfg.log_std_init)
+    else:
+        head = TanhGaussianHead(encoder.out_dim, action_dim, cfg.log_std_init)
+    return Policy(encoder, head)
