@@ -60,6 +60,7 @@ CHECKS: dict[str, tuple[Severity, str]] = {
     "provenance_missing": ("warning", "the source demos recorded in the manifest are not on disk (not checked)"),
     "replay_state": ("error", "re-simulating an episode gives states that differ beyond the tolerance"),
     "replay_actions": ("error", "stored actions differ from the source demo's actions"),
+    "replay_reward": ("error", "stored rewards differ from the re-simulated ones beyond the tolerance"),
     "replay_success": ("error", "re-simulating an episode gives different success flags"),
     "replay_failed": ("error", "an episode could not be re-simulated (env refuses its seed, states or actions)"),
     "replay_skipped": ("warning", "replay consistency was asked for but could not run (no env or no source)"),
@@ -70,7 +71,7 @@ CheckCode = Literal[
     "unreadable", "manifest_schema", "json_schema", "incomplete", "missing_array", "unexpected_array",
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
-    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_success", "replay_failed",
+    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward", "replay_success", "replay_failed",
     "replay_skipped", "env_unavailable",
 ]
 

@@ -67,7 +67,7 @@ class BuiltDataset:
 
 
 def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", n_points: int = 64,
-                        chunk_rows: int = 16, checksum: bool = False, camera_size=(32, 24)) -> BuiltDataset:
+                        chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24)) -> BuiltDataset:
     """Render a fake-env demo pair into a Zarr v3 dataset following the shared layout."""
     obs_cfg = ObsProcessConfig(obs_mode=obs_mode, n_points=n_points)
     options = RenderOptions(obs=obs_cfg, backend="fake", camera_size=camera_size if obs_mode == "rgbd" else None,

@@ -52,7 +52,8 @@ class FindingSink:
                 index=index, row=row, value=jsonable(value), expected=jsonable(expected)))
 
     def count_only(self, code: str, occurrences: int) -> None:
-        self.total[code] += occurrences
+        if occurrences > 0:
+            self.total[code] += occurrences
 
     def merge(self, other: FindingSink) -> None:
         for f in other.findings:

@@ -10,6 +10,7 @@ recorded env state for rigid tasks, step the actions for soft-body ones) and com
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -125,8 +126,17 @@ def replay_env_obs_mode(obs_cfg: ObsProcessConfig, backend: str) -> str:
     return "none" if backend == "sapien" else obs_cfg.env_obs_mode
 
 
+def task_reward(env_u, action: np.ndarray, info: dict) -> float:
+    """The env's reward for the step that led to ``info`` (ManiSkill2 0.5 takes obs/action/info; the fake env info)."""
+    params = inspect.signature(env_u.get_reward).parameters
+    if "action" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return float(env_u.get_reward(obs=None, action=action, info=info))
+    return float(env_u.get_reward(info))
+
+
 def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | None, stored_success: np.ndarray,
-                           obs_cfg: ObsProcessConfig, atol: float, sink: FindingSink) -> None:
+                           obs_cfg: ObsProcessConfig, atol: float, sink: FindingSink,
+                           stored_rewards: np.ndarray | None = None) -> None:
     """Re-derive one stored episode from its source demo and compare obs/state and success per step."""
     u = env.unwrapped
     episode_id = episode.meta.episode_id
@@ -135,7 +145,7 @@ def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | Non
         sink.add("replay_failed", f"the dataset stores {len(stored_success)} steps, the source demo has {n}",
                  episode=episode_id, key="success", value=len(stored_success), expected=n)
         return
-    state_reported = False
+    state_reported = reward_reported = False
 
     def compare(t: int) -> None:
         nonlocal state_reported
@@ -161,11 +171,17 @@ def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | Non
                 u.set_state(episode.env_states[t])
                 compare(t)
                 u.set_state(episode.env_states[t + 1])
-                success = bool(u.evaluate()["success"])
+                info = u.evaluate()
+                reward = task_reward(u, episode.actions[t], info)
             else:
                 compare(t)
-                _, _, _, _, info = env.step(episode.actions[t])
-                success = bool(info.get("success", False))
+                _, reward, _, _, info = env.step(episode.actions[t])
+            success = bool(info.get("success", False))
+            if stored_rewards is not None and not reward_reported and not abs(float(reward) - float(
+                    stored_rewards[t])) <= atol:
+                sink.add("replay_reward", f"stored reward differs from the re-simulated {float(reward):.6g}",
+                         episode=episode_id, key="rewards", index=t, value=stored_rewards[t], expected=float(reward))
+                reward_reported = True
             if success != bool(stored_success[t]):
                 sink.add("replay_success", f"re-simulated success at step {t} is {success}", episode=episode_id,
                          key="success", index=t, value=bool(stored_success[t]), expected=success)

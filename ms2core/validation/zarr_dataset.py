@@ -317,7 +317,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
         checks.append("provenance")
         source_ok = _check_provenance(sink, manifest)
         if replay_sample > 0 and ends is not None and locate_ok:
-            checks += ["replay_state", "replay_actions", "replay_success"]
+            checks += ["replay_state", "replay_actions", "replay_reward", "replay_success"]
             outcome.replayed = _replay_sample(root, sink, manifest, ends, episode_ids, replay_sample,
                                               replay_state_atol, backend, source_ok, arrays)
     return outcome
@@ -503,6 +503,7 @@ def _replay_sample(root, sink: FindingSink, manifest: DatasetManifest, ends: np.
                     stored_state = np.asarray(arrays["obs/state"][start:stop]) if "obs/state" in arrays else None
                     stored_success = np.asarray(arrays["success"][start:stop], bool)
                     stored_actions = np.asarray(arrays["actions"][start:stop])
+                    stored_rewards = np.asarray(arrays["rewards"][start:stop]) if "rewards" in arrays else None
                 except Exception as exc:  # noqa: BLE001
                     sink.add("replay_failed", f"cannot read episode {episode_id}: {env_error_text(exc)}",
                              episode=episode_id)
@@ -514,7 +515,7 @@ def _replay_sample(root, sink: FindingSink, manifest: DatasetManifest, ends: np.
                              key="actions", index=bad, row=None if bad is None else start + bad,
                              value=None if bad is None else stored_actions[bad],
                              expected=None if bad is None else demo.actions[bad])
-                replay_dataset_episode(env, demo, stored_state, stored_success, obs_cfg, atol, sink)
+                replay_dataset_episode(env, demo, stored_state, stored_success, obs_cfg, atol, sink, stored_rewards)
                 replayed.append(episode_id)
     except Exception as exc:  # noqa: BLE001
         sink.add("replay_skipped", f"cannot read the source demos: {env_error_text(exc)}", key="source.path")
