@@ -66,7 +66,7 @@ class ArrayRules:
 
 def rules_for(key: str, dtype: np.dtype, low=None, high=None, bounds_tol: float = 0.0) -> ArrayRules:
     rules = ArrayRules(key=key, finite=np.issubdtype(dtype, np.floating))
-    if key == "actions" and low is not None and high is not None:
+    if low is not None and high is not None:  # the caller passes bounds for action arrays only
         rules.low, rules.high, rules.bounds_tol = np.asarray(low, np.float64), np.asarray(high, np.float64), bounds_tol
     if key == "obs/depth":
         rules.non_negative = True
@@ -188,17 +188,19 @@ def check_last_steps(sink: FindingSink, episode_ids: list[int], last_success: np
                      claimed_success: list[bool | None] | None = None, success_key: str = "success",
                      done_key: str = "dones") -> None:
     """Success-only datasets end every episode in success; every episode's last row is done;
-    per-episode success recorded elsewhere (manifest / json info) agrees with the flags."""
+    per-episode success recorded elsewhere (manifest / json info) agrees with the flags.
+    ``success_key`` may hold ``{episode}`` (demo pairs: one array per episode)."""
     for i, episode in enumerate(episode_ids):
         last = int(lengths[i]) - 1
+        key = success_key.format(episode=episode)
         if last_success is not None:
             if success_only and not bool(last_success[i]):
                 sink.add("success", "the last step is not a success in a success-only dataset", episode=episode,
-                         key=success_key, index=last, value=False, expected=True)
+                         key=key, index=last, value=False, expected=True)
             if claimed_success is not None and claimed_success[i] is not None \
                     and bool(claimed_success[i]) != bool(last_success[i]):
                 sink.add("success_claim", f"recorded episode success {claimed_success[i]} but the last success "
-                         f"flag is {bool(last_success[i])}", episode=episode, key=success_key, index=last,
+                         f"flag is {bool(last_success[i])}", episode=episode, key=key, index=last,
                          value=bool(last_success[i]), expected=bool(claimed_success[i]))
         if last_done is not None and not bool(last_done[i]):
             sink.add("dones", "the episode's last row is not marked done", episode=episode, key=done_key,

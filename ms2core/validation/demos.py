@@ -167,7 +167,7 @@ def _check_pair(pair: DemoPair, meta: TrajectoryJson, sink: FindingSink, outcome
     outcome.ok_positions = ok_positions
     lengths_arr = np.asarray(lengths, np.int64)
     check_last_steps(sink, ids, np.asarray(last_success, bool), None, lengths_arr, success_only, claimed,
-                     success_key="success")
+                     success_key="traj_{episode}/success")
     check_duplicates(sink, ids, seeds, digests)
 
 
