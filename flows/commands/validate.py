@@ -71,7 +71,9 @@ def print_report(console, result, max_rows: int = 50) -> None:
 
     report = result.report
     table = Table(title=f"validation of {report.path}", show_lines=False)
-    for column in ("code", "severity", "episode", "key", "index", "value", "expected", "message"):
+    for column in ("code", "severity", "episode", "key", "index"):
+        table.add_column(column, no_wrap=True)  # greppable: never split
+    for column in ("value", "expected", "message"):
         table.add_column(column, overflow="fold")
     for f in report.findings[:max_rows]:
         colour = "red" if f.severity == "error" else "yellow"
