@@ -1,0 +1,104 @@
+"""``ms2 validate PATH``: check a rendered Zarr dataset or a demo pair, print the findings as a table,
+write the report beside the dataset and record the result in the store. Exit 1 on any error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    def validate(
+        path: str = typer.Argument(..., help="Zarr store (dir or s3://...) or demo pair NAME.h5 / NAME.json"),
+        replay_sample: int = typer.Option(0, "--replay-sample", "-k", min=0,
+                                          help="re-simulate this many episodes and compare states and success"),
+        workers: int = typer.Option(0, "--workers", min=0, help="Dask LocalCluster workers (0: in this process)"),
+        scheduler: str = typer.Option(None, "--scheduler", help="existing Dask scheduler address"),
+        backend: str = typer.Option("auto", "--backend", help="env backend for bounds and replay: auto|sapien|fake"),
+        success_only: bool = typer.Option(True, "--success-only/--any-outcome",
+                                          help="every episode must end in success"),
+        recheck: bool = typer.Option(False, "--recheck", help="validate again even if nothing changed"),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML ValidationConfig"),
+        overrides: list[str] = typer.Option(None, "--set", help="dotted override, e.g. replay_state_atol=1e-4"),
+        max_rows: int = typer.Option(50, "--max-rows", help="findings shown in the table (all are in the report)"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Validate a dataset: schemas, shapes/dtypes, episode ends, ids, NaN/Inf, action bounds, images and
+        point clouds, success flags, duplicates, provenance, and replay of a sample of episodes."""
+        from rich.console import Console
+
+        from pipelines.validate import run
+
+        # Options given on the command line win over the YAML file; --set wins over both.
+        given = dict(replay_sample=replay_sample, workers=workers, scheduler=scheduler, backend=backend,
+                     success_only=success_only, recheck=recheck, progress=progress)
+        cfg = build_config(path, config, given, overrides or [])
+        result = run(cfg)
+        console = Console()
+        print_report(console, result, max_rows)
+        if result.report.n_errors:
+            raise typer.Exit(1)
+
+
+def build_config(path: str, config: Path | None, given: dict, overrides: list[str]):
+    import yaml
+    from pydantic import ValidationError
+
+    from ms2core.config import apply_overrides, load_config
+    from ms2core.errors import ConfigError
+    from storage_schemas.validation import ValidationConfig
+
+    data: dict = {}
+    if config is not None:
+        data = load_config(ValidationConfig, config, [f"path={yaml.safe_dump(path).strip()}"]).model_dump(
+            exclude_unset=True)
+    defaults = ValidationConfig.model_fields
+    data.update({k: v for k, v in given.items() if v != defaults[k].default})
+    data["path"] = path
+    data = apply_overrides(data, overrides, ValidationConfig)
+    try:
+        return ValidationConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"invalid validate option {'.'.join(map(str, err['loc']))}: {err['msg']} "
+                          f"(got {err.get('input')!r})") from exc
+
+
+def print_report(console, result, max_rows: int = 50) -> None:
+    from rich.table import Table
+
+    report = result.report
+    table = Table(title=f"validation of {report.path}", show_lines=False)
+    for column in ("code", "severity", "episode", "key", "index"):
+        table.add_column(column, no_wrap=True)  # greppable: never split
+    for column in ("value", "expected", "message"):
+        table.add_column(column, overflow="fold")
+    for f in report.findings[:max_rows]:
+        colour = "red" if f.severity == "error" else "yellow"
+        table.add_row(f.code, f"[{colour}]{f.severity}[/{colour}]", _cell(f.episode), _cell(f.key), _cell(f.index),
+                      _cell(f.value), _cell(f.expected), f.message)
+    if report.findings:
+        console.print(table)
+    hidden = sum(c.count for c in report.counts) - min(len(report.findings), max_rows)
+    if hidden > 0:
+        console.print(f"... {hidden} more finding(s): counts per code below, listed ones in the report")
+    if report.counts:
+        counts = ", ".join(f"{c.code}={c.count}" for c in report.counts)
+        console.print(f"counts: {counts}")
+    colour = "green" if report.status == "passed" else "red"
+    reused = " (unchanged since the last validation)" if result.reused else ""
+    console.print(f"[{colour}]{report.status}[/{colour}]{reused}: {report.n_errors} error(s), "
+                  f"{report.n_warnings} warning(s); {report.n_episodes} episodes, {report.n_rows} rows, "
+                  f"{report.bytes_checked / 2**20:.1f} MiB checked in {report.elapsed_s:.1f} s"
+                  + (f"; replayed episodes {report.replayed_episodes}" if report.replayed_episodes else ""))
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

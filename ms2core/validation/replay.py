@@ -1,0 +1,197 @@
+"""Env-backed checks: the control mode's action bounds, and replay consistency (re-simulate a recorded
+episode and compare states and success within a tolerance).
+
+Demo pairs: reset with the recorded seed, compare the initial state, then step the recorded actions
+from the recorded initial state and compare every env state (rigid tasks, ``env_states``) and the
+success flags. Zarr datasets: re-derive each row from the source demo as the renderer does (set the
+recorded env state for rigid tasks, step the actions for soft-body ones) and compare the stored
+``obs/state`` row and success flag.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ms2core.errors import Ms2Error
+from ms2core.obs import observe_env, process_observation
+from ms2core.trajectory import Episode
+from ms2core.validation.findings import FindingSink
+from storage_schemas.dataset import ObsProcessConfig
+
+
+@dataclass(frozen=True)
+class Bounds:
+    low: np.ndarray
+    high: np.ndarray
+    shape: tuple[int, ...]
+
+
+@lru_cache(maxsize=32)
+def action_bounds(env_id: str, control_mode: str | None, backend: str) -> Bounds:
+    """The control mode's Box bounds (pd_joint_pos: joint limits). Built once per (task, mode, backend)."""
+    if backend == "fake":
+        from ms2core.envs.fake import fake_action_space
+
+        space = fake_action_space(control_mode or "pd_joint_delta_pos")
+    else:
+        from ms2core.envs import make_env
+
+        env = make_env(env_id, "state", control_mode, backend=backend)
+        try:
+            space = env.action_space
+        finally:
+            env.close()
+    return Bounds(np.asarray(space.low, np.float64), np.asarray(space.high, np.float64), tuple(space.shape))
+
+
+def env_error_text(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, Ms2Error) else f"{type(exc).__name__}: {exc}"
+
+
+def _reset(env, episode: Episode):
+    options = episode.meta.reset_kwargs.get("options")
+    return env.reset(seed=episode.meta.seed, **({"options": options} if options else {}))
+
+
+def _first_divergence(expected: np.ndarray, got: np.ndarray, atol: float) -> tuple[int, float] | None:
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    if diff.size == 0 or float(diff.max()) <= atol:
+        return None
+    return int(np.argmax(diff)), float(diff.max())
+
+
+def replay_demo_episode(env, episode: Episode, atol: float, sink: FindingSink, key_prefix: str) -> None:
+    """Re-simulate one demo episode (recorded seed + actions) and compare states and success."""
+    u = env.unwrapped
+    episode_id = episode.meta.episode_id
+    try:
+        _reset(env, episode)
+        init = episode.env_states[0] if episode.env_states is not None else episode.env_init_state
+        if init is not None:
+            got = u.get_state()
+            if np.shape(got) != np.shape(init):
+                sink.add("replay_failed", f"the env's state has shape {np.shape(got)}, the recorded one "
+                         f"{np.shape(init)} (another task or robot?)", episode=episode_id,
+                         key=f"{key_prefix}/env_states", index=0, value=list(np.shape(init)),
+                         expected=list(np.shape(got)))
+                return
+            div = _first_divergence(init, got, atol)
+            if div is not None:
+                sink.add("replay_state", f"resetting with seed {episode.meta.seed} gives another initial state "
+                         f"(component {div[0]} differs by {div[1]:.3g})", episode=episode_id,
+                         key=f"{key_prefix}/env_states", index=0, value=div[1], expected=f"<= {atol}")
+            u.set_state(init)  # compare the actions' effect, not the reset's drift twice
+        state_reported = False
+        for t, action in enumerate(episode.actions):
+            _, _, _, _, info = env.step(action)
+            if episode.env_states is not None and not state_reported:
+                div = _first_divergence(episode.env_states[t + 1], u.get_state(), atol)
+                if div is not None:
+                    sink.add("replay_state", f"replayed state after step {t} differs from the recorded one "
+                             f"(component {div[0]} by {div[1]:.3g})", episode=episode_id,
+                             key=f"{key_prefix}/env_states", index=t + 1, value=div[1], expected=f"<= {atol}")
+                    state_reported = True  # one finding per episode: later steps inherit the drift
+            if bool(info.get("success", False)) != bool(episode.success[t]):
+                sink.add("replay_success", f"replayed success at step {t} is {bool(info.get('success'))}",
+                         episode=episode_id, key=f"{key_prefix}/success", index=t,
+                         value=bool(info.get("success")), expected=bool(episode.success[t]))
+                return
+    except Exception as exc:  # noqa: BLE001 - any simulator refusal is a finding, not a crash
+        sink.add("replay_failed", f"episode could not be replayed: {env_error_text(exc)}", episode=episode_id,
+                 key=key_prefix)
+
+
+def state_row(env, obs_cfg: ObsProcessConfig) -> np.ndarray:
+    """The processed ``state`` of the env's current state, as the renderer stores it in obs/state.
+
+    Visual datasets: agent + extra from the env directly (no pictures rendered); the env is
+    built in obs mode "none" so the task's extra holds the same keys as in visual modes.
+    """
+    u = env.unwrapped
+    if obs_cfg.obs_mode != "state" and hasattr(u, "_get_obs_agent") and hasattr(u, "_get_obs_extra"):
+        raw = {"agent": u._get_obs_agent(), "extra": u._get_obs_extra()}
+        state_cfg = obs_cfg.model_copy(update={"obs_mode": "state", "include_seg": False})
+        return process_observation(raw, state_cfg)["state"]
+    return process_observation(observe_env(env), obs_cfg, np.random.default_rng(0))["state"]
+
+
+def replay_env_obs_mode(obs_cfg: ObsProcessConfig, backend: str) -> str:
+    if obs_cfg.obs_mode == "state":
+        return "state"
+    return "none" if backend == "sapien" else obs_cfg.env_obs_mode
+
+
+def task_reward(env_u, action: np.ndarray, info: dict) -> float:
+    """The env's reward for the step that led to ``info`` (ManiSkill2 0.5 takes obs/action/info; the fake env info)."""
+    params = inspect.signature(env_u.get_reward).parameters
+    if "action" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return float(env_u.get_reward(obs=None, action=action, info=info))
+    return float(env_u.get_reward(info))
+
+
+def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | None, stored_success: np.ndarray,
+                           obs_cfg: ObsProcessConfig, atol: float, sink: FindingSink,
+                           stored_rewards: np.ndarray | None = None) -> None:
+    """Re-derive one stored episode from its source demo and compare obs/state and success per step."""
+    u = env.unwrapped
+    episode_id = episode.meta.episode_id
+    n = episode.num_steps
+    if len(stored_success) != n:
+        sink.add("replay_failed", f"the dataset stores {len(stored_success)} steps, the source demo has {n}",
+                 episode=episode_id, key="success", value=len(stored_success), expected=n)
+        return
+    state_reported = reward_reported = False
+
+    def compare(t: int) -> None:
+        nonlocal state_reported
+        if stored_state is None or state_reported:
+            return
+        got = state_row(env, obs_cfg)
+        if got.shape != stored_state[t].shape:
+            sink.add("replay_state", f"re-derived obs/state has shape {got.shape}", episode=episode_id,
+                     key="obs/state", index=t, value=list(stored_state[t].shape), expected=list(got.shape))
+            state_reported = True
+            return
+        div = _first_divergence(got, stored_state[t], atol)
+        if div is not None:
+            sink.add("replay_state", f"stored obs/state differs from the re-simulated one (component {div[0]} by "
+                     f"{div[1]:.3g})", episode=episode_id, key="obs/state", index=t, value=div[1],
+                     expected=f"<= {atol}")
+            state_reported = True
+
+    try:
+        _reset(env, episode)
+        for t in range(n):
+            if episode.env_states is not None:
+                u.set_state(episode.env_states[t])
+                compare(t)
+                u.set_state(episode.env_states[t + 1])
+                info = u.evaluate()
+                reward = task_reward(u, episode.actions[t], info)
+            else:
+                compare(t)
+                _, reward, _, _, info = env.step(episode.actions[t])
+            success = bool(info.get("success", False))
+            if stored_rewards is not None and not reward_reported and not abs(float(reward) - float(
+                    stored_rewards[t])) <= atol:
+                sink.add("replay_reward", f"stored reward differs from the re-simulated {float(reward):.6g}",
+                         episode=episode_id, key="rewards", index=t, value=stored_rewards[t], expected=float(reward))
+                reward_reported = True
+            if success != bool(stored_success[t]):
+                sink.add("replay_success", f"re-simulated success at step {t} is {success}", episode=episode_id,
+                         key="success", index=t, value=bool(stored_success[t]), expected=success)
+                return
+    except Exception as exc:  # noqa: BLE001 - any simulator refusal is a finding, not a crash
+        sink.add("replay_failed", f"episode could not be re-simulated: {env_error_text(exc)}", episode=episode_id)
+
+
+def sample_positions(n_episodes: int, k: int) -> list[int]:
+    """k episode positions spread evenly over the dataset (first and last included)."""
+    if k <= 0 or n_episodes <= 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, n_episodes - 1, min(k, n_episodes))})

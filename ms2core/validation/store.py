@@ -1,0 +1,142 @@
+"""Where validation results live and who may use a dataset: opening stores read-only, writing the
+report beside the dataset, recording its summary in the store's root attrs, and
+:func:`require_validated` (what training calls before it reads a dataset).
+
+The summary is ``attrs["ms2flow_validation"]`` (a ValidationRecord) beside ``attrs["ms2flow"]``
+(the manifest); its ``fingerprint`` covers the manifest and the committed episode ends, so a
+dataset that was re-rendered or extended after validation counts as unvalidated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from pydantic import ValidationError
+
+from ms2core.errors import DatasetError
+from storage_schemas.dataset import MANIFEST_ATTR
+from storage_schemas.validation import VALIDATION_ATTR, ValidationRecord, ValidationReport
+
+REMOTE_REPORT_NAME = "validation.json"
+
+
+def is_remote(url: str) -> bool:
+    return "://" in str(url) and not str(url).startswith("file://")
+
+
+def _store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool):
+    if is_remote(url):
+        return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}),
+                                                 read_only=read_only)
+    path = Path(str(url).removeprefix("file://"))
+    if not (path / "zarr.json").is_file():
+        raise DatasetError(f"no Zarr store at {url} (no zarr.json)", hint="pass the .zarr directory `ms2 render` made")
+    return zarr.storage.LocalStore(path, read_only=read_only)
+
+
+def open_root(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r") -> zarr.Group:
+    return zarr.open_group(_store(url, storage_options, read_only=mode == "r"), mode=mode)
+
+
+def report_digest(report: ValidationReport) -> str:
+    return hashlib.sha256(report.model_dump_json().encode()).hexdigest()[:16]
+
+
+def write_report_file(report: ValidationReport, path: str) -> str:
+    """Atomically (temp name, then rename) write the JSON report to a local path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(report.model_dump_json(indent=2))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
+def write_remote_report(report: ValidationReport, url: str, storage_options: Mapping[str, Any] | None) -> str:
+    """Remote stores: the report goes inside the store (one PUT, atomic on object stores)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    store = _store(url, storage_options, read_only=False)
+    data = default_buffer_prototype().buffer.from_bytes(report.model_dump_json(indent=2).encode())
+    sync(store.set(REMOTE_REPORT_NAME, data))
+    return f"{url.rstrip('/')}/{REMOTE_REPORT_NAME}"
+
+
+def record_validation(url: str, storage_options: Mapping[str, Any] | None, report: ValidationReport,
+                      report_path: str | None) -> ValidationRecord:
+    """Write the summary into the root attrs (next to the manifest, which is left untouched)."""
+    record = ValidationRecord(status=report.status, n_errors=report.n_errors, n_warnings=report.n_warnings,
+                              report_digest=report_digest(report), validated_at=report.validated_at,
+                              dataset_version=report.dataset_version, fingerprint=report.fingerprint,
+                              report_path=report_path)
+    root = open_root(url, storage_options, mode="r+")
+    root.attrs.update({VALIDATION_ATTR: record.model_dump(mode="json")})
+    return record
+
+
+def read_record(root: zarr.Group) -> ValidationRecord | None:
+    raw = root.attrs.get(VALIDATION_ATTR)
+    if raw is None:
+        return None
+    try:
+        return ValidationRecord.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def current_fingerprint(root: zarr.Group) -> str:
+    """The fingerprint a validation of this store now would record (manifest + committed ends)."""
+    from ms2core.validation.zarr_dataset import EPISODE_ENDS, manifest_fingerprint
+
+    raw = root.attrs.get(MANIFEST_ATTR)
+    ends = None
+    if EPISODE_ENDS in root:
+        ends = np.asarray(root[EPISODE_ENDS][:])
+        if isinstance(raw, Mapping) and isinstance(raw.get("n_committed_episodes"), int):
+            ends = ends[: raw["n_committed_episodes"]]
+        if ends.dtype != np.int64:
+            ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
+    return manifest_fingerprint(None, raw, ends)
+
+
+def require_validated(store_url: str, force: bool = False,
+                      storage_options: Mapping[str, Any] | None = None) -> ValidationRecord | None:
+    """Refuse a dataset that was never validated, failed validation, or changed since (unless ``force``).
+
+    Returns the record (None when forced past a missing one).
+    """
+    root = open_root(store_url, storage_options)
+    record = read_record(root)
+    hint = f"run `ms2 validate {store_url}` or pass --force"
+    if record is None:
+        problem = DatasetError(f"dataset {store_url} has not been validated", hint=hint)
+    elif record.status != "passed":
+        problem = DatasetError(f"dataset {store_url} failed validation with {record.n_errors} errors"
+                               + (f" (report: {record.report_path})" if record.report_path else ""), hint=hint)
+    elif record.fingerprint != current_fingerprint(root):
+        problem = DatasetError(f"dataset {store_url} has changed since it was validated at {record.validated_at}",
+                               hint=hint)
+    else:
+        return record
+    if force:
+        return record
+    raise problem
+
+
+def load_report(path: str) -> ValidationReport | None:
+    try:
+        return ValidationReport.model_validate(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return None

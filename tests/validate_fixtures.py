@@ -1,0 +1,146 @@
+"""Small real datasets for the validation tests: fake-env demo pairs (written with
+ms2core.trajectory.write_demo_pair) and Zarr datasets rendered from them the way pipelines.render
+does (obs before each action from the recorded env state, success/reward after it, dones =
+success | last row, Blosc zstd chunks along time, DatasetManifest in attrs["ms2flow"]).
+
+pipelines.render lives on another branch; this builder follows the shared layout contract
+(see ms2core/validation/zarr_dataset.py) so the validator is tested on real files on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from ms2core.envs import make_env
+from ms2core.obs import observe_env, process_observation
+from ms2core.trajectory import DemoPair, Episode, demo_digest, write_demo_pair
+from storage_schemas.dataset import (
+    MANIFEST_ATTR, ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
+    dataset_version,
+)
+from storage_schemas.demos import EnvInfo, EpisodeMeta
+
+ENV_ID = "PickCube-v0"
+CONTROL_MODE = "pd_ee_delta_pose"
+
+
+def record_fake_demos(path: Path, n_episodes: int = 4, seed0: int = 0, max_steps: int = 40) -> Path:
+    """Solve the fake PickCube with its reaching policy; record actions, env states and success."""
+    env = make_env(ENV_ID, "state", CONTROL_MODE, backend="fake")
+    u = env.unwrapped
+    episodes = []
+    for i in range(n_episodes):
+        seed = seed0 + i
+        env.reset(seed=seed)
+        states, actions, success = [u.get_state()], [], []
+        for _ in range(max_steps):
+            s = u.get_state()
+            action = np.zeros(7, np.float32)
+            action[:3] = np.clip((s[3:6] - s[0:3]) / 0.05, -0.3, 0.3)  # slow: episodes span chunks
+            _, _, _, _, info = env.step(action)
+            actions.append(action)
+            states.append(u.get_state())
+            success.append(bool(info["success"]))
+            if info["success"]:
+                break
+        meta = EpisodeMeta(episode_id=i, episode_seed=seed, reset_kwargs={"seed": seed}, control_mode=CONTROL_MODE,
+                           elapsed_steps=len(actions), info={"success": success[-1]})
+        episodes.append(Episode(meta=meta, actions=np.asarray(actions), success=np.asarray(success),
+                                env_states=np.asarray(states)))
+    env.close()
+    env_info = EnvInfo(env_id=ENV_ID, max_episode_steps=200,
+                       env_kwargs={"obs_mode": "none", "control_mode": CONTROL_MODE, "reward_mode": "dense"})
+    write_demo_pair(path, env_info, episodes, extra_json={"ms2flow": {"key": {"backend": "fake"}}})
+    return path
+
+
+@dataclass
+class BuiltDataset:
+    store: Path
+    demos: Path
+    manifest: DatasetManifest
+
+
+def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", n_points: int = 64,
+                        chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24)) -> BuiltDataset:
+    """Render a fake-env demo pair into a Zarr v3 dataset following the shared layout."""
+    obs_cfg = ObsProcessConfig(obs_mode=obs_mode, n_points=n_points)
+    options = RenderOptions(obs=obs_cfg, backend="fake", camera_size=camera_size if obs_mode == "rgbd" else None,
+                            chunk_target_bytes=1 << 20)
+    env = make_env(ENV_ID, obs_cfg.env_obs_mode, CONTROL_MODE, "dense", backend="fake",
+                   camera_size=options.camera_size)
+    u = env.unwrapped
+    columns: dict[str, list] = {}
+    ends, statuses = [], []
+    with DemoPair(demos) as pair:
+        for ep in pair.iter_episodes():
+            env.reset(seed=ep.meta.seed)
+            rng = np.random.default_rng(ep.meta.episode_id)
+            n = ep.num_steps
+            rows = {"actions": ep.actions.astype(np.float32), "rewards": np.zeros(n, np.float32),
+                    "success": np.zeros(n, bool)}
+            obs_rows = []
+            for t in range(n):
+                u.set_state(ep.env_states[t])
+                obs_rows.append(process_observation(observe_env(env), obs_cfg, rng))
+                u.set_state(ep.env_states[t + 1])
+                info = u.evaluate()
+                rows["rewards"][t], rows["success"][t] = u.get_reward(info), info["success"]
+            rows["dones"] = rows["success"].copy()
+            rows["dones"][-1] = True
+            for key in obs_rows[0]:
+                rows[f"obs/{key}"] = np.stack([o[key] for o in obs_rows])
+            for key, value in rows.items():
+                columns.setdefault(key, []).append(value)
+            ends.append((ends[-1] if ends else 0) + n)
+            statuses.append(EpisodeStatus(episode_id=ep.meta.episode_id, seed=ep.meta.seed, n_steps=n, committed=True,
+                                          success=bool(rows["success"][-1])))
+        source = SourceInfo(path=str(demos), digest=demo_digest(demos), env_id=ENV_ID, control_mode=CONTROL_MODE,
+                            n_episodes=len(pair), replay="env_states")
+    env.close()
+    codecs = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")] + ([Crc32cCodec()] if checksum else [])
+    root = zarr.open_group(str(store), mode="w")
+    specs = {}
+    for key, parts in sorted(columns.items()):
+        data = np.concatenate(parts)
+        arr = root.create_array(f"data/{key}", shape=data.shape, dtype=data.dtype,
+                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0)
+        arr[:] = data
+        specs[key] = ArraySpec(row_shape=list(data.shape[1:]), dtype=data.dtype.name, chunk_rows=chunk_rows,
+                               codec="blosc(zstd, clevel=3, shuffle)")
+    ends_arr = root.create_array("meta/episode_ends", shape=(len(ends),), dtype="int64", chunks=(1024,),
+                                 compressors=codecs, fill_value=0)
+    ends_arr[:] = np.asarray(ends, np.int64)
+    versions = {"mani_skill2": "fake", "sapien": "fake"}
+    manifest = DatasetManifest(
+        dataset_version=dataset_version(source.digest, options, versions), source=source, versions=versions,
+        options=options, arrays=specs, episodes=statuses, n_committed_episodes=len(ends),
+        n_committed_rows=int(ends[-1]), complete=True)
+    root.attrs.put({MANIFEST_ATTR: manifest.model_dump(mode="json")})
+    return BuiltDataset(store=store, demos=demos, manifest=manifest)
+
+
+def build(tmp_path: Path, obs_mode: str = "pointcloud", n_episodes: int = 4, **kwargs) -> BuiltDataset:
+    demos = record_fake_demos(tmp_path / "demos" / "pick", n_episodes=n_episodes)
+    return render_fake_dataset(demos, tmp_path / f"pick.{obs_mode}.zarr", obs_mode=obs_mode, **kwargs)
+
+
+def write_rows(store: Path, key: str, rows: slice | np.ndarray, value) -> None:
+    """Overwrite rows of data/<key> (a defect injected the way a buggy writer would)."""
+    root = zarr.open_group(str(store), mode="r+")
+    arr = root[key]
+    data = arr[:]
+    data[rows] = value
+    arr[:] = data
+
+
+def set_manifest(store: Path, **updates) -> None:
+    root = zarr.open_group(str(store), mode="r+")
+    raw = dict(root.attrs[MANIFEST_ATTR])
+    raw.update(updates)
+    root.attrs.update({MANIFEST_ATTR: raw})
