@@ -1,0 +1,146 @@
+"""Training flows: validate input -> train -> evaluate -> register, one flow per algorithm.
+
+Every flow run is one MLflow run in the task's experiment: params = the resolved
+config, metrics streamed in batches during training, artifacts = checkpoint,
+config, evaluation JSON and videos, the policy as a pyfunc model registered as
+``ms2-<task>-<algo>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from flows import stages
+from flows.registry import register_policy
+from flows.settings import mlflow_tracking_uri
+from flows.tracking import MlflowSink, tracked_run
+from ms2core.errors import DatasetError
+from storage_schemas.training import BCConfig, EvalConfig, EvaluationResult, TrainResult
+from storage_schemas.validation import ValidationConfig
+
+
+@task(name="train", retries=0)
+def train_policy(cfg, algo: str, resume_from: str | None, run_id: str | None) -> TrainResult:
+    # No retries: a crashed run is resumed from its last checkpoint with resume_from, not restarted.
+    from ms2core.metrics import NullSink
+    from pipelines import train
+
+    sink = MlflowSink(run_id) if run_id else NullSink()
+    try:
+        return train.run(cfg, algo=algo, resume_from=resume_from, progress=False, sink=sink)
+    finally:
+        sink.close()
+
+
+@task(name="evaluate", retries=1, retry_delay_seconds=5, retry_condition_fn=stages._transient)
+def evaluate_policy(cfg: EvalConfig) -> EvaluationResult:
+    from pipelines import evaluate
+
+    result = evaluate.run(cfg, progress=False)
+    create_table_artifact(key="evaluation", table=[
+        dict(metric=name, mean=round(stat.mean, 4), ci95_low=round(stat.ci95_low, 4), ci95_high=round(stat.ci95_high, 4))
+        for name, stat in (("success_once", result.success_once), ("success_at_end", result.success_at_end),
+                           ("episode_return", result.episode_return), ("episode_length", result.episode_length))
+    ], description=f"{result.num_episodes} episodes of {result.env_id} from {result.checkpoint}")
+    return result
+
+
+def _check_datasets(paths: list[str], force: bool) -> None:
+    for path in paths:
+        result = stages.validate_dataset(ValidationConfig(path=path, progress=False))
+        if result.report.status != "passed" and not force:
+            raise DatasetError(f"training input {path} failed validation with {result.report.n_errors} errors",
+                               hint="fix the dataset (see the validation-findings artifact) or pass force=True")
+
+
+def _log_evaluation(result: EvaluationResult, eval_dir: Path) -> None:
+    import mlflow
+
+    mlflow.log_metrics({
+        "eval/success_rate": result.success_once.mean, "eval/success_at_end": result.success_at_end.mean,
+        "eval/return": result.episode_return.mean, "eval/episode_length": result.episode_length.mean,
+    })
+    mlflow.log_dict(result.model_dump(mode="json"), "eval/results.json")
+    for video in sorted(eval_dir.glob("**/*.mp4"))[:20]:
+        mlflow.log_artifact(str(video), "eval/videos")
+
+
+def train_evaluate_register(algo: str, config, task: str | None = None, resume_from: str | None = None,
+                            eval_episodes: int | None = None, register_model: bool = True, force: bool = False) -> dict:
+    """The body of every train-<algo> flow."""
+    import mlflow
+
+    log = get_run_logger()
+    if task:
+        config = config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
+    env_id = config.env.env_id
+    dataset_paths = list(getattr(getattr(config, "dataset", None), "paths", []) or [])
+    dataset_paths += [p for p in [getattr(config, "demo_dataset", None)] if p]
+    _check_datasets(dataset_paths, force)
+
+    run_name = f"{algo}-{getattr(config, 'run_name', 'run')}"
+    with tracked_run(env_id, run_name, config.model_dump(mode="json"), tags={"algo": algo, "task": env_id}) as run:
+        run_id = run.info.run_id
+        result = train_policy(config, algo, resume_from, run_id)
+        run_dir = Path(result.run_dir)
+        for name in ("config.yaml", "metrics.jsonl", "train_result.json"):
+            if (run_dir / name).exists():
+                mlflow.log_artifact(str(run_dir / name))
+        mlflow.log_artifact(result.final_checkpoint, "checkpoint")
+        mlflow.log_metric("train/updates_per_s", result.updates_per_s)
+
+        n_eval = eval_episodes if eval_episodes is not None else max(getattr(config, "eval_episodes", 0), 0)
+        evaluation = result.evaluation
+        if n_eval and (evaluation is None or evaluation.num_episodes != n_eval):
+            evaluation = evaluate_policy(EvalConfig(
+                checkpoint=result.final_checkpoint, num_episodes=n_eval,
+                num_procs=getattr(config, "eval_num_procs", 1), save_video=True,
+                output_dir=str(run_dir / "eval")))
+        summary = dict(run_id=run_id, run_dir=str(run_dir), checkpoint=result.final_checkpoint,
+                       final_loss=result.final_loss, success_rate=None, model_version=None)
+        if evaluation is not None:
+            _log_evaluation(evaluation, run_dir / "eval")
+            summary["success_rate"] = evaluation.success_once.mean
+        if register_model:
+            from flows.policy_model import log_policy_model
+
+            info = log_policy_model(result.final_checkpoint)
+            reg = register_policy(info.model_uri, env_id, algo, summary["success_rate"] or 0.0)
+            summary.update(model_name=reg.name, model_version=reg.version, champion_version=reg.champion_version,
+                           champion_moved=reg.champion_moved)
+            log.info("registered %s version %s (champion: %s)", reg.name, reg.version, reg.champion_version)
+    uri = mlflow_tracking_uri()
+    if uri.startswith("http"):
+        create_link_artifact(key="mlflow-run", link=f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
+                             description="the MLflow run of this training")
+    else:
+        create_markdown_artifact(key="mlflow-run", markdown=(
+            f"MLflow run `{run_id}` in experiment **{env_id}** (store `{uri}`); browse with "
+            f"`mlflow ui --backend-store-uri {uri}`"))
+    return summary
+
+
+@flow(name="train-bc", log_prints=True)
+def train_bc(config: BCConfig = BCConfig(), task: str | None = None, resume_from: str | None = None,
+             eval_episodes: int | None = None, register_model: bool = True, force: bool = False) -> dict:
+    """Behaviour cloning on validated Zarr datasets, evaluated and registered."""
+    return train_evaluate_register("bc", config, task, resume_from, eval_episodes, register_model, force)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(config: EvalConfig) -> EvaluationResult:
+    """Evaluate a checkpoint (from a run directory or an MLflow artifact download)."""
+    return evaluate_policy(config)
+
+
+def default_prefect_ui() -> str:
+    api = os.environ.get("PREFECT_API_URL", "")
+    return api[:-4] if api.endswith("/api") else api
+
+
+#: flow per algorithm, for deployments and the CLI (other algorithms register here as they land).
+TRAIN_FLOWS = {"bc": train_bc}
