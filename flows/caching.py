@@ -48,5 +48,10 @@ def inputs_digest(cfg: BaseModel | dict[str, Any]) -> str:
 
 def stage_cache_key(context, parameters: dict[str, Any]) -> str:
     """Prefect ``cache_key_fn``: task name + digest of the ``cfg`` parameter and its input files."""
+    from ms2core.paths import data_dir
+
     cfg = parameters.get("cfg")
-    return f"{context.task.name}-{inputs_digest(cfg if cfg is not None else parameters)}"
+    # Default output locations derive from the data directory, so it is part of the key.
+    data = cfg.model_dump(mode="json") if cfg is not None else dict(parameters)
+    key = inputs_digest({**data, "__data_dir__": str(data_dir())})
+    return f"{context.task.name}-{key}"
