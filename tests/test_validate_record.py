@@ -157,3 +157,22 @@ def test_cli_usage_error_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(tmp_path / "nothing.zarr")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "no dataset" in proc.stderr
+
+
+def test_remote_store_report_inside_the_store(template):
+    """fsspec stores (S3 in production; the in-memory filesystem here) keep the report inside the store."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for p in template.store.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"/remote-test/d.zarr/{p.relative_to(template.store)}", p.read_bytes())
+    url = "memory://remote-test/d.zarr"
+    try:
+        result = run(cfg(url))
+        assert result.report_path == f"{url}/validation.json" and result.report.status == "passed"
+        assert ValidationReport.model_validate_json(fs.cat("/remote-test/d.zarr/validation.json")) == result.report
+        assert require_validated(url).status == "passed"
+        assert run(cfg(url)).reused
+    finally:
+        fs.rm("/remote-test", recursive=True)

@@ -74,6 +74,17 @@ def write_remote_report(report: ValidationReport, url: str, storage_options: Map
     return f"{url.rstrip('/')}/{REMOTE_REPORT_NAME}"
 
 
+def read_remote_report(url: str, storage_options: Mapping[str, Any] | None) -> ValidationReport | None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    try:
+        buf = sync(_store(url, storage_options, read_only=True).get(REMOTE_REPORT_NAME, default_buffer_prototype()))
+        return None if buf is None else ValidationReport.model_validate_json(buf.to_bytes())
+    except Exception:  # noqa: BLE001 - no or unreadable report: validate again
+        return None
+
+
 def record_validation(url: str, storage_options: Mapping[str, Any] | None, report: ValidationReport,
                       report_path: str | None) -> ValidationRecord:
     """Write the summary into the root attrs (next to the manifest, which is left untouched)."""
