@@ -71,8 +71,8 @@ CheckCode = Literal[
     "unreadable", "manifest_schema", "json_schema", "incomplete", "missing_array", "unexpected_array",
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
-    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward", "replay_success", "replay_failed",
-    "replay_skipped", "env_unavailable",
+    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward",
+    "replay_success", "replay_failed", "replay_skipped", "env_unavailable",
 ]
 
 

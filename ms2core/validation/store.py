@@ -119,7 +119,7 @@ def current_fingerprint(root: zarr.Group) -> str:
             ends = ends[: raw["n_committed_episodes"]]
         if ends.dtype != np.int64:
             ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
-    return manifest_fingerprint(None, raw, ends)
+    return manifest_fingerprint(raw, ends)
 
 
 def require_validated(store_url: str, force: bool = False,

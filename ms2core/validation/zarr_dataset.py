@@ -170,7 +170,8 @@ def _list_arrays(group: zarr.Group, sink: FindingSink, prefix: str = "") -> dict
         names = sorted(group.array_keys()) + sorted(group.group_keys())
     except Exception as exc:  # noqa: BLE001 - broken child metadata raise json/zarr/unicode errors
         names = None
-        sink.add("unreadable", f"cannot list data/{prefix}: {type(exc).__name__}: {exc}", key=prefix.rstrip("/") or "data")
+        sink.add("unreadable", f"cannot list data/{prefix}: {type(exc).__name__}: {exc}",
+                 key=prefix.rstrip("/") or "data")
     for name in names or []:
         path = f"{prefix}{name}"
         try:
@@ -196,7 +197,7 @@ def _node(root: zarr.Group, path: str, sink: FindingSink):
         return None
 
 
-def manifest_fingerprint(manifest: DatasetManifest | None, raw_manifest: Any, ends: np.ndarray | None) -> str:
+def manifest_fingerprint(raw_manifest: Any, ends: np.ndarray | None) -> str:
     """What a validation result is valid for: the manifest as stored plus the committed ends."""
     h = hashlib.sha256(json.dumps(raw_manifest, sort_keys=True, default=str).encode())
     if ends is not None:
@@ -270,7 +271,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                      value=len(ends), expected=manifest.n_committed_episodes)
         ends = ends[: manifest.n_committed_episodes]
         n_committed_rows = manifest.n_committed_rows
-    outcome.fingerprint = manifest_fingerprint(manifest, raw_manifest, ends)
+    outcome.fingerprint = manifest_fingerprint(raw_manifest, ends)
     locate_ok = ends is not None and check_episode_ends(sink, ends, n_committed_rows)
     if ends is not None and not locate_ok:  # keep locating rows roughly; per-episode checks are skipped
         ends = np.maximum.accumulate(np.maximum(ends, 0)) if ends.ndim == 1 else None
@@ -428,7 +429,8 @@ def _check_obs_shapes(sink: FindingSink, arrays: dict[str, zarr.Array], obs, man
                          value=shape[0] if shape else None, expected=n_expected)
             want_cols = {"obs/xyz": 3, "obs/rgb": 3}.get(key)
             if want_cols is not None and shape[1:] != [want_cols]:
-                sink.add("shape", f"data/{key} rows are {shape}", key=key, value=shape, expected=[n_expected, want_cols])
+                sink.add("shape", f"data/{key} rows are {shape}", key=key, value=shape,
+                         expected=[n_expected, want_cols])
     elif obs.obs_mode == "rgbd":
         rgb = list(arrays["obs/rgb"].shape[1:]) if "obs/rgb" in arrays else None
         depth = list(arrays["obs/depth"].shape[1:]) if "obs/depth" in arrays else None
