@@ -69,7 +69,7 @@ class BuiltDataset:
 
 def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", n_points: int = 64,
                         chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24),
-                        backend: str = "fake") -> BuiltDataset:
+                        backend: str = "fake", shard_chunks: int | None = None) -> BuiltDataset:
     """Render a demo pair (fake env by default) into a Zarr v3 dataset following the shared layout."""
     obs_cfg = ObsProcessConfig(obs_mode=obs_mode, n_points=n_points)
     options = RenderOptions(obs=obs_cfg, backend=backend, camera_size=camera_size if obs_mode == "rgbd" else None,
@@ -112,11 +112,13 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
     specs = {}
     for key, parts in sorted(columns.items()):
         data = np.concatenate(parts)
+        shard_rows = chunk_rows * shard_chunks if shard_chunks else None
         arr = root.create_array(f"data/{key}", shape=data.shape, dtype=data.dtype,
-                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0)
+                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0,
+                                shards=(shard_rows, *data.shape[1:]) if shard_rows else None)
         arr[:] = data
         specs[key] = ArraySpec(row_shape=list(data.shape[1:]), dtype=data.dtype.name, chunk_rows=chunk_rows,
-                               codec="blosc(zstd, clevel=3, shuffle)")
+                               shard_rows=shard_rows, codec="blosc(zstd, clevel=3, shuffle)")
     ends_arr = root.create_array("meta/episode_ends", shape=(len(ends),), dtype="int64", chunks=(1024,),
                                  compressors=codecs, fill_value=0)
     ends_arr[:] = np.asarray(ends, np.int64)
