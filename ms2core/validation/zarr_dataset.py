@@ -252,9 +252,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     if ends_array is not None and not isinstance(ends_array, zarr.Array):
         sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
         ends_array = None
-    if ends_array is None:
-        pass
-    else:
+    if ends_array is not None:
         try:
             ends = np.asarray(ends_array[:])
         except Exception as exc:  # noqa: BLE001
