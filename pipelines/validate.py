@@ -108,14 +108,19 @@ def _progress(enabled: bool, label: str):
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="B", unit_scale=True, desc=label, leave=False)
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=label, leave=False)  # Zarr: uncompressed bytes
 
     def on_total(n: int) -> None:
         bar.total = n
         bar.refresh()
 
+    def on_episode(done: int, total: int) -> None:  # demo pairs: episodes
+        bar.unit, bar.unit_scale, bar.total = "episode", False, total
+        bar.n = done
+        bar.refresh()
+
     try:
-        yield bar.update, on_total, None
+        yield bar.update, on_total, on_episode
     finally:
         bar.close()
 
