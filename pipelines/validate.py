@@ -24,8 +24,8 @@ from ms2core.errors import DatasetError
 from ms2core.trajectory import demo_digest, pair_paths
 from ms2core.validation import dataset_kind, outcome_config, validate_path
 from ms2core.validation.store import (
-    current_fingerprint, is_remote, load_report, open_root, read_record, record_validation, report_digest,
-    write_remote_report, write_report_file,
+    current_fingerprint, is_remote, load_report, open_root, read_record, read_remote_report, record_validation,
+    report_digest, write_remote_report, write_report_file,
 )
 from ms2core.validation.zarr_dataset import ArrayOutcome, ArrayTask, check_array, default_report_path
 from storage_schemas.validation import CHECKER_VERSION, ValidationConfig, ValidationReport, ValidationResult
@@ -53,9 +53,9 @@ def _check_exists(cfg: ValidationConfig, kind: str) -> None:
 
 
 def _reusable(cfg: ValidationConfig, kind: str, report_path: str | None) -> ValidationReport | None:
-    if cfg.recheck or report_path is None:
+    if cfg.recheck:
         return None
-    report = load_report(report_path)
+    report = load_report(report_path) if report_path else read_remote_report(cfg.path, cfg.storage_options)
     if report is None or report.checker_version != CHECKER_VERSION or report.config != outcome_config(cfg):
         return None
     try:
@@ -85,7 +85,7 @@ def _dask_runner(cfg: ValidationConfig):
         client = Client(cfg.scheduler)
     else:
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
 
     def run_tasks(tasks: list[ArrayTask]) -> Iterator[ArrayOutcome]:
@@ -108,14 +108,19 @@ def _progress(enabled: bool, label: str):
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="B", unit_scale=True, desc=label, leave=False)
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=label, leave=False)  # Zarr: uncompressed bytes
 
     def on_total(n: int) -> None:
         bar.total = n
         bar.refresh()
 
+    def on_episode(done: int, total: int) -> None:  # demo pairs: episodes
+        bar.unit, bar.unit_scale, bar.total = "episode", False, total
+        bar.n = done
+        bar.refresh()
+
     try:
-        yield bar.update, on_total, None
+        yield bar.update, on_total, on_episode
     finally:
         bar.close()
 
@@ -127,7 +132,8 @@ def run(cfg: ValidationConfig) -> ValidationResult:
     reused = _reusable(cfg, kind, report_path)
     if reused is not None:
         log.info("validation of %s reused (%s, same content and options)", cfg.path, report_path)
-        return ValidationResult(report=reused, report_path=report_path, reused=True)
+        where = report_path or f"{cfg.path.rstrip('/')}/validation.json"
+        return ValidationResult(report=reused, report_path=where, reused=True)
     with _dask_runner(cfg) as run_tasks, _progress(cfg.progress and run_tasks is None, "validate") as (
             on_bytes, on_total, on_episode):
         report = validate_path(cfg, run_tasks=run_tasks, on_bytes=on_bytes, on_total=on_total,

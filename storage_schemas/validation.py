@@ -71,8 +71,8 @@ CheckCode = Literal[
     "unreadable", "manifest_schema", "json_schema", "incomplete", "missing_array", "unexpected_array",
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
-    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward", "replay_success", "replay_failed",
-    "replay_skipped", "env_unavailable",
+    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward",
+    "replay_success", "replay_failed", "replay_skipped", "env_unavailable",
 ]
 
 
@@ -100,7 +100,8 @@ class ValidationConfig(StrictModel):
     path: str = Field(..., description="Zarr store (dir or s3://...) or demo pair (NAME.h5 / NAME.json / NAME)")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never stored)")
     replay_sample: int = Field(0, ge=0, description="re-simulate this many episodes (evenly spread) and compare")
-    replay_state_atol: float = Field(1e-3, gt=0, description="absolute tolerance of replayed states / state obs")
+    replay_state_atol: float = Field(
+        1e-3, ge=0, description="absolute tolerance of replayed states / state obs / rewards (0: bit-exact)")
     backend: Literal["auto", "sapien", "fake"] = Field(
         "auto", description="env backend for action bounds and replay; auto: the manifest's, else sapien")
     success_only: bool = Field(True, description="every episode must end in success (demo / BC datasets)")

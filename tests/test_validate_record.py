@@ -32,7 +32,8 @@ def store(template, tmp_path):
     shutil.copytree(template.demos.parent, tmp_path / "demos")
     path = tmp_path / "pick.zarr"
     shutil.copytree(template.store, path)
-    set_manifest(path, source={**template.manifest.source.model_dump(mode="json"), "path": str(tmp_path / "demos/pick")})
+    source = template.manifest.source.model_dump(mode="json")
+    set_manifest(path, source={**source, "path": str(tmp_path / "demos/pick")})
     return path
 
 
@@ -152,8 +153,39 @@ def test_cli_set_override_and_bad_option(store):
     assert cli(str(store), "--replay-sample", "-3").exit_code == 2  # typer usage error
 
 
+def test_cli_yaml_config_with_cli_and_set_overrides(store, tmp_path):
+    config = tmp_path / "validate.yaml"
+    config.write_text("replay_sample: 4\nmax_findings_per_check: 5\nsuccess_only: false\n")
+    result = cli(str(store), "--config", str(config), "--no-progress", "--set", "max_findings_per_check=2")
+    assert result.exit_code == 0, result.output
+    report = ValidationReport.model_validate_json(store.with_name("pick.validation.json").read_text())
+    assert report.replayed_episodes == [0, 1, 2, 3]  # from the YAML
+    assert report.config["max_findings_per_check"] == 2 and report.config["success_only"] is False
+    config.write_text("replay_sampel: 4\n")
+    assert isinstance(cli(str(store), "--config", str(config)).exception, ConfigError)
+
+
 def test_cli_usage_error_exits_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "validate", str(tmp_path / "nothing.zarr")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "no dataset" in proc.stderr
+
+
+def test_remote_store_report_inside_the_store(template):
+    """fsspec stores (S3 in production; the in-memory filesystem here) keep the report inside the store."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for p in template.store.rglob("*"):
+        if p.is_file():
+            fs.pipe(f"/remote-test/d.zarr/{p.relative_to(template.store)}", p.read_bytes())
+    url = "memory://remote-test/d.zarr"
+    try:
+        result = run(cfg(url))
+        assert result.report_path == f"{url}/validation.json" and result.report.status == "passed"
+        assert ValidationReport.model_validate_json(fs.cat("/remote-test/d.zarr/validation.json")) == result.report
+        assert require_validated(url).status == "passed"
+        assert run(cfg(url)).reused
+    finally:
+        fs.rm("/remote-test", recursive=True)

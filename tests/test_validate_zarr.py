@@ -307,3 +307,15 @@ def test_not_a_store_is_a_finding_not_a_crash(tmp_path):
     (tmp_path / "x.zarr").mkdir()
     report = validate(tmp_path / "x.zarr")
     assert only(report, "unreadable") and report.status == "failed"
+
+
+def test_sharded_arrays_stream_and_a_broken_shard_is_located(tmp_path):
+    built = build(tmp_path, "state", shard_chunks=2)  # shards of 8 rows (2 chunks of 4)
+    assert validate(built.store, replay_sample=4).status == "passed"
+    shard = built.store / "data" / "obs" / "state" / "c" / "1" / "0"  # rows 8-15
+    blob = bytearray(shard.read_bytes())
+    blob[10:20] = b"\xff" * 10  # inside the first chunk's compressed bytes
+    shard.write_bytes(bytes(blob))
+    report = validate(built.store)
+    found = only(report, "unreadable")
+    assert {f.key for f in found} == {"obs/state"} and min(f.row for f in found) == 8

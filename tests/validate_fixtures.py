@@ -19,6 +19,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from ms2core.envs import make_env
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import DemoPair, Episode, demo_digest, write_demo_pair
+from ms2core.validation.replay import task_reward
 from storage_schemas.dataset import (
     MANIFEST_ATTR, ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
     dataset_version,
@@ -67,12 +68,15 @@ class BuiltDataset:
 
 
 def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", n_points: int = 64,
-                        chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24)) -> BuiltDataset:
-    """Render a fake-env demo pair into a Zarr v3 dataset following the shared layout."""
+                        chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24),
+                        backend: str = "fake", shard_chunks: int | None = None) -> BuiltDataset:
+    """Render a demo pair (fake env by default) into a Zarr v3 dataset following the shared layout."""
     obs_cfg = ObsProcessConfig(obs_mode=obs_mode, n_points=n_points)
-    options = RenderOptions(obs=obs_cfg, backend="fake", camera_size=camera_size if obs_mode == "rgbd" else None,
+    options = RenderOptions(obs=obs_cfg, backend=backend, camera_size=camera_size if obs_mode == "rgbd" else None,
                             chunk_target_bytes=1 << 20)
-    env = make_env(ENV_ID, obs_cfg.env_obs_mode, CONTROL_MODE, "dense", backend="fake",
+    with DemoPair(demos) as pair:
+        env_id, control_mode = pair.env_info.env_id, pair.meta.control_mode
+    env = make_env(env_id, obs_cfg.env_obs_mode, control_mode, "dense", backend=backend,
                    camera_size=options.camera_size)
     u = env.unwrapped
     columns: dict[str, list] = {}
@@ -90,7 +94,7 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
                 obs_rows.append(process_observation(observe_env(env), obs_cfg, rng))
                 u.set_state(ep.env_states[t + 1])
                 info = u.evaluate()
-                rows["rewards"][t], rows["success"][t] = u.get_reward(info), info["success"]
+                rows["rewards"][t], rows["success"][t] = task_reward(u, ep.actions[t], info), info["success"]
             rows["dones"] = rows["success"].copy()
             rows["dones"][-1] = True
             for key in obs_rows[0]:
@@ -100,7 +104,7 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
             ends.append((ends[-1] if ends else 0) + n)
             statuses.append(EpisodeStatus(episode_id=ep.meta.episode_id, seed=ep.meta.seed, n_steps=n, committed=True,
                                           success=bool(rows["success"][-1])))
-        source = SourceInfo(path=str(demos), digest=demo_digest(demos), env_id=ENV_ID, control_mode=CONTROL_MODE,
+        source = SourceInfo(path=str(demos), digest=demo_digest(demos), env_id=env_id, control_mode=control_mode,
                             n_episodes=len(pair), replay="env_states")
     env.close()
     codecs = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")] + ([Crc32cCodec()] if checksum else [])
@@ -108,15 +112,17 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
     specs = {}
     for key, parts in sorted(columns.items()):
         data = np.concatenate(parts)
+        shard_rows = chunk_rows * shard_chunks if shard_chunks else None
         arr = root.create_array(f"data/{key}", shape=data.shape, dtype=data.dtype,
-                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0)
+                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0,
+                                shards=(shard_rows, *data.shape[1:]) if shard_rows else None)
         arr[:] = data
         specs[key] = ArraySpec(row_shape=list(data.shape[1:]), dtype=data.dtype.name, chunk_rows=chunk_rows,
-                               codec="blosc(zstd, clevel=3, shuffle)")
+                               shard_rows=shard_rows, codec="blosc(zstd, clevel=3, shuffle)")
     ends_arr = root.create_array("meta/episode_ends", shape=(len(ends),), dtype="int64", chunks=(1024,),
                                  compressors=codecs, fill_value=0)
     ends_arr[:] = np.asarray(ends, np.int64)
-    versions = {"mani_skill2": "fake", "sapien": "fake"}
+    versions = {"mani_skill2": backend, "sapien": backend}
     manifest = DatasetManifest(
         dataset_version=dataset_version(source.digest, options, versions), source=source, versions=versions,
         options=options, arrays=specs, episodes=statuses, n_committed_episodes=len(ends),

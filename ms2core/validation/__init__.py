@@ -51,17 +51,19 @@ def validate_path(cfg: ValidationConfig, run_tasks=None, on_bytes=None, on_total
     kind = dataset_kind(cfg.path)
     common = dict(replay_sample=cfg.replay_sample, replay_state_atol=cfg.replay_state_atol, backend=cfg.backend,
                   success_only=cfg.success_only, action_bounds_tol=cfg.action_bounds_tol)
-    if kind == "zarr":
-        from ms2core.validation.zarr_dataset import validate_zarr
+    from ms2core.validation.demos import DemoOutcome, validate_demo_pair
+    from ms2core.validation.zarr_dataset import validate_zarr
 
-        outcome = validate_zarr(cfg.path, cfg.storage_options, sink, block_target_bytes=cfg.block_target_bytes,
-                                run_tasks=run_tasks, on_bytes=on_bytes, on_total=on_total, **common)
-        dataset_version = outcome.dataset_version
-    else:
-        from ms2core.validation.demos import validate_demo_pair
-
-        outcome = validate_demo_pair(cfg.path, sink, on_episode=on_episode, **common)
-        dataset_version = None
+    try:
+        if kind == "zarr":
+            outcome = validate_zarr(cfg.path, cfg.storage_options, sink, block_target_bytes=cfg.block_target_bytes,
+                                    run_tasks=run_tasks, on_bytes=on_bytes, on_total=on_total, **common)
+        else:
+            outcome = validate_demo_pair(cfg.path, sink, on_episode=on_episode, **common)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: bad bytes are findings, never a crash
+        sink.add("unreadable", f"validation stopped early: {type(exc).__name__}: {exc}", key=cfg.path)
+        outcome = DemoOutcome(fingerprint="unreadable")
+    dataset_version = getattr(outcome, "dataset_version", None)
     return ValidationReport(
         path=cfg.path, kind=kind, fingerprint=outcome.fingerprint, dataset_version=dataset_version,
         status="failed" if sink.n_errors else "passed", n_errors=sink.n_errors, n_warnings=sink.n_warnings,

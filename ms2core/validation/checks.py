@@ -78,7 +78,7 @@ def _flat(block: np.ndarray) -> np.ndarray:
 
 
 def _report_rows(sink: FindingSink, code: str, key: str, bad_rows: np.ndarray, start_row: int,
-                 locator: RowLocator, describe, row_offset_is_step: bool = False) -> None:
+                 locator: RowLocator, describe) -> None:
     """Add one finding per bad row, materialising only as many as the sink will list."""
     n_bad = len(bad_rows)
     if n_bad == 0:
@@ -86,15 +86,14 @@ def _report_rows(sink: FindingSink, code: str, key: str, bad_rows: np.ndarray, s
     shown = bad_rows[: sink.room(code, key)]
     for local in shown:
         row = start_row + int(local)
-        episode, step = (None, row) if row_offset_is_step else locator.locate(row)
+        episode, step = locator.locate(row)
         message, value, expected = describe(int(local))
-        sink.add(code, message, episode=episode, key=key, index=step,
-                 row=None if row_offset_is_step else row, value=value, expected=expected)
+        sink.add(code, message, episode=episode, key=key, index=step, row=row, value=value, expected=expected)
     sink.count_only(code, n_bad - len(shown))
 
 
 def check_block(sink: FindingSink, rules: ArrayRules, block: np.ndarray, start_row: int,
-                locator: RowLocator, rows_are_steps: bool = False) -> None:
+                locator: RowLocator) -> None:
     """Value checks of one block of rows (NaN/Inf, action bounds, depth sign)."""
     if len(block) == 0:
         return
@@ -109,7 +108,7 @@ def check_block(sink: FindingSink, rules: ArrayRules, block: np.ndarray, start_r
             return (f"{rules.key} row holds {int(bad_mask[local].sum())} non-finite value(s), first at flat "
                     f"component {col}", flat[local, col], "finite")
 
-        _report_rows(sink, "non_finite", rules.key, bad_rows, start_row, locator, describe, rows_are_steps)
+        _report_rows(sink, "non_finite", rules.key, bad_rows, start_row, locator, describe)
     if rules.low is not None:
         flat = _flat(block) if flat is None else flat
         with np.errstate(invalid="ignore"):
@@ -125,7 +124,7 @@ def check_block(sink: FindingSink, rules: ArrayRules, block: np.ndarray, start_r
             return (f"action component {col} = {flat[local, col]:.6g} outside the control mode's bounds",
                     flat[local, col], [lo, hi])
 
-        _report_rows(sink, "action_bounds", rules.key, bad_rows, start_row, locator, describe, rows_are_steps)
+        _report_rows(sink, "action_bounds", rules.key, bad_rows, start_row, locator, describe)
     if rules.non_negative:
         flat = _flat(block) if flat is None else flat
         with np.errstate(invalid="ignore"):
@@ -136,7 +135,7 @@ def check_block(sink: FindingSink, rules: ArrayRules, block: np.ndarray, start_r
             col = int(np.argmax(negative[local]))
             return (f"depth has {int(negative[local].sum())} negative value(s)", flat[local, col], ">= 0")
 
-        _report_rows(sink, "depth", rules.key, bad_rows, start_row, locator, describe, rows_are_steps)
+        _report_rows(sink, "depth", rules.key, bad_rows, start_row, locator, describe)
 
 
 def check_episode_ends(sink: FindingSink, ends: np.ndarray, n_rows: int | None,

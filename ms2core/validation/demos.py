@@ -49,7 +49,8 @@ def demo_backend(raw_json: dict, backend: str) -> str:
 
 def validate_demo_pair(path: str, sink: FindingSink, *, replay_sample: int = 0, replay_state_atol: float = 1e-3,
                        backend: str = "auto", success_only: bool = True, action_bounds_tol: float = 1e-5,
-                       on_episode: Callable[[int], None] | None = None) -> DemoOutcome:
+                       on_episode: Callable[[int, int], None] | None = None) -> DemoOutcome:
+    """``on_episode(done, total)`` is called once per episode checked (progress bars)."""
     h5_path, json_path = pair_paths(path)
     outcome = DemoOutcome(fingerprint="unreadable")
     checks = outcome.checks_run
@@ -127,7 +128,7 @@ def _check_pair(pair: DemoPair, meta: TrajectoryJson, sink: FindingSink, outcome
     env_id = meta.env_info.env_id
     for position, ep in enumerate(meta.episodes):
         if on_episode is not None:
-            on_episode(position)
+            on_episode(position + 1, len(meta.episodes))
         name = f"traj_{ep.episode_id}"
         if ep.episode_id not in h5_ids:
             sink.add("traj_id", f"the json lists episode {ep.episode_id} but the h5 has no {name}",

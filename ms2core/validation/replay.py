@@ -177,8 +177,9 @@ def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | Non
                 compare(t)
                 _, reward, _, _, info = env.step(episode.actions[t])
             success = bool(info.get("success", False))
-            if stored_rewards is not None and not reward_reported and not abs(float(reward) - float(
-                    stored_rewards[t])) <= atol:
+            # compared in the stored dtype: a float32 column holds the float64 reward rounded
+            if stored_rewards is not None and not reward_reported and not abs(float(np.asarray(
+                    reward, stored_rewards.dtype)) - float(stored_rewards[t])) <= atol:
                 sink.add("replay_reward", f"stored reward differs from the re-simulated {float(reward):.6g}",
                          episode=episode_id, key="rewards", index=t, value=stored_rewards[t], expected=float(reward))
                 reward_reported = True

@@ -74,6 +74,17 @@ def write_remote_report(report: ValidationReport, url: str, storage_options: Map
     return f"{url.rstrip('/')}/{REMOTE_REPORT_NAME}"
 
 
+def read_remote_report(url: str, storage_options: Mapping[str, Any] | None) -> ValidationReport | None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    try:
+        buf = sync(_store(url, storage_options, read_only=True).get(REMOTE_REPORT_NAME, default_buffer_prototype()))
+        return None if buf is None else ValidationReport.model_validate_json(buf.to_bytes())
+    except Exception:  # noqa: BLE001 - no or unreadable report: validate again
+        return None
+
+
 def record_validation(url: str, storage_options: Mapping[str, Any] | None, report: ValidationReport,
                       report_path: str | None) -> ValidationRecord:
     """Write the summary into the root attrs (next to the manifest, which is left untouched)."""
@@ -108,7 +119,7 @@ def current_fingerprint(root: zarr.Group) -> str:
             ends = ends[: raw["n_committed_episodes"]]
         if ends.dtype != np.int64:
             ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
-    return manifest_fingerprint(None, raw, ends)
+    return manifest_fingerprint(raw, ends)
 
 
 def require_validated(store_url: str, force: bool = False,

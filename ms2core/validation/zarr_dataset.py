@@ -163,18 +163,41 @@ def _run_in_process(tasks: list[ArrayTask], on_bytes=None) -> Iterator[ArrayOutc
         yield check_array(task, on_bytes)
 
 
-def _list_arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array]:
+def _list_arrays(group: zarr.Group, sink: FindingSink, prefix: str = "") -> dict[str, zarr.Array]:
+    """Every readable array below ``group``; a node whose metadata cannot be read is a finding."""
     out = {}
-    for name, member in group.members():
+    try:
+        names = sorted(group.array_keys()) + sorted(group.group_keys())
+    except Exception as exc:  # noqa: BLE001 - broken child metadata raise json/zarr/unicode errors
+        names = None
+        sink.add("unreadable", f"cannot list data/{prefix}: {type(exc).__name__}: {exc}",
+                 key=prefix.rstrip("/") or "data")
+    for name in names or []:
         path = f"{prefix}{name}"
+        try:
+            member = group[name]
+        except Exception as exc:  # noqa: BLE001
+            sink.add("unreadable", f"cannot open data/{path}: {type(exc).__name__}: {exc}", key=path)
+            continue
         if isinstance(member, zarr.Array):
             out[path] = member
         else:
-            out.update(_list_arrays(member, f"{path}/"))
+            out.update(_list_arrays(member, sink, f"{path}/"))
     return dict(sorted(out.items()))
 
 
-def manifest_fingerprint(manifest: DatasetManifest | None, raw_manifest: Any, ends: np.ndarray | None) -> str:
+def _node(root: zarr.Group, path: str, sink: FindingSink):
+    """root[path], None if absent; unreadable metadata become a finding (and None)."""
+    try:
+        return root[path]
+    except KeyError:
+        return None
+    except Exception as exc:  # noqa: BLE001
+        sink.add("unreadable", f"cannot open {path}: {type(exc).__name__}: {exc}", key=path)
+        return None
+
+
+def manifest_fingerprint(raw_manifest: Any, ends: np.ndarray | None) -> str:
     """What a validation result is valid for: the manifest as stored plus the committed ends."""
     h = hashlib.sha256(json.dumps(raw_manifest, sort_keys=True, default=str).encode())
     if ends is not None:
@@ -221,13 +244,15 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     # -- episode ends -----------------------------------------------------------------------------
     checks.append("episode_ends")
     ends: np.ndarray | None = None
-    try:
-        ends_array = root[EPISODE_ENDS] if EPISODE_ENDS in root else None
-    except Exception:  # noqa: BLE001
-        ends_array = None
-    if ends_array is None:
+    n_before = sink.total["unreadable"]
+    meta_group = _node(root, "meta", sink)  # its own metadata must be readable too, not only the array's
+    ends_array = _node(root, EPISODE_ENDS, sink) if meta_group is not None else None
+    if ends_array is None and sink.total["unreadable"] == n_before:
         sink.add("missing_array", f"{EPISODE_ENDS} is missing", key=EPISODE_ENDS)
-    else:
+    if ends_array is not None and not isinstance(ends_array, zarr.Array):
+        sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
+        ends_array = None
+    if ends_array is not None:
         try:
             ends = np.asarray(ends_array[:])
         except Exception as exc:  # noqa: BLE001
@@ -244,7 +269,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                      value=len(ends), expected=manifest.n_committed_episodes)
         ends = ends[: manifest.n_committed_episodes]
         n_committed_rows = manifest.n_committed_rows
-    outcome.fingerprint = manifest_fingerprint(manifest, raw_manifest, ends)
+    outcome.fingerprint = manifest_fingerprint(raw_manifest, ends)
     locate_ok = ends is not None and check_episode_ends(sink, ends, n_committed_rows)
     if ends is not None and not locate_ok:  # keep locating rows roughly; per-episode checks are skipped
         ends = np.maximum.accumulate(np.maximum(ends, 0)) if ends.ndim == 1 else None
@@ -273,12 +298,10 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
 
     # -- array metadata ---------------------------------------------------------------------------
     checks += ["missing_array", "shape", "dtype", "length", "obs_keys", "point_count", "rgb"]
-    try:
-        arrays = _list_arrays(root["data"]) if "data" in root else {}
-    except Exception as exc:  # noqa: BLE001
-        sink.add("unreadable", f"cannot list the arrays under data/: {exc}", key="data")
-        arrays = {}
-    if "data" not in root:
+    n_before = sink.total["unreadable"]
+    data_group = _node(root, "data", sink)
+    arrays = _list_arrays(data_group, sink) if isinstance(data_group, zarr.Group) else {}
+    if data_group is None and sink.total["unreadable"] == n_before:
         sink.add("missing_array", "the store has no data/ group", key="data")
     bounds = _bounds(manifest, backend, sink)
     checkable = _check_metadata(sink, arrays, manifest, bounds, n_rows)
@@ -404,7 +427,8 @@ def _check_obs_shapes(sink: FindingSink, arrays: dict[str, zarr.Array], obs, man
                          value=shape[0] if shape else None, expected=n_expected)
             want_cols = {"obs/xyz": 3, "obs/rgb": 3}.get(key)
             if want_cols is not None and shape[1:] != [want_cols]:
-                sink.add("shape", f"data/{key} rows are {shape}", key=key, value=shape, expected=[n_expected, want_cols])
+                sink.add("shape", f"data/{key} rows are {shape}", key=key, value=shape,
+                         expected=[n_expected, want_cols])
     elif obs.obs_mode == "rgbd":
         rgb = list(arrays["obs/rgb"].shape[1:]) if "obs/rgb" in arrays else None
         depth = list(arrays["obs/depth"].shape[1:]) if "obs/depth" in arrays else None
