@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ms2core.algos import run_dir_for
 from ms2core.checkpoint import checkpoint_name, load_checkpoint, restore_rng_states, save_checkpoint
 from ms2core.config import dump_config
 from ms2core.data import BatchStream, DemoBatch, DemoDataset
 from ms2core.errors import CheckpointError, ConfigError
 from ms2core.nn import Policy, build_policy
 from ms2core.nn.heads import ActionDist
-from ms2core.paths import runs_dir
 from storage_schemas.training import BCConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_run_dir(cfg: BCConfig) -> Path:
-    return Path(cfg.run_dir) if cfg.run_dir else runs_dir() / "bc" / cfg.env.env_id / cfg.run_name
+    return run_dir_for("bc", cfg)
 
 
 def seed_everything(seed: int) -> None:
