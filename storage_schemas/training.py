@@ -91,7 +91,6 @@ class EvalConfig(StrictModel):
         False, description="ignore 'terminated' (ManiSkill2 terminates on success) and run to the step limit, "
         "so 'success at end' and 'success once' can differ",
     )
-    device: str = "cpu"
 
 
 class BCConfig(StrictModel):
