@@ -28,7 +28,7 @@ def expert_state_dataset(tmp_path_factory):
 def state_cfg(tmp_path, dataset, steps, **extra):
     return BCConfig.model_validate(dict(
         env=dict(backend="fake", max_episode_steps=30), dataset=dict(paths=[str(dataset)]),
-        train=dict(num_steps=steps, batch_size=64, lr=1e-3, device="cpu", log_every_steps=50,
+        train=dict(num_steps=steps, batch_size=64, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=50,
                    checkpoint_every_steps=1000),
         run_dir=str(tmp_path / "run"), **extra,
     ))
@@ -72,7 +72,7 @@ def test_pointnet_bc_runs_end_to_end_on_cpu(tmp_path):
     dataset = write_fake_expert_dataset(tmp_path / "pc.zarr", num_episodes=10, obs_mode="pointcloud", n_points=32)
     cfg = BCConfig.model_validate(dict(
         env=dict(obs_mode="pointcloud", backend="fake", max_episode_steps=5), dataset=dict(paths=[str(dataset)]),
-        train=dict(num_steps=20, batch_size=16, device="cpu", log_every_steps=10), run_dir=str(tmp_path / "run"),
+        train=dict(num_steps=20, batch_size=16, device="cpu", cpu_threads=1, log_every_steps=10), run_dir=str(tmp_path / "run"),
     ))
     result = bc.train(cfg, progress=False)
     assert np.isfinite(result.final_loss) and len(result.losses) == 20
@@ -101,7 +101,7 @@ def test_every_example_config_trains_with_tiny_overrides(tmp_path, name):
     else:
         dataset = write_fake_expert_dataset(tmp_path / "d.zarr", 3, obs_mode=obs, n_points=16)
     cfg = load_config(BCConfig, REPO / "configs" / "bc" / f"{name}.yaml", [
-        f"dataset.paths=[{dataset}]", "train.num_steps=3", "train.batch_size=4", "train.device=cpu",
+        f"dataset.paths=[{dataset}]", "train.num_steps=3", "train.batch_size=4", "train.device=cpu", "train.cpu_threads=1",
         "eval_episodes=0", f"run_dir={tmp_path / 'run'}", "env.backend=fake",
     ])
     result = bc.train(cfg, progress=False)
@@ -148,7 +148,7 @@ def test_cli_train(tmp_path, expert_state_dataset):
         "train", "bc", "--config", str(REPO / "configs/bc/pickcube_state.yaml"),
         "--set", f"dataset.paths=[{expert_state_dataset}]", "--set", "train.num_steps=20",
         "--set", "train.log_every_steps=10", "--set", "eval_episodes=0",
-        "--set", "env.backend=fake", "--set", f"run_dir={tmp_path / 'run'}", "--device", "cpu",
+        "--set", "env.backend=fake", "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.cpu_threads=1", "--device", "cpu",
     ])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "checkpoints" / "final.pt").exists() and "updates/s" in res.output

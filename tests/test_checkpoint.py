@@ -69,7 +69,7 @@ def bc_config(tmp_path, dataset, steps, name, **train):
     return BCConfig.model_validate(dict(
         env=dict(backend="fake"), dataset=dict(paths=[str(dataset)], prefetch_batches=2),
         network=dict(mlp_hidden=[32, 32]),
-        train={**dict(num_steps=steps, batch_size=16, lr=1e-3, device="cpu", log_every_steps=5,
+        train={**dict(num_steps=steps, batch_size=16, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=5,
                       checkpoint_every_steps=10), **train},
         run_dir=str(tmp_path / name),
     ))
