@@ -69,18 +69,21 @@ def pointcloud_processor(raw):
 
 
 def test_pointnet_bc_runs_end_to_end_on_cpu(tmp_path):
-    dataset = write_fake_expert_dataset(tmp_path / "pc.zarr", num_episodes=10, obs_mode="pointcloud", n_points=32)
+    dataset = write_fake_expert_dataset(tmp_path / "pc.zarr", num_episodes=100, obs_mode="pointcloud", n_points=32)
     cfg = BCConfig.model_validate(dict(
-        env=dict(obs_mode="pointcloud", backend="fake", max_episode_steps=5), dataset=dict(paths=[str(dataset)]),
-        train=dict(num_steps=20, batch_size=16, device="cpu", cpu_threads=1, log_every_steps=10), run_dir=str(tmp_path / "run"),
+        env=dict(obs_mode="pointcloud", backend="fake", max_episode_steps=20), dataset=dict(paths=[str(dataset)]),
+        network=dict(pointnet_point_mlp=[16, 32], mlp_hidden=[64, 64]),
+        train=dict(num_steps=300, batch_size=32, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=100),
+        run_dir=str(tmp_path / "run"),
     ))
     result = bc.train(cfg, progress=False)
-    assert np.isfinite(result.final_loss) and len(result.losses) == 20
+    assert np.isfinite(result.final_loss) and len(result.losses) == 300
     policy, ckpt = bc.load_policy(result.final_checkpoint)
     assert type(policy.encoder).__name__ == "PointNetEncoder" and ckpt["extra"]["obs_shapes"]["xyz"] == [32, 3]
-    ev = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=2), obs_processor=pointcloud_processor,
+    ev = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=10), obs_processor=pointcloud_processor,
                   progress=False)
-    assert ev.obs_mode == "pointcloud" and [e.length for e in ev.episodes] == [5, 5]
+    assert ev.obs_mode == "pointcloud" and all(e.length == 20 for e in ev.episodes)
+    assert ev.success_once.mean >= 0.7
 
 
 def write_rgbd_dataset(path):
