@@ -96,7 +96,9 @@ def rate_ci95(successes) -> Stat:
         return Stat(mean=p, ci95_low=p, ci95_high=p)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Stat(mean=p, ci95_low=max(0.0, centre - half), ci95_high=min(1.0, centre + half),
+    low = 0.0 if p == 0.0 else max(0.0, centre - half)  # exact bounds at the ends, not 1 - 1e-16
+    high = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return Stat(mean=p, ci95_low=low, ci95_high=high,
                 std=float(x.std(ddof=1)) if n > 1 else 0.0)
 
 

@@ -58,7 +58,10 @@ class DatasetConfig(StrictModel):
     refresh_every_batches: int = Field(8, gt=0, description="dynamic mode: swap one cached block every n batches")
     ram_limit_bytes: int = Field(8 << 30, gt=0, description="auto mode: larger datasets use dynamic loading")
     gpu_fraction: float = Field(0.6, gt=0, le=0.95, description="auto/gpu mode: fraction of free GPU memory it may fill")
-    prefetch_batches: int = Field(4, ge=0, description="batches prepared ahead by a background thread (0 = none)")
+    prefetch_batches: int = Field(
+        4, ge=0, description="batches prepared ahead by a background thread when training on CUDA (0 = none); "
+        "on CPU the thread would only compete with the update for the same cores, so it is not started",
+    )
 
 
 class TrainLoopConfig(StrictModel):
@@ -69,6 +72,10 @@ class TrainLoopConfig(StrictModel):
     grad_clip_norm: float | None = Field(None, gt=0)
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads (None keeps torch's default); 1 is fastest for small "
+        "networks on a busy shared CPU, where OpenMP spin-waiting across threads can cost 10x",
+    )
     seed: int = 0
     log_every_steps: int = Field(100, gt=0)
     checkpoint_every_steps: int = Field(5_000, gt=0)
@@ -91,7 +98,6 @@ class EvalConfig(StrictModel):
         False, description="ignore 'terminated' (ManiSkill2 terminates on success) and run to the step limit, "
         "so 'success at end' and 'success once' can differ",
     )
-    device: str = "cpu"
 
 
 class BCConfig(StrictModel):

@@ -9,4 +9,6 @@ COMMAND_MODULES: list[str] = [
     "pipeline",
     "render",
     "validate",
+    "train",
+    "evaluate",
 ]

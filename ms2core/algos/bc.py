@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ms2core.algos import run_dir_for
 from ms2core.checkpoint import checkpoint_name, load_checkpoint, restore_rng_states, save_checkpoint
 from ms2core.config import dump_config
 from ms2core.data import BatchStream, DemoBatch, DemoDataset
 from ms2core.errors import CheckpointError, ConfigError
 from ms2core.nn import Policy, build_policy
 from ms2core.nn.heads import ActionDist
-from ms2core.paths import runs_dir
 from storage_schemas.training import BCConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_run_dir(cfg: BCConfig) -> Path:
-    return Path(cfg.run_dir) if cfg.run_dir else runs_dir() / "bc" / cfg.env.env_id / cfg.run_name
+    return run_dir_for("bc", cfg)
 
 
 def seed_everything(seed: int) -> None:
@@ -105,7 +105,7 @@ def build_dataset(cfg: BCConfig, device: torch.device) -> DemoDataset:
 def _comparable(config: dict) -> dict:
     """Config keys that must match for a resume (the step budget and logging may change)."""
     out = json.loads(json.dumps(config))
-    for key in ("num_steps", "log_every_steps", "checkpoint_every_steps", "device"):
+    for key in ("num_steps", "log_every_steps", "checkpoint_every_steps", "device", "cpu_threads"):
         out.get("train", {}).pop(key, None)
     for key in ("eval_episodes", "eval_num_procs", "run_dir", "run_name"):
         out.pop(key, None)
@@ -121,6 +121,8 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     ckpt_dir = run_dir / "checkpoints"
     config_dict = cfg.model_dump(mode="json")
     seed_everything(cfg.train.seed)
+    if cfg.train.cpu_threads is not None:
+        torch.set_num_threads(cfg.train.cpu_threads)
 
     dataset = build_dataset(cfg, device)
     policy = build_policy(cfg.network, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
@@ -149,7 +151,7 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
         "action_dim": dataset.action_dim, "dataset_manifest": dataset.manifests[0],
     }
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.train.seed, start_batch=start_step, device=device,
-                         prefetch_batches=cfg.dataset.prefetch_batches)
+                         prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm)
 
     def checkpoint(step: int, name: str) -> Path:

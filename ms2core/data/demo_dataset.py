@@ -363,7 +363,7 @@ class BatchStream:
             assert got == k, f"prefetch out of order: {got} != {k}"
         self.next_batch = k + 1
         if self.dataset.mode == "gpu":
-            return DemoBatch(batch.obs, batch.actions)
+            return batch  # already gathered on the GPU
         return batch.to(self.device, non_blocking=self.pin)
 
     def state_dict(self) -> dict:

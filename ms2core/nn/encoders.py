@@ -119,8 +119,14 @@ class CNNEncoder(nn.Module):
             )
         else:
             raise ValueError(f"unknown CNN kind {kind!r}; allowed: nature, impala")
-        with torch.no_grad():
-            conv_dim = self.conv(torch.zeros(1, in_channels, *image_hw)).shape[1]
+        try:
+            with torch.no_grad():
+                conv_dim = self.conv(torch.zeros(1, in_channels, *image_hw)).shape[1]
+        except RuntimeError as exc:
+            from ms2core.errors import ConfigError
+
+            raise ConfigError(f"images of {image_hw[0]}x{image_hw[1]} are too small for the {kind} CNN ({exc})",
+                              hint="the Nature-CNN needs at least 36x36; use network.cnn_kind=impala") from exc
         self.mlp = make_mlp(conv_dim + state_dim, hidden, activation=activation)
         self.out_dim = hidden[-1]
 

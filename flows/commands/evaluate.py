@@ -1,0 +1,57 @@
+"""``ms2 evaluate``: run a checkpoint's policy for N episodes in parallel workers and save an EvaluationResult."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def evaluate(
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="a .pt checkpoint written by ms2 train"),
+        num: int = typer.Option(100, "--num", help="episodes"),
+        num_procs: int = typer.Option(1, "--num-procs", help="worker processes (spawn), one env each"),
+        seed: int = typer.Option(0, help="episode i uses seed + i"),
+        sample_mode: str = typer.Option("mean", "--sample-mode", help="mean or sample"),
+        save_traj: bool = typer.Option(False, "--save-traj", help="write ManiSkill2-format trajectory.h5/json"),
+        save_video: bool = typer.Option(False, "--save-video", help="write one MP4 per episode (render camera)"),
+        output_dir: Path = typer.Option(None, "--output-dir", help="default: <run>/eval/<checkpoint>_..."),
+        backend: str = typer.Option(None, help="override the env backend (sapien or fake)"),
+        max_episode_steps: int = typer.Option(None, "--max-episode-steps", help="override the step limit"),
+        continue_after_success: bool = typer.Option(False, "--continue-after-success",
+                                                    help="run to the step limit even after success"),
+        force: bool = typer.Option(False, help="re-run even if a result for these options exists"),
+    ) -> None:
+        """Evaluate a checkpoint: success (at end / once), episode length and return with 95% intervals."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from ms2core.config import load_config
+        from ms2core.evaluation import default_output_dir
+        from pipelines.evaluate import run
+        from storage_schemas.training import EvalConfig
+
+        overrides = [f"checkpoint={checkpoint}", f"num_episodes={num}", f"num_procs={num_procs}", f"seed={seed}",
+                     f"sample_mode={sample_mode}", f"save_traj={save_traj}", f"save_video={save_video}",
+                     f"continue_after_success={continue_after_success}"]
+        if output_dir:
+            overrides.append(f"output_dir={output_dir}")
+        if backend:
+            overrides.append(f"backend={backend}")
+        if max_episode_steps:
+            overrides.append(f"max_episode_steps={max_episode_steps}")
+        cfg = load_config(EvalConfig, None, overrides)
+        result = run(cfg, force=force)
+        table = Table(title=f"{result.env_id} {result.obs_mode} step {result.checkpoint_step}: {result.num_episodes} episodes")
+        for col in ("metric", "mean", "95% interval"):
+            table.add_column(col)
+        for name in ("success_once", "success_at_end", "episode_length", "episode_return"):
+            stat = getattr(result, name)
+            table.add_row(name, f"{stat.mean:.3f}", f"{stat.ci95_low:.3f} .. {stat.ci95_high:.3f}")
+        console = Console()
+        console.print(table)
+        console.print(f"result: {default_output_dir(cfg) / 'result.json'}")
+        if result.trajectory_path:
+            console.print(f"trajectories: {result.trajectory_path}")

@@ -1,0 +1,74 @@
+"""Stage ``train``: ``run(cfg, algo)`` trains one algorithm and returns a TrainResult.
+
+Algorithms are a plain dict from name to (config model, train function); each
+train function lives whole in ``ms2core.algos.<name>``. The stage is idempotent:
+a run directory whose final checkpoint was trained with the same config (and
+step budget) is returned as is, without training again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ms2core.algos import run_dir_for
+from ms2core.errors import unknown_choice
+from storage_schemas.training import BCConfig, EvalConfig, TrainResult
+
+
+def _train_bc(cfg: BCConfig, resume_from: str | None, progress: bool) -> TrainResult:
+    from ms2core.algos import bc
+
+    return bc.train(cfg, resume_from=resume_from, progress=progress)
+
+
+#: name -> (config model, train function(cfg, resume_from, progress) -> TrainResult). Other algorithms add themselves here.
+ALGORITHMS: dict[str, tuple[type[BaseModel], Callable[..., TrainResult]]] = {
+    "bc": (BCConfig, _train_bc),
+}
+
+
+def _completed(algo: str, cfg) -> TrainResult | None:
+    """The saved result of an identical, finished run in the same directory, if there is one."""
+    result_path = run_dir_for(algo, cfg) / "train_result.json"
+    config_path = run_dir_for(algo, cfg) / "resolved_config.json"
+    if not (result_path.exists() and config_path.exists()):
+        return None
+    if json.loads(config_path.read_text()) != cfg.model_dump(mode="json"):
+        return None
+    result = TrainResult.model_validate_json(result_path.read_text())
+    if not Path(result.final_checkpoint).exists():
+        return None
+    return result.model_copy(update={"skipped": True})
+
+
+def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True) -> TrainResult:
+    if algo not in ALGORITHMS:
+        raise unknown_choice("algorithm", algo, ALGORITHMS)
+    model, train_fn = ALGORITHMS[algo]
+    if not isinstance(cfg, model):
+        cfg = model.model_validate(cfg)
+    if resume_from is None and (done := _completed(algo, cfg)) is not None:
+        return done
+    result = train_fn(cfg, resume_from, progress)
+    eval_episodes = getattr(cfg, "eval_episodes", 0)
+    if eval_episodes:
+        from pipelines.evaluate import run as evaluate
+
+        result.evaluation = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=eval_episodes,
+                                                num_procs=getattr(cfg, "eval_num_procs", 1)), progress=progress)
+    run_dir = Path(result.run_dir)
+    _write_json(run_dir / "train_result.json", result.model_dump_json(indent=2))
+    _write_json(run_dir / "resolved_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return result
+
+
+def _write_json(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
