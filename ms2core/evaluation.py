@@ -61,16 +61,20 @@ class ManifestObsProcessor:
 
 
 def _processing_options(manifest: dict, obs_module):
-    """The processing config recorded by the render stage, in the form process_observation takes."""
-    if hasattr(obs_module, "processing_config_from_manifest"):
-        return obs_module.processing_config_from_manifest(manifest)
-    for key in ("processing", "obs_processing", "render_options", "render"):
-        if key in manifest:
-            return manifest[key]
-    return manifest
+    """The ObsProcessConfig the render stage recorded in the dataset manifest (options.obs)."""
+    from storage_schemas.dataset import DatasetManifest
+
+    try:
+        return DatasetManifest.model_validate(manifest).options.obs
+    except Exception as exc:  # noqa: BLE001 - turned into a user error naming what is missing
+        raise ConfigError("the checkpoint's dataset manifest has no valid observation-processing options",
+                          hint="train on a dataset rendered by `ms2 render` (its manifest records options.obs)") from exc
 
 
 def default_obs_processor(obs_mode: str, manifest: dict | None, seed: int = 0) -> ObsProcessor:
+    """Process raw env observations exactly as the render stage did for the training dataset."""
+    if manifest and "options" in manifest:
+        return ManifestObsProcessor(manifest, seed)
     if obs_mode == "state":
         return state_obs_processor
     return ManifestObsProcessor(manifest or {}, seed)

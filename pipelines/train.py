@@ -19,13 +19,13 @@ from ms2core.errors import unknown_choice
 from storage_schemas.training import BCConfig, EvalConfig, TrainResult
 
 
-def _train_bc(cfg: BCConfig, resume_from: str | None, progress: bool) -> TrainResult:
+def _train_bc(cfg: BCConfig, resume_from: str | None, progress: bool, sink=None) -> TrainResult:
     from ms2core.algos import bc
 
-    return bc.train(cfg, resume_from=resume_from, progress=progress)
+    return bc.train(cfg, resume_from=resume_from, progress=progress, sink=sink)
 
 
-#: name -> (config model, train function(cfg, resume_from, progress) -> TrainResult). Other algorithms add themselves here.
+#: name -> (config model, train function(cfg, resume_from, progress, sink) -> TrainResult). Other algorithms add themselves here.
 ALGORITHMS: dict[str, tuple[type[BaseModel], Callable[..., TrainResult]]] = {
     "bc": (BCConfig, _train_bc),
 }
@@ -45,7 +45,8 @@ def _completed(algo: str, cfg) -> TrainResult | None:
     return result.model_copy(update={"skipped": True})
 
 
-def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True) -> TrainResult:
+def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True, sink=None) -> TrainResult:
+    """Train ``algo``; metrics go to the run's metrics.jsonl and, when given, ``sink`` (a MetricsSink)."""
     if algo not in ALGORITHMS:
         raise unknown_choice("algorithm", algo, ALGORITHMS)
     model, train_fn = ALGORITHMS[algo]
@@ -53,7 +54,7 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
         cfg = model.model_validate(cfg)
     if resume_from is None and (done := _completed(algo, cfg)) is not None:
         return done
-    result = train_fn(cfg, resume_from, progress)
+    result = train_fn(cfg, resume_from, progress, sink)
     eval_episodes = getattr(cfg, "eval_episodes", 0)
     if eval_episodes:
         from pipelines.evaluate import run as evaluate

@@ -131,16 +131,18 @@ def test_bad_inputs(tmp_path):
         load_config(EvalConfig, None, ["num_episodes=0"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ms2core.obs") is not None, reason="ms2core.obs is present")
-def test_pointcloud_eval_without_obs_module_says_what_is_missing():
-    with pytest.raises(ConfigError, match="process_observation"):
-        ManifestObsProcessor({})({"pointcloud": {}})
+def test_pointcloud_eval_uses_the_datasets_processing_options_on_fake_env():
+    from storage_schemas.dataset import DatasetManifest, ObsProcessConfig, RenderOptions, SourceInfo
 
-
-@pytest.mark.skipif(importlib.util.find_spec("ms2core.obs") is None, reason="ms2core.obs not merged yet")
-def test_pointcloud_eval_uses_ms2core_obs_on_fake_env():
-    env = make_env("PickCube-v0", "pointcloud", backend="fake")
+    manifest = DatasetManifest(
+        dataset_version="v", versions={}, options=RenderOptions(obs=ObsProcessConfig(obs_mode="pointcloud", n_points=64)),
+        source=SourceInfo(path="x.h5", digest="d", env_id="PickCube-v0", control_mode="pd_ee_delta_pose",
+                          n_episodes=1, replay="env_states"),
+    ).model_dump(mode="json")
+    env = make_env("PickCube-v0", "pointcloud", backend="fake", n_points=512)
     raw, _ = env.reset(seed=0)
-    out = ManifestObsProcessor({})(raw)
+    out = ManifestObsProcessor(manifest)(raw)
     assert {"xyz", "rgb", "state"} <= set(out)
-    assert math.prod(out["xyz"].shape[-1:]) == 3
+    assert out["xyz"].shape == (64, 3) and out["rgb"].shape == (64, 3)
+    with pytest.raises(ConfigError, match="observation-processing options"):
+        ManifestObsProcessor({})(raw)

@@ -28,6 +28,7 @@ from ms2core.checkpoint import checkpoint_name, load_checkpoint, restore_rng_sta
 from ms2core.config import dump_config
 from ms2core.data import BatchStream, DemoBatch, DemoDataset
 from ms2core.errors import CheckpointError, ConfigError
+from ms2core.metrics import MetricsSink
 from ms2core.nn import Policy, build_policy
 from ms2core.nn.heads import ActionDist
 from storage_schemas.training import BCConfig, TrainResult
@@ -114,8 +115,9 @@ def _comparable(config: dict) -> dict:
     return out
 
 
-def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory."""
+def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True,
+          sink: MetricsSink | None = None) -> TrainResult:
+    """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``."""
     device = resolve_device(cfg.train.device)
     run_dir = default_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
@@ -175,6 +177,8 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
                     metrics.write(json.dumps({"step": done, "loss": values[-1],
                                               "loss_mean": float(np.mean(values))}) + "\n")
                     metrics.flush()
+                    if sink is not None:
+                        sink.log({"train/loss": values[-1], "train/loss_mean": float(np.mean(values))}, done)
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{values[-1]:.4g}")
                 if done % cfg.train.checkpoint_every_steps == 0 and done != cfg.train.num_steps:
