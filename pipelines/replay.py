@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
-from pipelines.demos import map_in_processes, options_digest, remove_stale_temporaries, validate_pair
+from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
 
 REPLAY_VERSION = "ms2-replay-1"  # bump when conversion behaviour changes (invalidates cached outputs)
@@ -101,9 +101,9 @@ def run(cfg: ReplayConfig) -> ReplayResult:
                          json.dumps(env_info.env_kwargs, sort_keys=True), cfg.backend, cfg.verify_open_loop)
              for i in range(num_episodes)]
     start = time.perf_counter()
-    results = list(map_in_processes(convert_in_worker, tasks, cfg.num_workers,
-                                    f"replay {env_id} -> {cfg.target_control_mode}", "ep", progress=cfg.progress,
-                                    close_inline=close_worker_state))
+    with WorkerPool(min(cfg.num_workers, num_episodes), close_inline=close_worker_state) as pool:
+        results = list(pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
+                                 progress=cfg.progress))
     wall_s = time.perf_counter() - start
 
     statuses, kept = [], []
