@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError
+from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
 from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
@@ -61,7 +61,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def run(cfg: ReplayConfig) -> ReplayResult:
-    from ms2core.envs import supported_control_modes
+    from ms2core.envs import registered_env_ids, supported_control_modes
     from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
 
     source_h5, source_json = pair_paths(cfg.input)
@@ -74,10 +74,11 @@ def run(cfg: ReplayConfig) -> ReplayResult:
     if source_mode is None:
         raise DemoFileError(f"{source_json}: no control_mode in the episodes or env_info.env_kwargs",
                             hint="ManiSkill2 demos record it per episode ('control_mode': 'pd_joint_pos')")
-    try:
-        supported = supported_control_modes(env_id, cfg.backend)
-    except UnknownEnvError as exc:
-        raise UnknownEnvError(f"{source_json}: env_info.env_id: {exc.message}", hint=exc.hint) from exc
+    known = registered_env_ids(cfg.backend)
+    if env_id not in known:
+        err = unknown_choice("env id", env_id, known, cls=UnknownEnvError)
+        raise UnknownEnvError(f"{source_json}: env_info.env_id: {err.message}", hint=err.hint)
+    supported = supported_control_modes(env_id, cfg.backend)
     check_conversion(env_id, source_mode, cfg.target_control_mode, supported, where=str(source_json))
 
     stem = Path(cfg.output) if cfg.output else default_output(source_h5, source_mode, cfg.target_control_mode)
