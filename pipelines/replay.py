@@ -102,10 +102,16 @@ def run(cfg: ReplayConfig) -> ReplayResult:
                          json.dumps(env_info.env_kwargs, sort_keys=True), cfg.backend, cfg.verify_open_loop)
              for i in range(num_episodes)]
     start = time.perf_counter()
+    results, arrival_s = [], []
     with WorkerPool(min(cfg.num_workers, num_episodes), close_inline=close_worker_state) as pool:
-        results = list(pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
-                                 progress=cfg.progress))
+        for res in pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
+                             progress=cfg.progress):
+            results.append(res)
+            arrival_s.append(time.perf_counter())
     wall_s = time.perf_counter() - start
+    # After the first result every worker has its envs up: the rate from there on excludes start-up.
+    span_s = arrival_s[-1] - arrival_s[0]
+    steady = (len(arrival_s) - 1) / span_s if len(arrival_s) > 1 and span_s > 0 else None
 
     statuses, kept = [], []
     for res in results:
@@ -125,7 +131,8 @@ def run(cfg: ReplayConfig) -> ReplayResult:
         source_h5=str(source_h5), source_digest=record.digest, env_id=env_id, source_control_mode=source_mode,
         target_control_mode=cfg.target_control_mode, num_episodes=num_episodes, num_converted=len(kept),
         open_loop_successes=sum(open_loop) if cfg.verify_open_loop else None, episodes=statuses, wall_s=wall_s,
-        episodes_per_s=num_episodes / wall_s if wall_s > 0 else 0.0, num_workers=cfg.num_workers,
+        episodes_per_s=num_episodes / wall_s if wall_s > 0 else 0.0, steady_episodes_per_s=steady,
+        startup_s=arrival_s[0] - start, num_workers=cfg.num_workers,
     )
     if not kept:
         reasons = "; ".join(f"episode {s.episode_id}: {s.reason}" for s in statuses[:3])
