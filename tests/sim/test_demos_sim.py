@@ -66,9 +66,17 @@ def test_maniskill2_replay_tool_reads_our_demos_and_we_read_its_output(pick_demo
         assert pair.read_episode(0).success[-1]
 
 
-@pytest.mark.parametrize("env_id", ["LiftCube-v0", "StackCube-v0"])
-def test_planner_solves_lift_and_stack(env_id, tmp_path):
+@pytest.mark.parametrize("env_id", ["LiftCube-v0", "StackCube-v0", "PegInsertionSide-v0"])
+def test_planner_solves_lift_stack_and_peg_insertion(env_id, tmp_path):
     result = demos.run(GenerateDemosConfig(env_id=env_id, num_episodes=1, max_attempts=3,
                                            output=str(tmp_path / env_id), progress=False))
     with DemoPair(result.h5_path) as pair:
         assert pair.read_episode(0).success[-1]
+
+
+def test_generator_refuses_tasks_it_has_no_planner_for(tmp_path):
+    from ms2core.errors import UnsupportedModeError
+
+    with pytest.raises(UnsupportedModeError, match=r"(?s)no motion-planning expert for 'PlugCharger-v0'.*demos import"):
+        demos.run(GenerateDemosConfig(env_id="PlugCharger-v0", num_episodes=1, output=str(tmp_path / "x")))
+    assert list(tmp_path.iterdir()) == []
