@@ -5,6 +5,9 @@ order over rounds (ABBA) so drift in machine load hits both alike. Wall time
 includes starting the workers and their envs, as a user sees it; the rate after
 the first result excludes that start-up. Reports the
 median episodes/s of each and their ratio (ideal: 2.0 on 2 idle cores).
+Where the kernel's sched_autogroup is on, all processes of one session share
+one fair CPU slice with other sessions, so on a busy shared machine the ratio
+stays near 1 whatever the code does; the result file records that setting.
 Writes results/replay_scaling.json.
 
     python -m benchmarks.replay_scaling [--episodes 8] [--rounds 2] [--demos PAIR.h5]
@@ -13,6 +16,7 @@ Writes results/replay_scaling.json.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +28,13 @@ from storage_schemas.demos import GenerateDemosConfig, ReplayConfig
 
 ENV_ID = "PickCube-v0"
 TARGET_MODE = "pd_ee_delta_pose"
+
+
+def sched_autogroup_enabled() -> bool | None:
+    try:
+        return open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+    except OSError:
+        return None
 
 
 def main() -> None:
@@ -64,7 +75,7 @@ def main() -> None:
         env_id=ENV_ID, target_control_mode=TARGET_MODE, episodes=args.episodes, rounds=args.rounds,
         verify_open_loop=args.verify_open_loop, episodes_per_s_1_process=one, episodes_per_s_2_processes=two,
         ratio=two / one, steady_episodes_per_s_1_process=s_one, steady_episodes_per_s_2_processes=s_two,
-        steady_ratio=s_two / s_one, runs=rates, steady_runs=steady, converted=converted,
+        steady_ratio=s_two / s_one, sched_autogroup=sched_autogroup_enabled(), load_avg_1min=os.getloadavg()[0], runs=rates, steady_runs=steady, converted=converted,
     ))
     print(f"wrote {path}")
 
