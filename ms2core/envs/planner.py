@@ -131,7 +131,7 @@ class PandaScrewPlanner:
         qpos = self.robot.get_qpos()
         result = self.planner.plan_screw(goal, qpos, time_step=self.time_step_s)
         if result["status"] != "Success":
-            raise PlanningFailed(f"screw plan failed: {result['status']}")
+            raise PlanningFailed(f"mplib: {result['status']} (TCP target at {np.round(target_pose.p, 3).tolist()})")
         for q in result["position"]:
             rec.step(np.concatenate([q, [gripper]]))
 
