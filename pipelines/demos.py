@@ -57,32 +57,42 @@ GENERATOR_VERSION = "mplib-screw-1"  # bump when the planner's behaviour changes
 # --------------------------------------------------------------------------- #
 # Process pool shared by generation and replay
 # --------------------------------------------------------------------------- #
-def map_in_processes(fn: Callable[[T], R], items: list[T], num_workers: int, desc: str, unit: str,
-                     progress: bool = True, close_inline: Callable[[], None] | None = None) -> Iterator[R]:
-    """``fn`` over ``items`` in ``num_workers`` spawned processes, results yielded in input order.
+class WorkerPool:
+    """Spawned worker processes kept for the whole stage; ``imap`` yields results in input order.
 
-    ``spawn``: SAPIEN does not survive a fork after initialisation. With one
-    worker the work runs in this process (no start-up cost); ``close_inline``
-    then releases what ``fn`` cached here (envs).
+    ``spawn``: SAPIEN does not survive a fork after initialisation. Workers
+    cache their envs across calls, so one pool serves every batch of a run.
+    With one worker the work runs in this process (no start-up cost) and
+    ``close_inline`` releases what the worker functions cached here (envs).
     """
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
-    try:
-        if num_workers <= 1 or len(items) <= 1:
-            try:
-                for item in items:
-                    yield fn(item)
-                    bar.update()
-            finally:
-                if close_inline is not None:
-                    close_inline()
-            return
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(num_workers, len(items))) as pool:  # exiting terminates the workers, even on error
-            for result in pool.imap(fn, items, chunksize=1):
+
+    def __init__(self, num_workers: int, close_inline: Callable[[], None] | None = None):
+        self.num_workers = num_workers
+        self.close_inline = close_inline
+        self._pool = None
+
+    def __enter__(self) -> WorkerPool:
+        if self.num_workers > 1:
+            self._pool = multiprocessing.get_context("spawn").Pool(self.num_workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate()  # also on error or Ctrl-C: no orphaned simulator processes
+            self._pool.join()
+        elif self.close_inline is not None:
+            self.close_inline()
+
+    def imap(self, fn: Callable[[T], R], items: list[T], desc: str = "", unit: str = "it",
+             progress: bool = True) -> Iterator[R]:
+        bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+        try:
+            results = self._pool.imap(fn, items, chunksize=1) if self._pool is not None else map(fn, items)
+            for result in results:
                 yield result
                 bar.update()
-    finally:
-        bar.close()
+        finally:
+            bar.close()
 
 
 def options_digest(payload: dict) -> str:
@@ -162,7 +172,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
     start = time.perf_counter()
     bar = tqdm(total=cfg.num_episodes, desc=f"generate {cfg.env_id}", unit="demo", disable=not cfg.progress,
                dynamic_ncols=True)
-    try:
+    with WorkerPool(cfg.num_workers, close_inline=close_worker_state) as pool, bar:
         while len(kept) < cfg.num_episodes and next_seed < cfg.seed_start + max_attempts:
             # Try about as many seeds as are still needed (plus one per worker), then take them in seed order:
             # the kept set is the first num_episodes successes whatever the batch sizes were.
@@ -170,8 +180,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
             tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s)
                      for s in range(next_seed, next_seed + batch)]
             next_seed += batch
-            for result in map_in_processes(solve_in_worker, tasks, cfg.num_workers, "seeds", "seed",
-                                           progress=False, close_inline=close_worker_state):
+            for result in pool.imap(solve_in_worker, tasks, progress=False):
                 if len(kept) >= cfg.num_episodes:
                     continue  # a success past the quota: not kept, not counted as tried
                 if result.success:
@@ -180,8 +189,6 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
                 else:
                     failed[result.seed] = result.reason
                 bar.set_postfix(tried=len(kept) + len(failed), failed=len(failed))
-    finally:
-        bar.close()
     wall_s = time.perf_counter() - start
     if len(kept) < cfg.num_episodes:
         raise DemoFileError(

@@ -25,9 +25,9 @@ import os
 import time
 from pathlib import Path
 
-from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError
+from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
-from pipelines.demos import map_in_processes, options_digest, remove_stale_temporaries, validate_pair
+from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
 
 REPLAY_VERSION = "ms2-replay-1"  # bump when conversion behaviour changes (invalidates cached outputs)
@@ -61,7 +61,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def run(cfg: ReplayConfig) -> ReplayResult:
-    from ms2core.envs import supported_control_modes
+    from ms2core.envs import registered_env_ids, supported_control_modes
     from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
 
     source_h5, source_json = pair_paths(cfg.input)
@@ -74,10 +74,11 @@ def run(cfg: ReplayConfig) -> ReplayResult:
     if source_mode is None:
         raise DemoFileError(f"{source_json}: no control_mode in the episodes or env_info.env_kwargs",
                             hint="ManiSkill2 demos record it per episode ('control_mode': 'pd_joint_pos')")
-    try:
-        supported = supported_control_modes(env_id, cfg.backend)
-    except UnknownEnvError as exc:
-        raise UnknownEnvError(f"{source_json}: env_info.env_id: {exc.message}", hint=exc.hint) from exc
+    known = registered_env_ids(cfg.backend)
+    if env_id not in known:
+        err = unknown_choice("env id", env_id, known, cls=UnknownEnvError)
+        raise UnknownEnvError(f"{source_json}: env_info.env_id: {err.message}", hint=err.hint)
+    supported = supported_control_modes(env_id, cfg.backend)
     check_conversion(env_id, source_mode, cfg.target_control_mode, supported, where=str(source_json))
 
     stem = Path(cfg.output) if cfg.output else default_output(source_h5, source_mode, cfg.target_control_mode)
@@ -101,10 +102,16 @@ def run(cfg: ReplayConfig) -> ReplayResult:
                          json.dumps(env_info.env_kwargs, sort_keys=True), cfg.backend, cfg.verify_open_loop)
              for i in range(num_episodes)]
     start = time.perf_counter()
-    results = list(map_in_processes(convert_in_worker, tasks, cfg.num_workers,
-                                    f"replay {env_id} -> {cfg.target_control_mode}", "ep", progress=cfg.progress,
-                                    close_inline=close_worker_state))
+    results, arrival_s = [], []
+    with WorkerPool(min(cfg.num_workers, num_episodes), close_inline=close_worker_state) as pool:
+        for res in pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
+                             progress=cfg.progress):
+            results.append(res)
+            arrival_s.append(time.perf_counter())
     wall_s = time.perf_counter() - start
+    # After the first result every worker has its envs up: the rate from there on excludes start-up.
+    span_s = arrival_s[-1] - arrival_s[0]
+    steady = (len(arrival_s) - 1) / span_s if len(arrival_s) > 1 and span_s > 0 else None
 
     statuses, kept = [], []
     for res in results:
@@ -124,7 +131,8 @@ def run(cfg: ReplayConfig) -> ReplayResult:
         source_h5=str(source_h5), source_digest=record.digest, env_id=env_id, source_control_mode=source_mode,
         target_control_mode=cfg.target_control_mode, num_episodes=num_episodes, num_converted=len(kept),
         open_loop_successes=sum(open_loop) if cfg.verify_open_loop else None, episodes=statuses, wall_s=wall_s,
-        episodes_per_s=num_episodes / wall_s if wall_s > 0 else 0.0, num_workers=cfg.num_workers,
+        episodes_per_s=num_episodes / wall_s if wall_s > 0 else 0.0, steady_episodes_per_s=steady,
+        startup_s=arrival_s[0] - start, num_workers=cfg.num_workers,
     )
     if not kept:
         reasons = "; ".join(f"episode {s.episode_id}: {s.reason}" for s in statuses[:3])

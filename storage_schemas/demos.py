@@ -167,7 +167,9 @@ class ReplayReport(BaseModel):
     open_loop_successes: int | None = None
     episodes: list[EpisodeReplayStatus]
     wall_s: float = 0.0
-    episodes_per_s: float = 0.0
+    episodes_per_s: float = Field(0.0, description="episodes / wall time, worker start-up included")
+    steady_episodes_per_s: float | None = Field(None, description="rate after the first result (start-up excluded)")
+    startup_s: float | None = Field(None, description="seconds until the first episode came back")
     num_workers: int = 1
 
     @property

@@ -36,7 +36,7 @@ RECORD_CONTROL_MODE = "pd_joint_pos"
 
 #: Tasks the planner solves (PegInsertionSide-v0 and PlugCharger-v0 need
 #: insertion-precision alignment this planner does not attempt).
-PLANNED_ENV_IDS = ("PickCube-v0", "LiftCube-v0", "StackCube-v0")
+PLANNED_ENV_IDS = ("PickCube-v0", "LiftCube-v0", "StackCube-v0", "PegInsertionSide-v0")
 
 
 class PlanningFailed(RuntimeError):
@@ -112,8 +112,14 @@ class PandaScrewPlanner:
             joint_vel_limits=np.full(7, JOINT_VEL_LIMIT_RAD_S),
             joint_acc_limits=np.full(7, JOINT_ACC_LIMIT_RAD_S2),
         )
-        self.robot = robot
+        self.base = base
         self.time_step_s = 1.0 / base.control_freq
+
+    @property
+    def robot(self):
+        # Not cached: tasks that rebuild the scene on reset (PegInsertionSide) replace the articulation,
+        # and touching the old one crashes SAPIEN.
+        return self.base.agent.robot
 
     def reset(self) -> None:
         pose = self.robot.pose
@@ -125,7 +131,7 @@ class PandaScrewPlanner:
         qpos = self.robot.get_qpos()
         result = self.planner.plan_screw(goal, qpos, time_step=self.time_step_s)
         if result["status"] != "Success":
-            raise PlanningFailed(f"screw plan failed: {result['status']}")
+            raise PlanningFailed(f"mplib: {result['status']} (TCP target at {np.round(target_pose.p, 3).tolist()})")
         for q in result["position"]:
             rec.step(np.concatenate([q, [gripper]]))
 
@@ -141,9 +147,8 @@ def _asset_dir() -> str:
     return str(PACKAGE_ASSET_DIR)
 
 
-def _top_down_grasp(base, actor, half_size_m: float):
-    """TCP pose grasping a z-rotated box from above, closing along whichever box side needs least wrist turn."""
-    import sapien.core as sapien
+def _top_down_grasp(base, actor):
+    """TCP pose grasping a z-rotated box at its centre from above, closing along the box side needing least wrist turn."""
     from transforms3d.quaternions import quat2mat
 
     rot = quat2mat(actor.pose.q)
@@ -156,14 +161,14 @@ def _top_down_grasp(base, actor, half_size_m: float):
         for sign in (1.0, -1.0):
             candidates.append(sign * horizontal)
     closing = max(candidates, key=lambda c: float(c @ tcp_closing))
-    return base.agent.build_grasp_pose(approaching, closing, actor.pose.p), sapien
+    return base.agent.build_grasp_pose(approaching, closing, actor.pose.p)
 
 
-def _solve_pick(base, planner: PandaScrewPlanner, rec: _Recorder, actor, half_size_m: float) -> object:
+def _solve_pick(base, planner: PandaScrewPlanner, rec: _Recorder, actor):
     """Reach, descend, grasp; returns the grasp pose (the carry phases reuse its orientation)."""
     import sapien.core as sapien
 
-    grasp, _ = _top_down_grasp(base, actor, half_size_m)
+    grasp = _top_down_grasp(base, actor)
     reach = sapien.Pose(grasp.p + [0, 0, REACH_HEIGHT_M], grasp.q)
     planner.move_to(rec, reach, GRIPPER_OPEN)
     planner.move_to(rec, grasp, GRIPPER_OPEN)
@@ -174,14 +179,14 @@ def _solve_pick(base, planner: PandaScrewPlanner, rec: _Recorder, actor, half_si
 def _solve_pick_cube(base, planner, rec):
     import sapien.core as sapien
 
-    grasp = _solve_pick(base, planner, rec, base.obj, float(base.cube_half_size[0]))
+    grasp = _solve_pick(base, planner, rec, base.obj)
     planner.move_to(rec, sapien.Pose(np.asarray(base.goal_pos, np.float64), grasp.q), GRIPPER_CLOSED)
 
 
 def _solve_lift_cube(base, planner, rec):
     import sapien.core as sapien
 
-    grasp = _solve_pick(base, planner, rec, base.obj, float(base.cube_half_size[0]))
+    grasp = _solve_pick(base, planner, rec, base.obj)
     target = grasp.p + [0, 0, base.goal_height + 0.02]
     planner.move_to(rec, sapien.Pose(target, grasp.q), GRIPPER_CLOSED)
 
@@ -190,7 +195,7 @@ def _solve_stack_cube(base, planner, rec):
     import sapien.core as sapien
 
     half = float(base.box_half_size[2])
-    grasp = _solve_pick(base, planner, rec, base.cubeA, half)
+    grasp = _solve_pick(base, planner, rec, base.cubeA)
     lift = sapien.Pose(grasp.p + [0, 0, 0.08], grasp.q)
     planner.move_to(rec, lift, GRIPPER_CLOSED)
     above_b = np.asarray(base.cubeB.pose.p, np.float64) + [0, 0, 2 * half + 0.04]
@@ -201,10 +206,42 @@ def _solve_stack_cube(base, planner, rec):
     planner.move_to(rec, sapien.Pose(on_b + [0, 0, 0.05], grasp.q), GRIPPER_OPEN)
 
 
+def _solve_peg_insertion_side(base, planner, rec):
+    """Grasp the peg's tail half, lift, line it up with the hole just outside it (corrected twice), push in."""
+    import sapien.core as sapien
+    from transforms3d.quaternions import quat2mat
+
+    peg = base.peg
+    length = float(base.peg_half_size[0])
+    peg_x = quat2mat(peg.pose.q)[:, 0]
+    closing = np.cross([0.0, 0.0, 1.0], peg_x)  # across the peg, horizontal
+    closing /= np.linalg.norm(closing)
+    if closing @ quat2mat(base.tcp.pose.q)[:, 1] < 0:
+        closing = -closing
+    centre = peg.pose.transform(sapien.Pose([-0.5 * length, 0, 0])).p  # the tail half: the head must stay free
+    grasp = base.agent.build_grasp_pose(np.array([0.0, 0.0, -1.0]), closing, centre)
+    planner.move_to(rec, sapien.Pose(grasp.p + [0, 0, REACH_HEIGHT_M], grasp.q), GRIPPER_OPEN)
+    planner.move_to(rec, grasp, GRIPPER_OPEN)
+    planner.actuate_gripper(rec, GRIPPER_CLOSED)
+    planner.move_to(rec, sapien.Pose(grasp.p + [0, 0, 0.1], grasp.q), GRIPPER_CLOSED)
+    # goal_pose has the peg head at the hole's centre, ``length`` deep: first hold the head 2 cm before the
+    # entry and correct the peg's measured pose error there, integrating it into the TCP target (the held peg
+    # sags under PD tracking; the 3 mm clearance needs the steady-state error removed), then push along the axis.
+    pre_insert = base.goal_pose * sapien.Pose([-(length + 0.02), 0, 0])
+    tcp_target = pre_insert * peg.pose.inv() * base.tcp.pose
+    for _ in range(3):
+        planner.move_to(rec, tcp_target, GRIPPER_CLOSED)
+        tcp_target = pre_insert * peg.pose.inv() * tcp_target
+    peg_to_target = pre_insert.inv() * tcp_target
+    for depth_m in (-0.5 * length, 0.01):
+        planner.move_to(rec, base.goal_pose * sapien.Pose([depth_m, 0, 0]) * peg_to_target, GRIPPER_CLOSED)
+
+
 _SOLVERS = {
     "PickCube-v0": _solve_pick_cube,
     "LiftCube-v0": _solve_lift_cube,
     "StackCube-v0": _solve_stack_cube,
+    "PegInsertionSide-v0": _solve_peg_insertion_side,
 }
 
 

@@ -277,3 +277,24 @@ def close_worker_state() -> None:
         demos.close()
     _WORKER_CONVERTERS.clear()
     _WORKER_DEMOS.clear()
+
+
+def run_maniskill2_replay_tool(h5_path: str, target_control_mode: str | None, count: int | None = None,
+                               use_env_states: bool = False) -> str | None:
+    """Run ManiSkill2's own ``replay_trajectory`` on a pair (interoperability checks); returns its output h5.
+
+    It writes ``NAME.none.<mode>.h5`` beside the input, so call it on a copy.
+    """
+    from ms2core.envs import import_mani_skill2
+
+    import_mani_skill2()
+    from mani_skill2.trajectory import replay_trajectory as ms2_replay
+
+    argv = ["--traj-path", str(h5_path), "--save-traj", "--obs-mode", "none"]
+    if target_control_mode:
+        argv += ["--target-control-mode", target_control_mode]
+    if count:
+        argv += ["--count", str(count)]
+    if use_env_states:
+        argv.append("--use-env-states")
+    return ms2_replay._main(ms2_replay.parse_args(argv))
