@@ -175,7 +175,7 @@ def main() -> None:
             h5_path = work / f"{mode}.h5"
             base_fps = row["baseline_frames_per_s"]
             for n in args.workers:
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
                 client = Client(cluster)
                 try:
                     client.run(_warm_worker, plan.env, cfg.options.obs)

@@ -448,7 +448,7 @@ def _iter_reports(tasks: list[RangeTask], cfg: RenderConfig) -> Iterator[RangeRe
         client = Client(cfg.scheduler, timeout="30s")
     else:
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
         futures = [client.submit(render_range, t, key=f"render-{t.name}-{id(t)}", pure=False) for t in tasks]
