@@ -17,7 +17,7 @@ sorted by name, so a dataset never depends on a dict order.
 
 Point clouds: points with w == 0 (nothing hit) are dropped, then the ground
 (world z < ground_z_m) if asked, then the cloud is downsampled to n_points by a
-random subset or farthest-point sampling (fpsample), padded by resampling when
+random subset or farthest-point sampling (fpsample), kept in camera raster order, padded by resampling when
 fewer points are visible, and n_goal_points green points drawn in a small cube
 around ``extra/goal_pos`` are appended (N = n_points + n_goal_points).
 """
@@ -153,16 +153,19 @@ def _downsample_indices(xyz: np.ndarray, n: int, method: str, rng: np.random.Gen
     if count == 0:
         return np.zeros(0, np.int64)
     if count <= n:
-        # Too few visible points: keep them all and pad by resampling (order still random).
+        # Too few visible points: keep them all and pad by resampling.
         pad = rng.choice(count, n - count, replace=True) if n > count else np.zeros(0, np.int64)
-        return np.concatenate([rng.permutation(count), pad])
-    if method == "fps":
+        idx = np.concatenate([np.arange(count), pad])
+    elif method == "fps":
         import fpsample  # lazy: only the fps option needs it
 
         start = int(rng.integers(count))
         idx = fpsample.bucket_fps_kdline_sampling(np.ascontiguousarray(xyz, np.float32), n, h=7, start_idx=start)
-        return np.asarray(idx, np.int64)
-    return rng.choice(count, n, replace=False)
+    else:
+        idx = rng.choice(count, n, replace=False)
+    # Point order carries no meaning for point-cloud networks; keeping the cameras' raster
+    # order makes neighbouring rows similar, which is what lets the stored arrays compress.
+    return np.sort(np.asarray(idx, np.int64))
 
 
 def _process_pointcloud(raw: Mapping, cfg: ObsProcessConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:

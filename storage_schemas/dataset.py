@@ -76,7 +76,10 @@ class RenderOptions(StrictModel):
     )
     backend: Literal["sapien", "fake"] = "sapien"
     max_episodes: int | None = Field(None, gt=0, description="render only the first N trajectories")
-    chunk_target_bytes: int = Field(4 * MiB, ge=MiB, le=8 * MiB, description="uncompressed bytes per chunk (1-8 MiB)")
+    chunk_target_bytes: int = Field(
+        MiB, ge=MiB, le=8 * MiB,
+        description="uncompressed bytes per chunk (1-8 MiB); small chunks make random minibatch reads cheap",
+    )
     shard_min_chunks: int = Field(
         64, ge=2, description="shard an array once it would have more chunks than this (objects per array stay few)"
     )
@@ -182,6 +185,7 @@ class RenderResult(StrictModel):
     ranges_reused: int
     nothing_to_do: bool
     elapsed_s: float
+    worker_render_s: float = Field(0.0, description="time workers spent rendering + staging (summed over ranges)")
     frames_per_s: float | None = None
 
 

@@ -94,17 +94,36 @@ def test_pointcloud_dataset_layout_contents_and_manifest(demo, tmp_path):
     assert all(r.status == "committed" for r in manifest.ranges) and len(manifest.ranges) == 3
     assert all(e.committed for e in manifest.episodes)
     spec = manifest.arrays["obs/xyz"]
-    assert spec.codec.startswith("blosc(zstd") and spec.chunk_rows == (4 << 20) // (64 * 3 * 4)
+    assert "blosc(zstd" in spec.codec and spec.chunk_rows == (1 << 20) // (64 * 3 * 4)
     codecs = json.loads((Path(result.store) / "data/obs/xyz/zarr.json").read_text())["codecs"]
     blosc = [c for c in codecs if c["name"] == "blosc"][0]["configuration"]
     assert blosc["cname"] == "zstd" and blosc["shuffle"] == "shuffle"
+    assert codecs[0] == {"name": "transpose", "configuration": {"order": [0, 2, 1]}}  # stored (T, 3, N)
     assert "ranges" not in root  # staging removed once complete
 
 
-def test_rgbd_dataset_stacks_cameras(demo, tmp_path):
+def test_rgbd_dataset_stacks_cameras_and_random_rows_read_back(demo, tmp_path):
     cfg = _cfg(demo, tmp_path, obs=dict(obs_mode="rgbd"), options=dict(camera_size=(16, 12)))
     root = zarr.open_group(render.run(cfg).store, mode="r")
     assert root["data/obs/rgb"].shape[1:] == (12, 16, 6) and root["data/obs/depth"].shape[1:] == (12, 16, 2)
+    arrays = zarr_io.list_arrays(root["data"])
+    rows = np.array([7, 0, 30, 7, 2])
+    batch = zarr_io.read_rows(arrays, rows)
+    for key, arr in arrays.items():
+        np.testing.assert_array_equal(batch[key], arr[:][rows], err_msg=key)
+
+
+def test_large_arrays_are_sharded(demo, tmp_path):
+    cfg = _cfg(demo, tmp_path, obs=dict(obs_mode="rgbd"), options=dict(camera_size=(256, 256), shard_min_chunks=2))
+    result = render.run(cfg)
+    manifest = zarr_io.read_manifest(zarr.open_group(result.store, mode="r"))
+    spec = manifest.arrays["obs/rgb"]
+    assert spec.chunk_rows == (1 << 20) // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
+    meta = json.loads((Path(result.store) / "data/obs/rgb/zarr.json").read_text())
+    assert meta["codecs"][0]["name"] == "sharding_indexed"
+    inner = meta["codecs"][0]["configuration"]
+    assert inner["chunk_shape"][0] == spec.chunk_rows and inner["codecs"][0]["name"] == "transpose"
+    assert manifest.arrays["actions"].shard_rows is None  # few chunks: no shards
 
 
 def test_rerun_is_a_no_op_and_changed_options_make_a_new_version(demo, tmp_path):
@@ -137,11 +156,16 @@ def test_existing_store_with_a_different_manifest_is_an_error_unless_overwrite(d
         render.run(_cfg(demo, tmp_path, store=str(tmp_path / "notzarr")))
 
 
-def test_dask_workers_give_the_same_dataset_as_one_process(demo, tmp_path):
+def test_dask_workers_and_an_existing_scheduler_give_the_same_dataset_as_one_process(demo, tmp_path):
+    from dask.distributed import LocalCluster
+
     inproc = render.run(_cfg(demo, tmp_path, store=str(tmp_path / "a.zarr")))
     dask = render.run(_cfg(demo, tmp_path, store=str(tmp_path / "b.zarr"), workers=2))
     assert dask.ranges_rendered == 3
     _assert_same_store(inproc.store, dask.store)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = render.run(_cfg(demo, tmp_path, store=str(tmp_path / "c.zarr"), scheduler=cluster.scheduler_address))
+    _assert_same_store(inproc.store, remote.store)
 
 
 def test_soft_body_action_replay_matches_state_replay(tmp_path):
