@@ -171,6 +171,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
     parameters = unique_parameters(actor, critic)
     stats: dict[str, list[float]] = {}
     early_stopped = False
+    critic_only_steps = policy_steps = 0
     for epoch in range(warmup + params.num_epochs):
         critic_only = epoch < warmup
         perm = torch.as_tensor(generator.permutation(total), device=device)
@@ -200,12 +201,15 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
             loss.backward()
             nn.utils.clip_grad_norm_(parameters, params.max_grad_norm)
             optimizer.step()
+            critic_only_steps += critic_only
+            policy_steps += not critic_only
             for k, v in record.items():
                 stats.setdefault(k, []).append(v)
         if early_stopped:
             break
     out = {k: float(np.mean(v)) for k, v in stats.items()}
-    out.update(early_stopped=float(early_stopped), epochs_run=float(epoch + 1),
+    out.update(early_stopped=float(early_stopped), epochs_run=float(epoch + 1), policy_steps=float(policy_steps),
+               critic_only_steps=float(critic_only_steps),
                advantage_mean=float(advantages.mean()), return_target_mean=float(returns.mean()))
     return out
 
