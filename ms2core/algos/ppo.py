@@ -216,9 +216,15 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
 
 # --------------------------------------------------------------------------- training loop
 def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
+              actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
               algo_name: str = "ppo") -> common.TrainResult:
-    """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``."""
+    """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``.
+
+    ``backbone`` replaces the MLP encoder (e.g. ms2core.nn's PointNet); ``actor`` replaces the
+    whole policy with any module of the GaussianActor interface (e.g. ``_nets.MixActionActor``
+    for FrameMiner-MixAction).
+    """
     params, run = cfg.ppo, cfg.run
     common.seed_everything(run.seed)
     device = common.setup_torch(run)
@@ -227,7 +233,8 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     try:
         obs = vec.reset()
         obs_dims = {k: int(np.prod(v.shape[1:])) for k, v in obs.items()}
-        actor, critic = build_actor_critic(obs_dims, vec.action_dim, cfg.net, backbone)
+        default_actor, critic = build_actor_critic(obs_dims, vec.action_dim, cfg.net, backbone)
+        actor = actor if actor is not None else default_actor
         actor.to(device), critic.to(device)
         optimizer = torch.optim.Adam(unique_parameters(actor, critic), lr=params.lr)
         normalizer = ReturnNormalizer(vec.num_envs, params.gamma) if params.normalize_reward else None
