@@ -134,5 +134,9 @@ def test_config_errors():
         load_config(PPOConfig, None, ["ppo.clip_rato=0.1"])
     with pytest.raises(ConfigError, match="gamma"):
         load_config(PPOConfig, None, ["ppo.gamma=1.5"])
-    with pytest.raises(ConfigError, match="CUDA"):
-        train_ppo(load_config(PPOConfig, None, ["run.device=cuda", "rollout.env.backend=fake"])) if not torch.cuda.is_available() else (_ for _ in ()).throw(ConfigError("CUDA present"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where CUDA is absent")
+def test_cuda_device_without_cuda_is_a_config_error():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train_ppo(load_config(PPOConfig, None, ["run.device=cuda", "rollout.env.backend=fake"]))

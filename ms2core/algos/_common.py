@@ -113,3 +113,8 @@ def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) 
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.lerp_(s, tau)
+
+
+def finite(x: float | None) -> float | None:
+    """x, or None where it is missing or not finite (pydantic results stay JSON-clean)."""
+    return float(x) if x is not None and np.isfinite(x) else None

@@ -15,6 +15,7 @@ backbones. DAPG (``dapg.py``) reuses this loop with an extra demo term.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,8 +76,6 @@ def build_actor_critic(obs_dims: dict[str, int], action_dim: int, net_cfg,
         shared = backbone if backbone is not None else make_backbone()
         actor_bb, critic_bb = shared, shared
     else:
-        import copy
-
         actor_bb = backbone if backbone is not None else make_backbone()
         critic_bb = copy.deepcopy(backbone) if backbone is not None else make_backbone()
     actor = GaussianActor(actor_bb, action_dim, net_cfg.init_log_std,
@@ -289,12 +288,12 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 last_ckpt = env_steps
         checkpoint = save()
         result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
-                                    final_mean_return=_finite(summary.mean_return),
-                                    final_success_rate=_finite(summary.success_rate), checkpoint=checkpoint,
+                                    final_mean_return=common.finite(summary.mean_return),
+                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
                                     curve=curve)
         if run.eval_episodes:
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_episodes, run.seed + 10_000)
-            result.eval_mean_return, result.eval_success_rate = _finite(ev.mean_return), _finite(ev.success_rate)
+            result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)
             metrics.log({"eval_mean_return": ev.mean_return, "eval_success_rate": ev.success_rate}, env_steps)
         return result
     finally:
@@ -314,7 +313,3 @@ def evaluate_actor(rollout_cfg, actor: GaussianActor, device: torch.device, num_
 
     with vector_env_from_config(eval_cfg, seed) as vec:
         return EpisodeSummary.of(run_episodes(vec, act, num_episodes))
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None

@@ -225,12 +225,12 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                 last_ckpt = env_steps
         checkpoint = save()
         result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
-                                    final_mean_return=_finite(summary.mean_return),
-                                    final_success_rate=_finite(summary.success_rate), checkpoint=checkpoint,
+                                    final_mean_return=common.finite(summary.mean_return),
+                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
                                     curve=curve)
         if run.eval_episodes:
             ev = evaluate_sac_actor(cfg.rollout, agent.actor, device, run.eval_episodes, run.seed + 10_000)
-            result.eval_mean_return, result.eval_success_rate = _finite(ev.mean_return), _finite(ev.success_rate)
+            result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)
             metrics.log({"eval_mean_return": ev.mean_return, "eval_success_rate": ev.success_rate}, env_steps)
         return result, agent
     finally:
@@ -256,7 +256,3 @@ def check_sac_config(cfg) -> None:
     if cfg.sac.batch_size > cfg.sac.buffer_capacity:
         raise ConfigError(f"sac.batch_size={cfg.sac.batch_size} exceeds sac.buffer_capacity={cfg.sac.buffer_capacity}",
                           hint="lower the batch size or enlarge the buffer")
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None
