@@ -140,3 +140,11 @@ def test_config_errors():
 def test_cuda_device_without_cuda_is_a_config_error():
     with pytest.raises(ConfigError, match="CUDA is not available"):
         train_ppo(load_config(PPOConfig, None, ["run.device=cuda", "rollout.env.backend=fake"]))
+
+
+@pytest.mark.slow
+def test_ppo_learns_pendulum(repo_root):
+    """Issue 8's bar: mean return >= -400 within 300k steps (~20 min on 2 shared cores)."""
+    cfg = load_config(PPOConfig, repo_root / "configs" / "ppo" / "pendulum.yaml")
+    result = train_ppo(cfg)
+    assert result.eval_mean_return >= -400

@@ -63,3 +63,11 @@ def test_config_errors(tmp_path):
 def test_example_configs_load(repo_root):
     for path in sorted((repo_root / "configs" / "sac").glob("*.yaml")):
         assert load_config(SACConfig, path).algo == "sac"
+
+
+@pytest.mark.slow
+def test_sac_learns_pendulum(repo_root):
+    """Issue 8's bar: mean return >= -250 within 20k steps (~20 min on 2 shared cores)."""
+    cfg = load_config(SACConfig, repo_root / "configs" / "sac" / "pendulum.yaml")
+    result = train_sac(cfg)
+    assert result.eval_mean_return >= -250
