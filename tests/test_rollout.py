@@ -131,3 +131,9 @@ def test_episode_summary():
     assert (s.episodes, s.mean_return, s.mean_length, s.success_rate) == (2, 2.0, 15.0, 0.5)
     assert np.isnan(EpisodeSummary.of([EpisodeStats(0, 1.0, 5, None)]).success_rate)
     assert EpisodeSummary.of([]).episodes == 0
+
+
+def test_forkserver_workers():
+    with VectorEnv(fake_factory(max_steps=2), num_envs=2, num_procs=2, start_method="forkserver") as vec:
+        assert vec.reset()["state"].shape == (2, 51)
+        assert len(vec.step(np.zeros((2, 4))).episodes) == 0
