@@ -1,4 +1,7 @@
-"""One module per learning algorithm (config in storage_schemas.training, loss, update, train loop)."""
+"""Learning algorithms, one readable file each (config in storage_schemas, pure losses at the top, loop below).
+
+Offline: ``bc``. Online RL: ``ppo``, ``dapg``, ``sac``, ``gail`` (each exposes ``train_<algo>(cfg, sink=None)``).
+"""
 
 from __future__ import annotations
 

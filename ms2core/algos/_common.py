@@ -1,0 +1,120 @@
+"""Plumbing shared by the online algorithms: seeding, tensors, atomic checkpoints with RNG states, results.
+
+The checkpoint helpers are a plain ``torch.save`` of a dict (temp file +
+``os.replace`` so a killed run never leaves a half-written checkpoint); the lead
+will unify them with ``ms2core.checkpoint`` after merge.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from ms2core.errors import ConfigError
+from ms2core.metrics import JsonlSink, MetricsSink, MultiSink, NullSink
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainResult(BaseModel):
+    """What every ``train_<algo>`` returns."""
+
+    algo: str
+    env_steps: int
+    updates: int
+    episodes: int
+    final_mean_return: float | None = None      # mean return of the last logged training episodes
+    final_success_rate: float | None = None
+    eval_mean_return: float | None = None       # deterministic evaluation at the end (run.eval_episodes)
+    eval_success_rate: float | None = None
+    checkpoint: str | None = None
+    curve: list[dict[str, float]] = []          # [{"env_steps", "mean_return", "success_rate"}, ...]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_torch(run_cfg) -> torch.device:
+    if run_cfg.torch_threads is not None:
+        torch.set_num_threads(run_cfg.torch_threads)
+    device = torch.device(run_cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={run_cfg.device!r} but CUDA is not available", hint="use run.device=cpu")
+    return device
+
+
+def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
+
+
+def open_sink(run_cfg, sink: MetricsSink | None) -> tuple[MetricsSink, bool]:
+    """The caller's sink, plus metrics.jsonl in run_dir when there is one; bool = we own (must close) it."""
+    sinks = [sink] if sink is not None else []
+    if run_cfg.run_dir:
+        sinks.append(JsonlSink(Path(run_cfg.run_dir) / "metrics.jsonl"))
+    if not sinks:
+        return NullSink(), False
+    return MultiSink(*sinks), bool(run_cfg.run_dir)
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (+ RNG states) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({**state, "rng": rng_states()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, algo: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist", hint="pass the checkpoint.pt of an earlier run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"checkpoint {path} could not be read: {exc}") from exc
+    if state.get("algo") != algo:
+        raise ConfigError(f"checkpoint {path} was written by {state.get('algo')!r}, not {algo!r}",
+                          hint=f"resume with `ms2 train {state.get('algo')}`")
+    return state
+
+
+def checkpoint_path(run_cfg) -> Path | None:
+    return Path(run_cfg.run_dir) / CHECKPOINT_NAME if run_cfg.run_dir else None
+
+
+def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)
+
+
+def finite(x: float | None) -> float | None:
+    """x, or None where it is missing or not finite (pydantic results stay JSON-clean)."""
+    return float(x) if x is not None and np.isfinite(x) else None

@@ -1,0 +1,116 @@
+"""A tiny reader of demo transitions from ms2flow's Zarr dataset layout (DAPG's BC term, GAIL's discriminator).
+
+To be swapped for the learning core's dataset (``ms2core.data``) after merge.
+The layout (written by ``pipelines.render``)::
+
+    <store>/data/obs/<key>      (T_total, ...)   processed observation before action t
+    <store>/data/actions        (T_total, A)     float32, in the env's action units
+    <store>/meta/episode_ends   (E,)             cumulative transition counts, strictly increasing
+
+Only rows inside committed episodes (``< episode_ends[-1]``) are read.
+``write_demo_zarr`` writes the same layout for test fixtures and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ms2core.errors import DatasetError
+
+
+@dataclass
+class DemoTransitions:
+    obs: dict[str, np.ndarray]   # (T, ...) per key
+    actions: np.ndarray          # (T, A) env units
+    episode_ends: np.ndarray     # (E,)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        idx = rng.integers(0, len(self), batch_size)
+        return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
+
+
+def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None) -> DemoTransitions:
+    """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes)."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"demo dataset {path} does not exist", hint="render demos first: `ms2 render ...`")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        raise DatasetError(f"demo dataset {path} is not a Zarr group: {exc}") from exc
+
+    def array(key: str):
+        try:
+            return root[key]
+        except KeyError:
+            raise DatasetError(f"demo dataset {path} has no {key!r}",
+                               hint="expected data/obs/<key>, data/actions and meta/episode_ends") from None
+
+    ends = np.asarray(array("meta/episode_ends")[:], np.int64)
+    if ends.size == 0:
+        raise DatasetError(f"demo dataset {path} has no committed episodes (meta/episode_ends is empty)")
+    if np.any(np.diff(ends) <= 0) or ends[0] <= 0:
+        raise DatasetError(f"demo dataset {path}: meta/episode_ends {ends[:8].tolist()}... is not strictly increasing")
+    if max_episodes is not None:
+        ends = ends[:max_episodes]
+    n = int(ends[-1])
+    actions = np.asarray(array("data/actions")[:n], np.float32)
+    if len(actions) < n:
+        raise DatasetError(f"demo dataset {path}: episode_ends says {n} transitions but data/actions has {len(actions)}")
+    obs = {}
+    for key in obs_keys:
+        arr = array(f"data/obs/{key}")
+        obs[key] = np.asarray(arr[:n])
+        if len(obs[key]) < n:
+            raise DatasetError(f"demo dataset {path}: data/obs/{key} has {len(obs[key])} rows, episode_ends needs {n}")
+    return DemoTransitions(obs, actions, ends)
+
+
+def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[int, ...]], obs_keys: list[str],
+                      action_dim: int, path: str) -> None:
+    """The demos must fit the env the agent acts in (same obs keys and shapes, same action dimension)."""
+    if demos.actions.ndim != 2 or demos.actions.shape[1] != action_dim:
+        raise DatasetError(f"demo dataset {path}: actions have shape {demos.actions.shape[1:]}, the env needs ({action_dim},)",
+                           hint="render the demos with the same control mode as rollout.env.control_mode")
+    for key in obs_keys:
+        if key not in env_obs_shapes:
+            raise DatasetError(f"demos.obs_keys names {key!r}, which the env's observations lack",
+                               hint=f"the env gives {sorted(env_obs_shapes)}")
+        shape = env_obs_shapes[key]
+        if tuple(demos.obs[key].shape[1:]) != tuple(shape):
+            raise DatasetError(f"demo dataset {path}: obs {key!r} has shape {demos.obs[key].shape[1:]}, the env gives {shape}",
+                               hint="render the demos with the same obs mode and options as the rollout")
+
+
+def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]]) -> Path:
+    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically."""
+    import zarr
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root = zarr.open_group(str(tmp), mode="w")
+    keys = episodes[0].keys()
+    for key in keys:
+        data = np.concatenate([ep[key] for ep in episodes])
+        root.create_array(f"data/{key}", data=data)
+    lengths = [len(ep["actions"]) for ep in episodes]
+    dones = np.concatenate([np.arange(n) == n - 1 for n in lengths])
+    if "dones" not in keys:
+        root.create_array("data/dones", data=dones)
+    root.create_array("meta/episode_ends", data=np.cumsum(lengths).astype(np.int64))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,315 @@
+"""PPO (clipped surrogate, GAE) as in ManiSkill2-Learn's point-cloud config, in one file.
+
+Read top to bottom: the pure losses (unit-tested with hand-computed numbers),
+the networks, rollout collection into a :class:`Rollout`, the update, and the
+``train_ppo`` loop. The config is ``storage_schemas.rl.PPOConfig``.
+
+ManiSkill2-Learn's choices kept here: GAE with gamma = lambda = 0.95, ratio
+clip 0.2, an early stop of the epoch loop once the approximate KL between the
+old and new policy exceeds ``max_kl``, reward normalisation by the running std
+of discounted returns, per-minibatch advantage normalisation, critic warm-up
+epochs (the first update trains the critic alone for ``critic_warmup_epochs``
+epochs so the first advantages are not noise), and shared or separate
+backbones. DAPG (``dapg.py``) reuses this loop with an extra demo term.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ms2core.algos import _common as common
+from ms2core.algos._nets import GaussianActor, MLPBackbone, ValueCritic, gaussian_entropy, gaussian_log_prob
+from ms2core.algos.returns import ReturnNormalizer, compute_gae
+from ms2core.metrics import MetricsSink
+from ms2core.rollout import EpisodeStats, EpisodeSummary, VectorEnv, run_episodes, vector_env_from_config
+
+
+# --------------------------------------------------------------------------- pure losses
+@dataclass
+class PolicyLossOut:
+    loss: torch.Tensor
+    approx_kl: torch.Tensor   # E[(r - 1) - log r], r = pi_new / pi_old (non-negative, low variance)
+    clip_fraction: torch.Tensor
+
+
+def ppo_policy_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                    clip_ratio: float) -> PolicyLossOut:
+    """-E[min(r A, clip(r, 1-eps, 1+eps) A)] with r = exp(new_log_prob - old_log_prob)."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = torch.exp(log_ratio)
+    surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - clip_ratio, 1.0 + clip_ratio) * advantages)
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clip_fraction = ((ratio - 1.0).abs() > clip_ratio).float().mean()
+    return PolicyLossOut(-surrogate.mean(), approx_kl, clip_fraction)
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor | None = None,
+               value_clip: float | None = None) -> torch.Tensor:
+    """0.5 E[(V - R)^2]; with ``value_clip`` the pessimistic max with the clipped-update error."""
+    err = (values - returns).pow(2)
+    if value_clip is not None and old_values is not None:
+        clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
+        err = torch.max(err, (clipped - returns).pow(2))
+    return 0.5 * err.mean()
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return (x - x.mean()) / (x.std(unbiased=False) + eps) if x.numel() > 1 else x - x.mean()
+
+
+# --------------------------------------------------------------------------- networks
+def build_actor_critic(obs_dims: dict[str, int], action_dim: int, net_cfg,
+                       backbone: nn.Module | None = None) -> tuple[GaussianActor, ValueCritic]:
+    """Gaussian actor + value critic; ``backbone`` (e.g. ms2core.nn's PointNet) replaces the MLP encoder."""
+    def make_backbone():
+        return MLPBackbone(obs_dims, net_cfg.hidden_sizes, net_cfg.activation)
+
+    if net_cfg.shared_backbone:
+        shared = backbone if backbone is not None else make_backbone()
+        actor_bb, critic_bb = shared, shared
+    else:
+        actor_bb = backbone if backbone is not None else make_backbone()
+        critic_bb = copy.deepcopy(backbone) if backbone is not None else make_backbone()
+    actor = GaussianActor(actor_bb, action_dim, net_cfg.init_log_std,
+                          detach_feature=net_cfg.shared_backbone and net_cfg.detach_actor_feature)
+    return actor, ValueCritic(critic_bb)
+
+
+def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    seen, out = set(), []
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------- rollout storage
+@dataclass
+class Rollout:
+    """(T, N) experience of one PPO iteration; obs entries are (T, N, ...)."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray        # raw Gaussian samples (before clipping to the env's bounds)
+    log_probs: np.ndarray
+    values: np.ndarray
+    next_values: np.ndarray
+    rewards: np.ndarray        # normalised if normalize_reward
+    terminated: np.ndarray
+    dones: np.ndarray
+
+
+def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianActor, critic: ValueCritic,
+                    steps_per_env: int, device: torch.device, reward_normalizer: ReturnNormalizer | None,
+                    episodes_out: list[EpisodeStats]) -> tuple[Rollout, dict[str, np.ndarray]]:
+    T, N = steps_per_env, vec.num_envs
+    obs_buf = {k: np.zeros((T, N, *v.shape[1:]), v.dtype) for k, v in obs.items()}
+    actions = np.zeros((T, N, vec.action_dim), np.float32)
+    log_probs, values, rewards = (np.zeros((T, N), np.float32) for _ in range(3))
+    terminated, dones = np.zeros((T, N), bool), np.zeros((T, N), bool)
+    final_obs: list[tuple[int, int, dict[str, np.ndarray]]] = []  # (t, env, s_T) where step t ended an episode
+    for t in range(T):
+        with torch.no_grad():
+            obs_t = common.obs_to_torch(obs, device)
+            mean, log_std = actor(obs_t)
+            action = mean + torch.exp(log_std) * torch.randn_like(mean)
+            log_probs[t] = gaussian_log_prob(action, mean, log_std).cpu().numpy()
+            values[t] = critic(obs_t).cpu().numpy()
+        for k in obs:
+            obs_buf[k][t] = obs[k]
+        actions[t] = action.cpu().numpy()
+        batch = vec.step(actions[t])
+        r = batch.rewards
+        rewards[t] = reward_normalizer(r, batch.dones) if reward_normalizer is not None else r
+        terminated[t], dones[t] = batch.terminated, batch.dones
+        for i in np.flatnonzero(batch.dones):
+            final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
+        episodes_out.extend(batch.episodes)
+        obs = batch.obs
+    with torch.no_grad():
+        last_value = critic(common.obs_to_torch(obs, device)).cpu().numpy()
+        next_values = np.concatenate([values[1:], last_value[None]], axis=0)
+        if final_obs:
+            # Where an episode ended, s_{t+1} is the final observation, not the reset one.
+            stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
+            v_final = critic(common.obs_to_torch(stacked, device)).cpu().numpy()
+            for (t, i, _), v in zip(final_obs, v_final):
+                next_values[t, i] = v
+    return Rollout(obs_buf, actions, log_probs, values, next_values, rewards, terminated, dones), obs
+
+
+# --------------------------------------------------------------------------- update
+ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
+               params, device: torch.device, update_index: int, generator: np.random.Generator,
+               extra_actor_loss: ExtraActorLoss | None = None) -> dict[str, float]:
+    """Epochs of minibatch updates on one rollout; returns mean statistics."""
+    advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                                      rollout.dones, params.gamma, params.gae_lambda)
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
+    obs = {k: torch.as_tensor(flat(v), device=device) for k, v in rollout.obs.items()}
+    actions = torch.as_tensor(flat(rollout.actions), device=device)
+    old_log_probs = torch.as_tensor(flat(rollout.log_probs), device=device)
+    old_values = torch.as_tensor(flat(rollout.values), device=device)
+    adv_all = torch.as_tensor(flat(advantages), device=device)
+    ret_all = torch.as_tensor(flat(returns), device=device)
+    total = actions.shape[0]
+    mb = min(params.minibatch_size, total)
+    warmup = params.critic_warmup_epochs if update_index == 0 else 0
+    parameters = unique_parameters(actor, critic)
+    stats: dict[str, list[float]] = {}
+    early_stopped = False
+    critic_only_steps = policy_steps = 0
+    for epoch in range(warmup + params.num_epochs):
+        critic_only = epoch < warmup
+        perm = torch.as_tensor(generator.permutation(total), device=device)
+        for start in range(0, total - mb + 1, mb):
+            idx = perm[start:start + mb]
+            obs_mb = {k: v[idx] for k, v in obs.items()}
+            v_loss = value_loss(critic(obs_mb), ret_all[idx], old_values[idx], params.value_clip)
+            loss = params.value_coef * v_loss
+            record = {"value_loss": v_loss.item()}
+            if not critic_only:
+                mean, log_std = actor(obs_mb)
+                new_log_prob = gaussian_log_prob(actions[idx], mean, log_std)
+                adv = normalize(adv_all[idx]) if params.normalize_advantage else adv_all[idx]
+                pol = ppo_policy_loss(new_log_prob, old_log_probs[idx], adv, params.clip_ratio)
+                entropy = gaussian_entropy(log_std).mean()
+                loss = loss + pol.loss - params.entropy_coef * entropy
+                record.update(policy_loss=pol.loss.item(), approx_kl=pol.approx_kl.item(),
+                              clip_fraction=pol.clip_fraction.item(), entropy=entropy.item())
+                if extra_actor_loss is not None:
+                    extra, extra_stats = extra_actor_loss(actor, update_index)
+                    loss = loss + extra
+                    record.update(extra_stats)
+                if params.max_kl is not None and pol.approx_kl.item() > params.max_kl:
+                    early_stopped = True  # this minibatch moved the policy too far: do not apply it
+                    break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(parameters, params.max_grad_norm)
+            optimizer.step()
+            critic_only_steps += critic_only
+            policy_steps += not critic_only
+            for k, v in record.items():
+                stats.setdefault(k, []).append(v)
+        if early_stopped:
+            break
+    out = {k: float(np.mean(v)) for k, v in stats.items()}
+    out.update(early_stopped=float(early_stopped), epochs_run=float(epoch + 1), policy_steps=float(policy_steps),
+               critic_only_steps=float(critic_only_steps),
+               advantage_mean=float(advantages.mean()), return_target_mean=float(returns.mean()))
+    return out
+
+
+# --------------------------------------------------------------------------- training loop
+def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
+              actor: nn.Module | None = None,
+              extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
+              algo_name: str = "ppo") -> common.TrainResult:
+    """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``.
+
+    ``backbone`` replaces the MLP encoder (e.g. ms2core.nn's PointNet); ``actor`` replaces the
+    whole policy with any module of the GaussianActor interface (e.g. ``_nets.MixActionActor``
+    for FrameMiner-MixAction).
+    """
+    params, run = cfg.ppo, cfg.run
+    common.seed_everything(run.seed)
+    device = common.setup_torch(run)
+    metrics, own_sink = common.open_sink(run, sink)
+    vec = vector_env_from_config(cfg.rollout, run.seed)
+    try:
+        obs = vec.reset()
+        obs_dims = {k: int(np.prod(v.shape[1:])) for k, v in obs.items()}
+        default_actor, critic = build_actor_critic(obs_dims, vec.action_dim, cfg.net, backbone)
+        actor = actor if actor is not None else default_actor
+        actor.to(device), critic.to(device)
+        optimizer = torch.optim.Adam(unique_parameters(actor, critic), lr=params.lr)
+        normalizer = ReturnNormalizer(vec.num_envs, params.gamma) if params.normalize_reward else None
+        obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
+        extra_loss = extra_actor_loss_factory(vec, obs_shapes, device) if extra_actor_loss_factory else None
+        steps_per_env = max(1, params.rollout_steps // vec.num_envs)
+        generator = np.random.default_rng(run.seed)
+        env_steps, updates, n_episodes, curve = 0, 0, 0, []
+        ckpt_path = common.checkpoint_path(run)
+        if run.resume_from:
+            state = common.load_checkpoint(run.resume_from, algo_name)
+            actor.load_state_dict(state["actor"]), critic.load_state_dict(state["critic"])
+            optimizer.load_state_dict(state["optimizer"])
+            if normalizer is not None and state["normalizer"] is not None:
+                normalizer.load_state_dict(state["normalizer"])
+            env_steps, updates, n_episodes, curve = state["env_steps"], state["updates"], state["episodes"], state["curve"]
+            generator.bit_generator.state = state["generator"]
+            common.set_rng_states(state["rng"])
+
+        def save() -> str | None:
+            if ckpt_path is None:
+                return None
+            common.save_checkpoint(ckpt_path, dict(
+                algo=algo_name, config=cfg.model_dump(mode="json"), actor=actor.state_dict(),
+                critic=critic.state_dict(), optimizer=optimizer.state_dict(),
+                normalizer=normalizer.state_dict() if normalizer else None, env_steps=env_steps, updates=updates,
+                episodes=n_episodes, curve=curve, generator=generator.bit_generator.state))
+            return str(ckpt_path)
+
+        recent: list[EpisodeStats] = []
+        last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        summary = EpisodeSummary.of([])
+        while env_steps < run.total_env_steps:
+            episodes: list[EpisodeStats] = []
+            rollout, obs = collect_rollout(vec, obs, actor, critic, steps_per_env, device, normalizer, episodes)
+            env_steps += steps_per_env * vec.num_envs
+            n_episodes += len(episodes)
+            recent.extend(episodes)
+            stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss)
+            updates += 1
+            if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                summary = EpisodeSummary.of(recent) if recent else summary
+                fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
+                metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
+                             "episode_length": summary.mean_length, "episodes": n_episodes, "env_steps_per_s": fps,
+                             "updates": updates}, env_steps)
+                curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
+                              "success_rate": summary.success_rate})
+                recent, last_log = [], env_steps
+            if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
+                save()
+                last_ckpt = env_steps
+        checkpoint = save()
+        result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
+                                    final_mean_return=common.finite(summary.mean_return),
+                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
+                                    curve=curve)
+        if run.eval_episodes:
+            ev = evaluate_actor(cfg.rollout, actor, device, run.eval_episodes, run.seed + 10_000)
+            result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)
+            metrics.log({"eval_mean_return": ev.mean_return, "eval_success_rate": ev.success_rate}, env_steps)
+        return result
+    finally:
+        vec.close()
+        if own_sink:
+            metrics.close()
+
+
+def evaluate_actor(rollout_cfg, actor: GaussianActor, device: torch.device, num_episodes: int,
+                   seed: int) -> EpisodeSummary:
+    """Deterministic (mean-action) episodes in fresh in-process envs."""
+    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0})
+
+    def act(obs):
+        with torch.no_grad():
+            return actor(common.obs_to_torch(obs, device))[0].cpu().numpy()
+
+    with vector_env_from_config(eval_cfg, seed) as vec:
+        return EpisodeSummary.of(run_episodes(vec, act, num_episodes))

@@ -1,0 +1,341 @@
+"""Experience collection: envs in worker processes, stepped together, with auto-reset and episode statistics.
+
+``VectorEnv`` owns ``num_envs`` env copies spread over ``num_procs`` worker
+processes (0 = in the learner's process). Simulation always runs on CPU
+processes; the learner may sit on CUDA. Each step returns a :class:`StepBatch`:
+
+* ``obs``       processed observations after the step (already reset where an episode ended),
+* ``next_obs``  the true s_{t+1} of the episode that took the step (= the *final*
+  observation where it ended), which is what value bootstrapping needs,
+* ``terminated`` (the task says the episode is over: no bootstrap) and
+  ``truncated`` (time limit: bootstrap from ``next_obs``), kept apart,
+* ``episodes``  an :class:`EpisodeStats` (return, length, success) per finished episode.
+
+Policies act in [-1, 1]^A; ``VectorEnv`` maps actions to the env's bounds.
+Observations are the processed dicts of the data contract (``{"state": (S,) float32}``
+in state mode); pass ``obs_processor`` to use the render stage's processing for
+point-cloud / RGB-D modes so that rollouts and datasets see identical inputs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ms2core.errors import ConfigError, UnsupportedModeError
+
+ObsDict = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- env construction
+def state_obs_processor(raw: Any) -> ObsDict:
+    """State-mode processing: the flat state vector as float32 under the key 'state'."""
+    return {"state": np.asarray(raw, dtype=np.float32).reshape(-1)}
+
+
+def default_obs_processor(obs_mode: str) -> Callable[[Any], ObsDict]:
+    if obs_mode == "state":
+        return state_obs_processor
+    try:  # the render stage's processing (owned by the render helper; merged separately)
+        from ms2core.obs import process_observation  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise UnsupportedModeError(
+            f"rollout in obs mode {obs_mode!r} needs ms2core.obs.process_observation, which is not available",
+            hint="use obs_mode 'state', or pass obs_processor= to EnvFactory",
+        ) from exc
+    return process_observation
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """Picklable recipe for one env (sent to spawned workers): a ManiSkill2 task or a plain gymnasium id."""
+
+    env_cfg: Any = None  # storage_schemas.env.EnvConfig
+    gym_env_id: str | None = None
+    gym_max_episode_steps: int | None = None
+    obs_processor: Callable[[Any], ObsDict] | None = None
+
+    def make(self):
+        if self.gym_env_id is not None:
+            import gymnasium as gym
+
+            try:
+                return gym.make(self.gym_env_id, max_episode_steps=self.gym_max_episode_steps)
+            except gym.error.Error as exc:
+                raise ConfigError(f"unknown gymnasium env id {self.gym_env_id!r}: {exc}",
+                                  hint="e.g. Pendulum-v1, or set rollout.env for a ManiSkill2 task") from exc
+        from ms2core.envs import make_env_from_config
+
+        return make_env_from_config(self.env_cfg)
+
+    def processor(self) -> Callable[[Any], ObsDict]:
+        if self.obs_processor is not None:
+            return self.obs_processor
+        if self.gym_env_id is not None:
+            return state_obs_processor
+        return default_obs_processor(self.env_cfg.obs_mode)
+
+
+def env_factory_from_config(rollout_cfg) -> EnvFactory:
+    """EnvFactory for a storage_schemas.rl.RolloutConfig."""
+    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps)
+
+
+# --------------------------------------------------------------------------- one env slot (in a worker or in-process)
+@dataclass
+class EpisodeStats:
+    env_index: int
+    episode_return: float
+    length: int
+    success: bool | None  # None where the env reports no success (e.g. Pendulum)
+
+
+@dataclass
+class _SlotStep:
+    obs: ObsDict
+    next_obs: ObsDict
+    reward: float
+    terminated: bool
+    truncated: bool
+    episode: EpisodeStats | None
+
+
+class _EnvSlot:
+    """One env with auto-reset: seeds each episode deterministically (seed + index + num_envs * k)."""
+
+    def __init__(self, factory: EnvFactory, env_index: int, num_envs: int, seed: int):
+        self.env = factory.make()
+        self.process = factory.processor()
+        self.env_index, self.num_envs, self.seed = env_index, num_envs, seed
+        self.episodes_started = 0
+        self.episode_return, self.length, self.success = 0.0, 0, None
+
+    def reset(self) -> ObsDict:
+        episode_seed = self.seed + self.env_index + self.num_envs * self.episodes_started
+        self.episodes_started += 1
+        raw, _ = self.env.reset(seed=int(episode_seed))
+        self.episode_return, self.length, self.success = 0.0, 0, None
+        return self.process(raw)
+
+    def step(self, action: np.ndarray) -> _SlotStep:
+        raw, reward, terminated, truncated, info = self.env.step(action)
+        reward = float(reward)
+        self.episode_return += reward
+        self.length += 1
+        if "success" in info:
+            self.success = bool(info["success"])
+        next_obs = self.process(raw)
+        episode = None
+        obs = next_obs
+        if terminated or truncated:
+            episode = EpisodeStats(self.env_index, self.episode_return, self.length, self.success)
+            obs = self.reset()
+        return _SlotStep(obs, next_obs, reward, bool(terminated), bool(truncated), episode)
+
+    def spaces(self):
+        return self.env.observation_space, self.env.action_space
+
+    def close(self):
+        self.env.close()
+
+
+def _worker_main(conn, factory: EnvFactory, env_indices: list[int], num_envs: int, seed: int) -> None:
+    slots = []
+    try:
+        slots = [_EnvSlot(factory, i, num_envs, seed) for i in env_indices]
+        conn.send(("ok", slots[0].spaces()[1]))
+        while True:
+            cmd, payload = conn.recv()
+            if cmd == "reset":
+                conn.send(("ok", [s.reset() for s in slots]))
+            elif cmd == "step":
+                conn.send(("ok", [s.step(a) for s, a in zip(slots, payload)]))
+            elif cmd == "close":
+                break
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except Exception as exc:  # report to the learner instead of dying silently
+        try:
+            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+        except (BrokenPipeError, OSError):
+            pass
+    finally:
+        for s in slots:
+            try:
+                s.close()
+            except Exception:
+                pass
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the vector env
+@dataclass
+class StepBatch:
+    obs: ObsDict                 # (N, ...) after auto-reset
+    next_obs: ObsDict            # (N, ...) s_{t+1} of the same episode (final obs where it ended)
+    rewards: np.ndarray          # (N,) float32
+    terminated: np.ndarray       # (N,) bool
+    truncated: np.ndarray        # (N,) bool
+    episodes: list[EpisodeStats] = field(default_factory=list)
+
+    @property
+    def dones(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+def stack_obs(items: list[ObsDict]) -> ObsDict:
+    return {k: np.stack([o[k] for o in items]) for k in items[0]}
+
+
+class VectorEnv:
+    """``num_envs`` envs over ``num_procs`` processes (0 = in-process), stepped in lock-step with auto-reset."""
+
+    def __init__(self, factory: EnvFactory, num_envs: int, num_procs: int = 0, seed: int = 0,
+                 start_method: str = "spawn"):
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        if not 0 <= num_procs <= num_envs:
+            raise ConfigError(f"num_procs must be in [0, num_envs={num_envs}], got {num_procs}",
+                              hint="use num_procs=0 to step the envs in this process")
+        self.num_envs, self.num_procs = num_envs, num_procs
+        self._slots: list[_EnvSlot] = []
+        self._conns, self._procs = [], []
+        if num_procs == 0:
+            self._slots = [_EnvSlot(factory, i, num_envs, seed) for i in range(num_envs)]
+            action_space = self._slots[0].spaces()[1]
+        else:
+            ctx = mp.get_context(start_method)
+            groups = np.array_split(np.arange(num_envs), num_procs)
+            for group in groups:
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(child, factory, group.tolist(), num_envs, seed),
+                                   daemon=True)
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+            self._group_sizes = [len(g) for g in groups]
+            action_space = [self._receive(c) for c in self._conns][0]
+        self.action_low = np.asarray(action_space.low, np.float32)
+        self.action_high = np.asarray(action_space.high, np.float32)
+        self.action_dim = int(np.prod(action_space.shape))
+        self._closed = False
+
+    # action scaling: policies live in [-1, 1]
+    def to_env_action(self, actions: np.ndarray) -> np.ndarray:
+        a = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+        return self.action_low + (a + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    def to_policy_action(self, env_actions: np.ndarray) -> np.ndarray:
+        span = np.where(self.action_high > self.action_low, self.action_high - self.action_low, 1.0)
+        return np.clip(2.0 * (np.asarray(env_actions, np.float32) - self.action_low) / span - 1.0, -1.0, 1.0)
+
+    def _receive(self, conn):
+        try:
+            status, payload = conn.recv()
+        except EOFError as exc:
+            self.close()
+            raise RuntimeError("an env worker process died (see its stderr above)") from exc
+        if status == "error":
+            name, message, trace = payload
+            self.close()
+            raise RuntimeError(f"env worker failed with {name}: {message}\n{trace}")
+        return payload
+
+    def reset(self) -> ObsDict:
+        if self._slots:
+            return stack_obs([s.reset() for s in self._slots])
+        for c in self._conns:
+            c.send(("reset", None))
+        return stack_obs([o for c in self._conns for o in self._receive(c)])
+
+    def step(self, actions: np.ndarray) -> StepBatch:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, self.action_dim):
+            raise ValueError(f"VectorEnv.step needs actions of shape ({self.num_envs}, {self.action_dim}), "
+                             f"got {actions.shape}")
+        env_actions = self.to_env_action(actions)
+        if self._slots:
+            results = [s.step(a) for s, a in zip(self._slots, env_actions)]
+        else:
+            start = 0
+            for c, n in zip(self._conns, self._group_sizes):
+                c.send(("step", env_actions[start:start + n]))
+                start += n
+            results = [r for c in self._conns for r in self._receive(c)]
+        return StepBatch(
+            obs=stack_obs([r.obs for r in results]),
+            next_obs=stack_obs([r.next_obs for r in results]),
+            rewards=np.array([r.reward for r in results], np.float32),
+            terminated=np.array([r.terminated for r in results], bool),
+            truncated=np.array([r.truncated for r in results], bool),
+            episodes=[r.episode for r in results if r.episode is not None],
+        )
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for s in self._slots:
+            s.close()
+        for c in self._conns:
+            try:
+                c.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for p in self._procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def vector_env_from_config(rollout_cfg, seed: int) -> VectorEnv:
+    return VectorEnv(env_factory_from_config(rollout_cfg), rollout_cfg.num_envs, rollout_cfg.num_procs, seed,
+                     rollout_cfg.start_method)
+
+
+@dataclass
+class EpisodeSummary:
+    """Mean statistics over finished episodes (NaN success rate where the env reports none)."""
+
+    episodes: int
+    mean_return: float
+    mean_length: float
+    success_rate: float
+
+    @classmethod
+    def of(cls, episodes: list[EpisodeStats]) -> EpisodeSummary:
+        if not episodes:
+            return cls(0, float("nan"), float("nan"), float("nan"))
+        succ = [e.success for e in episodes if e.success is not None]
+        return cls(len(episodes), float(np.mean([e.episode_return for e in episodes])),
+                   float(np.mean([e.length for e in episodes])), float(np.mean(succ)) if succ else float("nan"))
+
+
+def run_episodes(vec: VectorEnv, act: Callable[[ObsDict], np.ndarray], num_episodes: int) -> list[EpisodeStats]:
+    """Step ``vec`` with ``act`` (policy-space actions) until ``num_episodes`` episodes have finished."""
+    obs = vec.reset()
+    done: list[EpisodeStats] = []
+    while len(done) < num_episodes:
+        batch = vec.step(act(obs))
+        done.extend(batch.episodes)
+        obs = batch.obs
+    return done[:num_episodes]

@@ -1,0 +1,139 @@
+"""Rollout: vectorised stepping in-process and in worker processes, auto-reset, final observations, statistics."""
+
+import numpy as np
+import pytest
+import torch
+
+from ms2core.errors import ConfigError, UnsupportedModeError
+from ms2core.rollout import EnvFactory, EpisodeStats, EpisodeSummary, VectorEnv, run_episodes
+from storage_schemas.env import EnvConfig
+
+torch.set_num_threads(1)
+
+
+def fake_factory(max_steps=3, obs_mode="state", control_mode="pd_ee_delta_pos"):
+    return EnvFactory(EnvConfig(env_id="PickCube-v0", obs_mode=obs_mode, control_mode=control_mode,
+                                max_episode_steps=max_steps, backend="fake"))
+
+
+@pytest.mark.parametrize("num_procs", [0, 2])
+def test_auto_reset_final_obs_and_episode_stats(num_procs):
+    with VectorEnv(fake_factory(max_steps=3), num_envs=2, num_procs=num_procs, seed=5) as vec:
+        obs = vec.reset()
+        assert obs["state"].shape == (2, 51) and obs["state"].dtype == np.float32
+        assert vec.action_dim == 4
+        rewards = []
+        for t in range(3):
+            action = np.tile([1.0, 0.0, 0.0, 0.0], (2, 1))  # tcp moves +5 cm in x per step
+            batch = vec.step(action)
+            rewards.append(batch.rewards)
+            if t < 2:
+                assert not batch.dones.any() and not batch.episodes
+                np.testing.assert_array_equal(batch.obs["state"], batch.next_obs["state"])
+            obs_prev = obs
+            obs = batch.obs
+        # step 3 hit the time limit: truncated, not terminated, and the envs were reset
+        assert batch.truncated.all() and not batch.terminated.any()
+        # next_obs is the final observation: tcp x moved 3 * 5 cm from its start (qpos[0] carries tcp x)
+        start_x = vec_start_x = None
+        assert len(batch.episodes) == 2
+        for ep in batch.episodes:
+            assert ep.length == 3 and ep.success is False
+            assert ep.episode_return == pytest.approx(float(sum(r[ep.env_index] for r in rewards)), rel=1e-5)
+        assert not np.allclose(batch.obs["state"], batch.next_obs["state"])
+        del start_x, vec_start_x, obs_prev
+
+
+def test_final_obs_is_the_last_step_not_the_reset():
+    with VectorEnv(fake_factory(max_steps=2), num_envs=1, seed=0) as vec:
+        first = vec.reset()["state"][0]
+        vec.step(np.array([[1.0, 0, 0, 0]]))
+        batch = vec.step(np.array([[1.0, 0, 0, 0]]))
+        # fake state layout: qpos[0:3] = tcp; two steps of +0.05 m in x
+        assert batch.next_obs["state"][0, 0] == pytest.approx(first[0] + 0.1, abs=1e-6)
+        assert batch.obs["state"][0, 0] != pytest.approx(first[0] + 0.1, abs=1e-6)
+
+
+def test_episodes_get_distinct_deterministic_seeds():
+    def starts(seed):
+        with VectorEnv(fake_factory(max_steps=1), num_envs=2, seed=seed) as vec:
+            out = [vec.reset()["state"].copy()]
+            for _ in range(2):
+                out.append(vec.step(np.zeros((2, 4))).obs["state"].copy())
+            return np.stack(out)
+
+    a, b = starts(0), starts(0)
+    np.testing.assert_array_equal(a, b)  # reproducible
+    goals = a[:, :, 32:35].reshape(-1, 3)  # state = qpos 9, qvel 9, base_pose 7, tcp_pose 7, goal_pos 3: goal differs per env and per episode
+    assert len(np.unique(goals.round(6), axis=0)) == 6
+
+
+def test_actions_are_rescaled_to_env_bounds():
+    with VectorEnv(EnvFactory(gym_env_id="Pendulum-v1"), num_envs=1) as vec:
+        np.testing.assert_allclose(vec.to_env_action(np.array([[1.0], [-1.0], [0.25], [7.0]])), [[2.0], [-2.0], [0.5], [2.0]])
+        np.testing.assert_allclose(vec.to_policy_action(np.array([[2.0], [0.5]])), [[1.0], [0.25]])
+        assert vec.reset()["state"].shape == (1, 3)
+        eps = run_episodes(vec, lambda o: np.zeros((1, 1)), 1)
+        assert eps[0].length == 200 and eps[0].success is None
+
+
+def test_worker_error_is_reported():
+    factory = EnvFactory(EnvConfig(env_id="PickCube-v0", backend="fake"), obs_processor=_exploding_processor)
+    vec = VectorEnv(factory, num_envs=2, num_procs=1)
+    with pytest.raises(RuntimeError, match="env worker failed with KeyError: .*no_such_key"):
+        vec.reset()
+    assert vec._closed
+
+
+def _exploding_processor(raw):
+    raise KeyError("no_such_key")
+
+
+def test_wrong_action_shape_is_rejected():
+    with VectorEnv(fake_factory(), num_envs=2) as vec:
+        vec.reset()
+        with pytest.raises(ValueError, match=r"actions of shape \(2, 4\)"):
+            vec.step(np.zeros((2, 3)))
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="num_procs"):
+        VectorEnv(fake_factory(), num_envs=2, num_procs=3)
+    with pytest.raises(ConfigError, match="num_envs"):
+        VectorEnv(fake_factory(), num_envs=0)
+    with pytest.raises(ConfigError, match="gymnasium env id"):
+        VectorEnv(EnvFactory(gym_env_id="NoSuchEnv-v9"), num_envs=1)
+
+
+def test_pointcloud_without_processor_is_a_clear_error():
+    try:
+        import ms2core.obs  # noqa: F401
+    except ImportError:
+        with pytest.raises(UnsupportedModeError, match="process_observation"):
+            VectorEnv(fake_factory(obs_mode="pointcloud"), num_envs=1)
+    else:
+        pytest.skip("ms2core.obs is present: point-cloud rollouts use it")
+
+
+def test_custom_obs_processor_is_used():
+    factory = EnvFactory(EnvConfig(env_id="PickCube-v0", obs_mode="pointcloud", backend="fake", max_episode_steps=2),
+                         obs_processor=_xyz_mean_processor)
+    with VectorEnv(factory, num_envs=2) as vec:
+        assert vec.reset()["xyz_mean"].shape == (2, 3)
+
+
+def _xyz_mean_processor(raw):  # module level: must pickle into spawned workers
+    return {"xyz_mean": raw["pointcloud"]["xyzw"][:, :3].mean(0).astype(np.float32)}
+
+
+def test_episode_summary():
+    s = EpisodeSummary.of([EpisodeStats(0, 1.0, 10, True), EpisodeStats(1, 3.0, 20, False)])
+    assert (s.episodes, s.mean_return, s.mean_length, s.success_rate) == (2, 2.0, 15.0, 0.5)
+    assert np.isnan(EpisodeSummary.of([EpisodeStats(0, 1.0, 5, None)]).success_rate)
+    assert EpisodeSummary.of([]).episodes == 0
+
+
+def test_forkserver_workers():
+    with VectorEnv(fake_factory(max_steps=2), num_envs=2, num_procs=2, start_method="forkserver") as vec:
+        assert vec.reset()["state"].shape == (2, 51)
+        assert len(vec.step(np.zeros((2, 4))).episodes) == 0
