@@ -6,4 +6,5 @@ command functions so ``ms2 --help`` stays instant.
 
 # Listed here so flows.cli registers them in this order in `ms2 --help`.
 COMMAND_MODULES: list[str] = [
+    "dashboard",
 ]
