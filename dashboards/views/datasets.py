@@ -60,12 +60,16 @@ entry = entries[labels.index(choice)]
 summary = _summary(entry)
 
 st.subheader(entry.label)
-cols = st.columns(5)
-cols[0].metric("Task", entry.env_id)
-cols[1].metric("Obs mode", summary.obs_mode)
-cols[2].metric("Control mode", str(summary.manifest.get("control_mode", "?")))
-cols[3].metric("Episodes", summary.num_episodes)
-cols[4].metric("Size on disk", human_bytes(summary.size_bytes))
+st.markdown(
+    f":blue-badge[task: {entry.env_id}] :violet-badge[obs mode: {summary.obs_mode}] "
+    f":orange-badge[control mode: {summary.manifest.get('control_mode', '?')}]"
+)
+rates = summary.episode_success
+cols = st.columns(4)
+cols[0].metric("Episodes", summary.num_episodes)
+cols[1].metric("Transitions", summary.num_transitions)
+cols[2].metric("Success at end", f"{rates.mean():.0%}" if rates is not None and len(rates) else "n/a")
+cols[3].metric("Size on disk", human_bytes(summary.size_bytes))
 
 tab_manifest, tab_validation, tab_viewer = st.tabs(["Manifest", "Validation", "Episode viewer"])
 
@@ -120,7 +124,7 @@ with tab_viewer:
     with left:
         st.metric("Episode length", f"{series.length} steps")
         if ok is not None:
-            st.metric("Success at end", "yes" if bool(ok[episode]) else "no")
+            st.metric("Episode success", "yes" if bool(ok[episode]) else "no")
         if series.rewards is not None:
             st.metric("Return", f"{float(np.sum(series.rewards)):.2f}")
     frame = _frame(entry, episode, step, max_points)

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboards import sources
 from dashboards.read_prefect import RUN_COLUMNS, latest_flow_runs
 
-STATE_ICONS = {"COMPLETED": "✅", "FAILED": "❌", "CRASHED": "💥", "RUNNING": "🏃", "SCHEDULED": "🕒", "PENDING": "⏳", "CANCELLED": "🚫", "PAUSED": "⏸️"}
+STATE_COLORS = {"COMPLETED": "green", "FAILED": "red", "CRASHED": "red", "RUNNING": "blue", "SCHEDULED": "gray", "PENDING": "gray", "CANCELLED": "orange", "PAUSED": "orange"}
 
 st.title("Pipeline status")
 api_url, configured = sources.prefect_api_url()
@@ -29,7 +29,6 @@ if not status.runs:
 counts = status.state_counts
 cols = st.columns(max(len(counts), 1))
 for col, (state, count) in zip(cols, sorted(counts.items())):
-    col.metric(f"{STATE_ICONS.get(state, '')} {state.lower()}", count)
-table = pd.DataFrame(status.runs, columns=RUN_COLUMNS)
-table["state"] = [f"{STATE_ICONS.get(s, '')} {s}" for s in table["state"]]
-st.dataframe(table, hide_index=True)
+    col.metric(state.lower(), count)
+st.markdown(" ".join(f":{STATE_COLORS.get(r['state'], 'gray')}-badge[{r['flow']} · {r['name']}: {r['state']}]" for r in status.runs[:10]))
+st.dataframe(pd.DataFrame(status.runs, columns=RUN_COLUMNS), hide_index=True)

@@ -62,6 +62,15 @@ if not selected:
     st.info("Pick runs to compare.")
     st.stop()
 
+success_key = next((k for k in ("eval/success_rate", "eval/success_once_rate") if k in task_metric_keys), None)
+if success_key:
+    # Latest evaluated success rate of each compared run, as plain numbers at the top.
+    cols = st.columns(min(len(selected), 4))
+    latest = task_runs.set_index("run_id")[success_key]
+    for i, run_id in enumerate(selected):
+        value = latest.get(run_id)
+        cols[i % len(cols)].metric(f"{run_labels[run_id]} · {success_key}", "n/a" if value is None or value != value else f"{value:.2f}")
+
 default_metrics = [k for k in read_mlflow.PREFERRED_METRICS if k in task_metric_keys] or task_metric_keys[:3]
 metrics = st.multiselect("Metrics", task_metric_keys, default=default_metrics, key="metrics")
 histories = _histories(uri, tuple(selected), tuple(metrics))

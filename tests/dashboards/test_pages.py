@@ -53,8 +53,9 @@ def test_datasets_page_lists_datasets_with_manifest_and_validation_findings(dash
     at = run_page("datasets")
     assert at.selectbox(key="dataset").options == [f"{TASK} / {POINTCLOUD_NAME}", f"{TASK} / {RGBD_NAME}"]
     shown = metrics(at)
-    assert shown["Task"] == TASK and shown["Obs mode"] == "pointcloud" and shown["Control mode"] == "pd_ee_delta_pose"
-    assert shown["Episodes"] == "3"
+    badges = at.markdown[0].value
+    assert f"task: {TASK}" in badges and "obs mode: pointcloud" in badges and "control mode: pd_ee_delta_pose" in badges
+    assert shown["Episodes"] == "3" and shown["Transitions"] == "36" and shown["Success at end"] == "67%"
     assert shown["Size on disk"].endswith("MB")
     cells = all_cells(at)
     assert "sha256:3f1c0ffee" in cells and "mani_skill2" in cells  # manifest: source digest, versions
@@ -85,14 +86,14 @@ def test_episode_viewer_reads_the_selected_episode(dashboard_env):
     at.number_input(key="episode").set_value(2).run()
     assert not at.exception
     shown = metrics(at)
-    assert shown["Episode length"] == "15 steps" and shown["Success at end"] == "yes"
+    assert shown["Episode length"] == "15 steps" and shown["Episode success"] == "yes"
     assert any("**Episode 2**" in m.value and "transitions 21–35" in m.value for m in at.markdown)
     timeseries = plotly_specs(at)[-1]["data"]
     names = [t["name"] for t in timeseries]
     assert names[:7] == [f"a[{i}]" for i in range(7)] and "reward" in names and "success" in names
     assert len(trace_values(timeseries[names.index("reward")], "y")) == 15
     at.number_input(key="episode").set_value(1).run()
-    assert metrics(at)["Success at end"] == "no"
+    assert metrics(at)["Episode success"] == "no"
 
 
 def test_rgbd_dataset_shows_rgb_and_depth_of_each_camera_and_report_from_attrs(dashboard_env):
@@ -100,7 +101,7 @@ def test_rgbd_dataset_shows_rgb_and_depth_of_each_camera_and_report_from_attrs(d
     at.selectbox(key="dataset").select(f"{TASK} / {RGBD_NAME}").run()
     assert not at.exception
     shown = metrics(at)
-    assert shown["Obs mode"] == "rgbd" and shown["Episodes"] == "2" and shown["Verdict"] == "passed"
+    assert "obs mode: rgbd" in at.markdown[0].value and shown["Episodes"] == "2" and shown["Verdict"] == "passed"
     assert len(at.get("image")) == 2  # hand_camera and base_camera rgb
     depth_titles = [spec["layout"]["title"]["text"] for spec in plotly_specs(at) if spec["data"][0]["type"] == "heatmap"]
     assert depth_titles == ["hand_camera depth", "base_camera depth"]
