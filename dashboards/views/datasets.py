@@ -92,6 +92,8 @@ with tab_validation:
     report = read_validation_report(entry)
     if report is None:
         st.info(f"No validation report for this dataset yet. Run `ms2 validate` (looked for `{entry.path.parent / (entry.name + '.validation.json')}` and the store's `ms2flow_validation` attribute).")
+    elif "error" in report.report and not report.findings:
+        st.error(f"Validation report {report.source}: {report.report['error']}")
     else:
         verdict = report.report.get("ok", report.report.get("passed"))
         errors = sum(1 for f in report.findings if str(f.get("severity", "")).lower() == "error")
