@@ -1,20 +1,29 @@
-"""Entry script of the dashboard (``ms2 dashboard`` runs it with Streamlit): page set-up and navigation."""
+"""Entry script of the dashboard (``ms2 dashboard`` runs it with Streamlit): page set-up and navigation.
+
+Pages are plain modules under dashboards/views, each with a ``render()``, so
+importing them (tests, import-linter) runs nothing; Streamlit executes this
+file as ``__main__``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-VIEWS = Path(__file__).parent / "views"
+from dashboards.views import datasets, models, pipeline, training
 
-st.set_page_config(page_title="ms2flow", page_icon=":material/precision_manufacturing:", layout="wide")
-# The datasets page is the default, so it lives at "/" (default pages take no url_path).
-page = st.navigation([
-    st.Page(VIEWS / "datasets.py", title="Datasets", icon=":material/dataset:", default=True),
-    st.Page(VIEWS / "training.py", title="Training", icon=":material/show_chart:", url_path="training"),
-    st.Page(VIEWS / "models.py", title="Models", icon=":material/emoji_events:", url_path="models"),
-    st.Page(VIEWS / "pipeline.py", title="Pipeline status", icon=":material/account_tree:", url_path="pipeline"),
-])
-st.sidebar.caption("ms2flow dashboard · data: reads only")
-page.run()
+
+def main() -> None:
+    st.set_page_config(page_title="ms2flow", page_icon=":material/precision_manufacturing:", layout="wide")
+    # The datasets page is the default, so it lives at "/".
+    page = st.navigation([
+        st.Page(datasets.render, title="Datasets", icon=":material/dataset:", url_path="datasets", default=True),
+        st.Page(training.render, title="Training", icon=":material/show_chart:", url_path="training"),
+        st.Page(models.render, title="Models", icon=":material/emoji_events:", url_path="models"),
+        st.Page(pipeline.render, title="Pipeline status", icon=":material/account_tree:", url_path="pipeline"),
+    ])
+    st.sidebar.caption("ms2flow dashboard · reads only")
+    page.run()
+
+
+if __name__ == "__main__":
+    main()

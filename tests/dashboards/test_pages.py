@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +17,16 @@ from streamlit.testing.v1 import AppTest
 from tests.dashboards.conftest import CLOSED_PORT_API
 from tests.dashboards.sample_data import POINTCLOUD_NAME, PPO_SUCCESS_RATE, RGBD_NAME, TASK
 
-VIEWS = Path(__file__).resolve().parents[2] / "dashboards" / "views"
 TIMEOUT_S = 120
 
 
+def page_test(name: str) -> AppTest:
+    """The page as Streamlit runs it: dashboards.views.<name>.render() in a script run."""
+    return AppTest.from_string(f"from dashboards.views import {name}\n{name}.render()\n", default_timeout=TIMEOUT_S)
+
+
 def run_page(name: str) -> AppTest:
-    at = AppTest.from_file(str(VIEWS / f"{name}.py"), default_timeout=TIMEOUT_S)
+    at = page_test(name)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
