@@ -185,7 +185,8 @@ def build_mlflow(root: Path) -> tuple[str, str, str, str]:
             mlflow.log_params({"algo": algo, "lr": lr, "seed": 0, "batch_size": 256 if algo == "bc" else 2048, "env_id": TASK})
             for i, step in enumerate(range(0, 50_001, 5_000)):
                 frac = i / 10
-                mlflow.log_metric("train/loss", float(1.0 * np.exp(-3 * frac) + 0.05), step=step)
+                decay = 3.0 if algo == "bc" else 1.5
+                mlflow.log_metric("train/loss", float(np.exp(-decay * frac) + 0.05), step=step)
                 mlflow.log_metric("rollout/return", float(frac * (30 if algo == "ppo" else 18)), step=step)
                 mlflow.log_metric("eval/success_rate", float(round(final_success * frac, 3)), step=step)
             run_ids[algo] = run.info.run_id

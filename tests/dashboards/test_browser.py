@@ -155,7 +155,8 @@ def scroll_to_text(driver, css: str, text: str) -> None:
 
     found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
     assert found, f"no {css} containing {text!r}"
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", found[0])
+    # The margin keeps the element clear of Streamlit's fixed header.
+    driver.execute_script("arguments[0].style.scrollMarginTop = '90px'; arguments[0].scrollIntoView({block: 'start'});", found[0])
     time.sleep(1.0)  # let Plotly finish laying out after the scroll
 
 
@@ -192,21 +193,23 @@ def drive_every_page(dashboard_url, browser, shots: Path) -> None:
     wait_for_text(browser, "Verdict", "failed")
     click_tab(browser, "Episode viewer")
     set_number(browser, "Episode", 2)
-    text = wait_for_text(browser, "Episode 2", "15 steps", "transitions 21–35", "5000 of 6000 points")
-    assert "Episode success" in text
+    wait_for_text(browser, "Episode 2", "Episode length\n15 steps", "Episode success\nyes", "transitions 21–35",
+                  "5000 of 6000 points")
     scroll_to_text(browser, '[role="tab"]', "Episode viewer")
     browser.save_screenshot(str(shots / "dashboard-datasets.png"))
 
     # Training: overlaid runs, and each run's success rate as a figure.
     browser.get(f"{dashboard_url}/training")
-    text = wait_for_text(browser, "Training", "bc-seed0 (bc)", "ppo-seed0 (ppo)", "eval/success_rate", "Parameters side by side")
-    assert f"{PPO_SUCCESS_RATE:.2f}" in text and "0.40" in text
+    # Each run's latest success rate, as figures (0.85 and 0.40).
+    wait_for_text(browser, "Training", "bc-seed0 (bc)", "ppo-seed0 (ppo)", "eval/success_rate", "Parameters side by side",
+                  f"ppo-seed0 (ppo) · eval/success_rate\n{PPO_SUCCESS_RATE:.2f}", "bc-seed0 (bc) · eval/success_rate\n0.40")
+    scroll_to_text(browser, '[data-testid="stWidgetLabel"]', "Compare runs")
     browser.save_screenshot(str(shots / "dashboard-training.png"))
 
     # Models: aliases, the champion's evaluation figures and its video.
     browser.get(f"{dashboard_url}/models")
-    text = wait_for_text(browser, f"ms2-{TASK}-ppo", "Champion", "v1", "Candidate", "v2", "success rate", "eval/videos/episode_0.mp4")
-    assert f"{PPO_SUCCESS_RATE:.2f}" in text
+    wait_for_text(browser, f"ms2-{TASK}-ppo", "Champion\nv1", "Candidate\nv2", f"success rate\n{PPO_SUCCESS_RATE:.2f}",
+                  "eval/videos/episode_0.mp4")
     from selenium.webdriver.common.by import By
 
     videos = browser.find_elements(By.TAG_NAME, "video")
