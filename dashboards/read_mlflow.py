@@ -14,7 +14,6 @@ exist the dashboard says so instead of running MLflow's migrations.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +40,22 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+# Set by dashboards.server for the dashboard process: a tracking server that is down must give a
+# message within seconds, not after MLflow's default minutes of retries with backoff, and a
+# progress bar per downloaded artifact would only clutter the server log.
+MLFLOW_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def client_for(uri: str):
     """An MlflowClient, refusing to create an embedded store that does not exist."""
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         raise StoreMissing(str(path))
-    # A progress bar per downloaded artifact would only clutter the server log.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

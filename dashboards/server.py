@@ -36,6 +36,10 @@ def serve(host: str = "127.0.0.1", port: int = 8501, data_dir: str | None = None
     # Belt and braces for Streamlit's own environment-variable configuration.
     os.environ["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     os.environ["STREAMLIT_SERVER_HEADLESS"] = "true"
+    from dashboards.read_mlflow import MLFLOW_CLIENT_ENV
+
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     from streamlit.web import cli as streamlit_cli
 
     streamlit_cli.main(["run", str(APP_SCRIPT), *streamlit_flags(host, port)], prog_name="streamlit", standalone_mode=True)

@@ -159,3 +159,15 @@ def test_empty_data_directory_gives_hints_and_creates_nothing(tmp_path, monkeypa
     assert "No MLflow store yet" in run_page("training").info[0].value
     assert "No MLflow store yet" in run_page("models").info[0].value
     assert list(tmp_path.iterdir()) == []  # the dashboard only reads: no mlflow.db appears
+
+
+def test_mlflow_server_down_is_reported_on_the_pages(tmp_path, monkeypatch):
+    monkeypatch.setenv("MS2FLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    from dashboards.read_mlflow import MLFLOW_CLIENT_ENV
+
+    for key, value in MLFLOW_CLIENT_ENV.items():  # as dashboards.server sets them
+        monkeypatch.setenv(key, value)
+    for page in ("training", "models"):
+        at = run_page(page)
+        assert len(at.error) == 1 and "MLflow not reachable at `http://127.0.0.1:9`" in at.error[0].value
