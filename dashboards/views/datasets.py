@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboards import figures, sources
 from dashboards.read_datasets import (
+    MAX_POINTS_DEFAULT,
     DatasetEntry,
     human_bytes,
     list_datasets,
@@ -120,8 +121,10 @@ def render() -> None:
             episode = int(st.number_input("Episode", min_value=0, max_value=summary.num_episodes - 1, value=0, step=1, key="episode"))
             length = int(summary.episode_lengths[episode])
             step = int(st.slider("Step", 0, max(length - 1, 0), 0, key="step")) if length > 1 else 0
-            color_by = st.radio("Colour points by", ["rgb", "segmentation"], horizontal=True, key="color_by")
-            max_points = int(st.select_slider("Max points drawn", [1000, 2000, 5000, 10000], value=5000, key="max_points"))
+            color_by, max_points = "rgb", MAX_POINTS_DEFAULT
+            if "xyz" in summary.obs_keys:
+                color_by = st.radio("Colour points by", ["rgb", "segmentation"], horizontal=True, key="color_by")
+                max_points = int(st.select_slider("Max points drawn", [1000, 2000, 5000, 10000], value=MAX_POINTS_DEFAULT, key="max_points"))
         series = _series(entry, episode)
         ok = summary.episode_success
         with left:
@@ -145,7 +148,8 @@ def render() -> None:
                 if name in frame.rgb_by_camera:
                     c_rgb.image(frame.rgb_by_camera[name], caption=f"{name} rgb", width="stretch")
                 if name in frame.depth_by_camera:
-                    c_depth.plotly_chart(figures.depth_image(frame.depth_by_camera[name], f"{name} depth"), key=f"depth-{name}")
+                    c_depth.plotly_chart(figures.depth_image(frame.depth_by_camera[name], f"{name} depth"), key=f"depth-{name}",
+                                      config={"displayModeBar": False})
             if frame.xyz is None and not cameras:
                 st.caption("State-only dataset: no images or point clouds to show.")
         st.plotly_chart(figures.episode_timeseries(series.actions, series.rewards, series.success, step), key="timeseries")

@@ -16,7 +16,7 @@ def render() -> None:
     api_url, configured = sources.prefect_api_url()
     status = latest_flow_runs(api_url)
     if not status.reachable:
-        how = "PREFECT_API_URL" if configured else "the local-server default (PREFECT_API_URL is not set)"
+        how = "from PREFECT_API_URL" if configured else "the local-server default (PREFECT_API_URL is not set)"
         st.warning(
             f"Prefect API not reachable at {api_url} ({how}): {status.error}.\n\n"
             "Flow runs are listed once a Prefect server is up: `prefect server start`, then "

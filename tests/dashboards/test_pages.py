@@ -106,6 +106,7 @@ def test_rgbd_dataset_shows_rgb_and_depth_of_each_camera_and_report_from_attrs(d
     shown = metrics(at)
     assert "obs mode: rgbd" in at.markdown[0].value and shown["Episodes"] == "2" and shown["Verdict"] == "passed"
     assert len(at.get("image")) == 2  # hand_camera and base_camera rgb
+    assert not at.radio  # point-cloud controls only for point-cloud datasets
     depth_titles = [spec["layout"]["title"]["text"] for spec in plotly_specs(at) if spec["data"][0]["type"] == "heatmap"]
     assert depth_titles == ["hand_camera depth", "base_camera depth"]
     assert any("No findings" in s.value for s in at.success)
