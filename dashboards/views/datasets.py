@@ -57,7 +57,7 @@ def render() -> None:
     st.dataframe(pd.DataFrame(overview), hide_index=True)
 
     labels = [e.label for e in entries]
-    choice = st.selectbox("Dataset", labels, key="dataset")
+    choice = st.selectbox("Dataset", labels, key="dataset", bind="query-params")
     entry = entries[labels.index(choice)]
     summary = _summary(entry)
 
@@ -118,7 +118,7 @@ def render() -> None:
             st.stop()
         left, right = st.columns([1, 3])
         with left:
-            episode = int(st.number_input("Episode", min_value=0, max_value=summary.num_episodes - 1, value=0, step=1, key="episode"))
+            episode = int(st.number_input("Episode", min_value=0, max_value=summary.num_episodes - 1, value=0, step=1, key="episode", bind="query-params"))
             length = int(summary.episode_lengths[episode])
             step = int(st.slider("Step", 0, max(length - 1, 0), 0, key="step")) if length > 1 else 0
             color_by, max_points = "rgb", MAX_POINTS_DEFAULT

@@ -195,6 +195,7 @@ def drive_every_page(dashboard_url, browser, shots: Path) -> None:
     set_number(browser, "Episode", 2)
     wait_for_text(browser, "Episode 2", "Episode length\n15 steps", "Episode success\nyes", "transitions 21–35",
                   "5000 of 6000 points")
+    assert "episode=2" in browser.current_url  # the view can be shared as a link
     scroll_to_text(browser, '[role="tab"]', "Episode viewer")
     browser.save_screenshot(str(shots / "dashboard-datasets.png"))
 

@@ -172,3 +172,14 @@ def test_mlflow_server_down_is_reported_on_the_pages(tmp_path, monkeypatch):
     for page in ("training", "models"):
         at = run_page(page)
         assert len(at.error) == 1 and "MLflow not reachable at `http://127.0.0.1:9`" in at.error[0].value
+
+
+def test_dataset_and_episode_can_be_linked_by_url(dashboard_env):
+    at = page_test("datasets")
+    at.query_params["dataset"] = f"{TASK} / {RGBD_NAME}"
+    at.query_params["episode"] = "1"
+    at.run()
+    assert not at.exception
+    assert "obs mode: rgbd" in at.markdown[0].value
+    assert any("**Episode 1**" in m.value for m in at.markdown)
+    assert metrics(at)["Episode length"] == "8 steps"
