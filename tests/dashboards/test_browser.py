@@ -127,13 +127,7 @@ def select_option(driver, label: str, option_text: str) -> None:
         assert time.monotonic() < deadline, f"no selectbox labelled {label!r}"
         time.sleep(0.2)
     driver.find_element(By.CSS_SELECTOR, open_button).click()
-    while time.monotonic() < deadline:
-        options = [o for o in driver.find_elements(By.CSS_SELECTOR, '[role="option"]') if option_text in o.text]
-        if options:
-            options[0].click()
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"option {option_text!r} not offered by {label!r}")
+    find_with_text(driver, '[role="option"]', option_text).click()
 
 
 def set_number(driver, label: str, value: int) -> None:
@@ -149,23 +143,33 @@ def set_number(driver, label: str, value: int) -> None:
     field.send_keys(str(value), Keys.ENTER)
 
 
-def scroll_to_text(driver, css: str, text: str) -> None:
-    """Scroll the first ``css`` element containing ``text`` to the top (for screenshots of that part)."""
+def find_with_text(driver, css: str, text: str):
+    """The first ``css`` element whose text contains ``text``, waiting while the app re-renders."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
-    assert found, f"no {css} containing {text!r}"
+    deadline = time.monotonic() + CONTENT_TIMEOUT_S
+    while True:
+        try:
+            found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
+        except StaleElementReferenceException:
+            found = []
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {css} containing {text!r}"
+        time.sleep(0.2)
+
+
+def scroll_to_text(driver, css: str, text: str) -> None:
+    """Scroll the first ``css`` element containing ``text`` to the top (for screenshots of that part)."""
     # The margin keeps the element clear of Streamlit's fixed header.
-    driver.execute_script("arguments[0].style.scrollMarginTop = '90px'; arguments[0].scrollIntoView({block: 'start'});", found[0])
+    driver.execute_script("arguments[0].style.scrollMarginTop = '90px'; arguments[0].scrollIntoView({block: 'start'});",
+                          find_with_text(driver, css, text))
     time.sleep(1.0)  # let Plotly finish laying out after the scroll
 
 
 def click_tab(driver, title: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    tabs = [t for t in driver.find_elements(By.CSS_SELECTOR, '[role="tab"]') if t.text.strip() == title]
-    assert tabs, f"no tab {title!r}"
-    tabs[0].click()
+    find_with_text(driver, '[role="tab"]', title).click()
 
 
 def test_dashboard_in_headless_chromium(dashboard_url, browser, tmp_path):
@@ -204,7 +208,7 @@ def drive_every_page(dashboard_url, browser, shots: Path) -> None:
     # Each run's latest success rate, as figures (0.85 and 0.40).
     wait_for_text(browser, "Training", "bc-seed0 (bc)", "ppo-seed0 (ppo)", "eval/success_rate", "Parameters side by side",
                   f"ppo-seed0 (ppo) · eval/success_rate\n{PPO_SUCCESS_RATE:.2f}", "bc-seed0 (bc) · eval/success_rate\n0.40")
-    scroll_to_text(browser, '[data-testid="stWidgetLabel"]', "Compare runs")
+    scroll_to_text(browser, "label p", "Compare runs")
     browser.save_screenshot(str(shots / "dashboard-training.png"))
 
     # Models: aliases, the champion's evaluation figures and its video.
