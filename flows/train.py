@@ -18,7 +18,9 @@ from flows import stages
 from flows.registry import register_policy
 from flows.settings import mlflow_tracking_uri
 from flows.tracking import MlflowSink, tracked_run
+from ms2core.algos import run_dir_for
 from ms2core.errors import DatasetError
+from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, EvaluationResult, TrainResult
 from storage_schemas.validation import ValidationConfig
 
@@ -49,6 +51,18 @@ def evaluate_policy(cfg: EvalConfig) -> EvaluationResult:
     return result
 
 
+#: algorithms whose checkpoints ms2core.evaluation and the MLflow pyfunc policy can load.
+POLICY_LOADERS = {"bc"}
+
+
+def _with_task(config, task: str):
+    """The config with its task replaced (BC: env.env_id; online RL: rollout.env.env_id)."""
+    if hasattr(config, "rollout"):
+        env = config.rollout.env.model_copy(update={"env_id": task})
+        return config.model_copy(update={"rollout": config.rollout.model_copy(update={"env": env})})
+    return config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
+
+
 def _check_datasets(paths: list[str], force: bool) -> None:
     for path in paths:
         result = stages.validate_dataset(ValidationConfig(path=path, progress=False))
@@ -74,15 +88,17 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
     """The body of every train-<algo> flow."""
     import mlflow
 
+    from ms2core.algos import task_of
+
     log = get_run_logger()
     if task:
-        config = config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
-    env_id = config.env.env_id
+        config = _with_task(config, task)
+    env_id = task_of(config)
     dataset_paths = list(getattr(getattr(config, "dataset", None), "paths", []) or [])
-    dataset_paths += [p for p in [getattr(config, "demo_dataset", None)] if p]
+    dataset_paths += [demos.path for demos in [getattr(config, "demos", None)] if demos is not None]
     _check_datasets(dataset_paths, force)
 
-    run_name = f"{algo}-{getattr(config, 'run_name', 'run')}"
+    run_name = f"{algo}-{Path(run_dir_for(algo, config)).name}"
     with tracked_run(env_id, run_name, config.model_dump(mode="json"), tags={"algo": algo, "task": env_id}) as run:
         run_id = run.info.run_id
         result = train_policy(config, algo, resume_from, run_id)
@@ -95,17 +111,22 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
 
         n_eval = eval_episodes if eval_episodes is not None else max(getattr(config, "eval_episodes", 0), 0)
         evaluation = result.evaluation
-        if n_eval and (evaluation is None or evaluation.num_episodes != n_eval):
+        if algo in POLICY_LOADERS and n_eval and (evaluation is None or evaluation.num_episodes != n_eval):
             evaluation = evaluate_policy(EvalConfig(
                 checkpoint=result.final_checkpoint, num_episodes=n_eval,
                 num_procs=getattr(config, "eval_num_procs", 1), save_video=True,
                 output_dir=str(run_dir / "eval")))
         summary = dict(run_id=run_id, run_dir=str(run_dir), checkpoint=result.final_checkpoint,
-                       final_loss=result.final_loss, success_rate=None, model_version=None)
+                       final_loss=result.final_loss, success_rate=result.eval_success_rate, model_version=None)
         if evaluation is not None:
             _log_evaluation(evaluation, run_dir / "eval")
             summary["success_rate"] = evaluation.success_once.mean
-        if register_model:
+        elif result.eval_success_rate is not None:  # online RL evaluates itself at the end of training
+            mlflow.log_metrics({"eval/success_rate": result.eval_success_rate,
+                                "eval/return": result.eval_mean_return or 0.0})
+        if register_model and algo not in POLICY_LOADERS:
+            log.warning("%s checkpoints have no MLflow policy loader yet: logged as an artifact, not registered", algo)
+        elif register_model:
             from flows.policy_model import log_policy_model
 
             info = log_policy_model(result.final_checkpoint)
@@ -142,5 +163,33 @@ def default_prefect_ui() -> str:
     return api[:-4] if api.endswith("/api") else api
 
 
-#: flow per algorithm, for deployments and the CLI (other algorithms register here as they land).
-TRAIN_FLOWS = {"bc": train_bc}
+@flow(name="train-ppo", log_prints=True)
+def train_ppo(config: PPOConfig = PPOConfig(), task: str | None = None, resume_from: str | None = None,
+              register_model: bool = True, force: bool = False) -> dict:
+    """PPO (ManiSkill2-Learn's settings) on the task's simulator, tracked in MLflow."""
+    return train_evaluate_register("ppo", config, task, resume_from, None, register_model, force)
+
+
+@flow(name="train-dapg", log_prints=True)
+def train_dapg(config: DAPGConfig, task: str | None = None, resume_from: str | None = None,
+               register_model: bool = True, force: bool = False) -> dict:
+    """DAPG: PPO plus a decaying behaviour-cloning term on a validated demo dataset."""
+    return train_evaluate_register("dapg", config, task, resume_from, None, register_model, force)
+
+
+@flow(name="train-sac", log_prints=True)
+def train_sac(config: SACConfig = SACConfig(), task: str | None = None, resume_from: str | None = None,
+              register_model: bool = True, force: bool = False) -> dict:
+    """SAC with automatic entropy tuning."""
+    return train_evaluate_register("sac", config, task, resume_from, None, register_model, force)
+
+
+@flow(name="train-gail", log_prints=True)
+def train_gail(config: GAILConfig, task: str | None = None, resume_from: str | None = None,
+               register_model: bool = True, force: bool = False) -> dict:
+    """GAIL: a discriminator reward from a validated demo dataset, optimised with SAC."""
+    return train_evaluate_register("gail", config, task, resume_from, None, register_model, force)
+
+
+#: flow per algorithm, for deployments and the CLI.
+TRAIN_FLOWS = {"bc": train_bc, "ppo": train_ppo, "dapg": train_dapg, "sac": train_sac, "gail": train_gail}

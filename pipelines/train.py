@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ms2core.algos import run_dir_for
 from ms2core.errors import unknown_choice
+from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, TrainResult
 
 
@@ -25,9 +26,39 @@ def _train_bc(cfg: BCConfig, resume_from: str | None, progress: bool, sink=None)
     return bc.train(cfg, resume_from=resume_from, progress=progress, sink=sink)
 
 
-#: name -> (config model, train function(cfg, resume_from, progress, sink) -> TrainResult). Other algorithms add themselves here.
+def _online(algo: str) -> Callable[..., TrainResult]:
+    """Adapter: ms2core.algos.<algo>.train_<algo>(cfg, sink) -> this stage's TrainResult, files in the run dir."""
+
+    def train(cfg, resume_from: str | None, progress: bool, sink=None) -> TrainResult:
+        import importlib
+        import time
+
+        module = importlib.import_module(f"ms2core.algos.{algo}")
+        run_dir = run_dir_for(algo, cfg)
+        run_update = {"run_dir": str(run_dir)}
+        if resume_from:
+            run_update["resume_from"] = str(resume_from)
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run_update)})
+        start = time.perf_counter()
+        result = getattr(module, f"train_{algo}")(cfg, sink=sink)
+        elapsed = time.perf_counter() - start
+        return TrainResult(
+            algo=algo, run_dir=str(run_dir), final_checkpoint=result.checkpoint or "", num_steps=result.env_steps,
+            start_step=0, final_loss=None, updates_per_s=result.updates / elapsed if elapsed > 0 else 0.0,
+            env_steps=result.env_steps, eval_success_rate=result.eval_success_rate,
+            eval_mean_return=result.eval_mean_return,
+        )
+
+    return train
+
+
+#: name -> (config model, train function(cfg, resume_from, progress, sink) -> TrainResult).
 ALGORITHMS: dict[str, tuple[type[BaseModel], Callable[..., TrainResult]]] = {
     "bc": (BCConfig, _train_bc),
+    "ppo": (PPOConfig, _online("ppo")),
+    "dapg": (DAPGConfig, _online("dapg")),
+    "sac": (SACConfig, _online("sac")),
+    "gail": (GAILConfig, _online("gail")),
 }
 
 

@@ -13,6 +13,10 @@ FLOW_CONFIGS = {
     "demo-to-dataset": ("flows.data:demo_to_dataset", "storage_schemas.flows:DemoToDatasetConfig"),
     "rerender-demos": ("flows.data:rerender_demos", "storage_schemas.flows:RerenderConfig"),
     "train-bc": ("flows.train:train_bc", "storage_schemas.training:BCConfig"),
+    "train-ppo": ("flows.train:train_ppo", "storage_schemas.rl:PPOConfig"),
+    "train-dapg": ("flows.train:train_dapg", "storage_schemas.rl:DAPGConfig"),
+    "train-sac": ("flows.train:train_sac", "storage_schemas.rl:SACConfig"),
+    "train-gail": ("flows.train:train_gail", "storage_schemas.rl:GAILConfig"),
     "evaluate": ("flows.train:evaluate", "storage_schemas.training:EvalConfig"),
 }
 

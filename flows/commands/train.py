@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
+from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig
 
 # Config models per algorithm (light imports only; the train functions are looked up in pipelines.train).
-TRAIN_CONFIGS = {"bc": BCConfig}
+TRAIN_CONFIGS = {"bc": BCConfig, "ppo": PPOConfig, "dapg": DAPGConfig, "sac": SACConfig, "gail": GAILConfig}
 
 
 def _make_command(algo: str, model):
@@ -24,16 +25,21 @@ def _make_command(algo: str, model):
         from ms2core.config import load_config
         from pipelines.train import run
 
-        overrides = list(set_) + ([f"train.device={device}"] if device else [])
+        device_key = "train.device" if algo == "bc" else "run.device"
+        overrides = list(set_) + ([f"{device_key}={device}"] if device else [])
         cfg = load_config(model, config, overrides)
         result = run(cfg, algo=algo, resume_from=str(resume_from) if resume_from else None)
         console = Console()
         if result.skipped:
             console.print(f"[yellow]already trained[/yellow] with this config: {result.final_checkpoint}")
         else:
+            loss = "" if result.final_loss is None else f", final loss {result.final_loss:.5g}"
             console.print(f"[green]{algo}[/green] trained steps {result.start_step}..{result.num_steps} "
-                          f"at {result.updates_per_s:.1f} updates/s, final loss {result.final_loss:.5g}")
+                          f"at {result.updates_per_s:.1f} updates/s{loss}")
         console.print(f"run dir: {result.run_dir}\ncheckpoint: {result.final_checkpoint}")
+        if result.eval_success_rate is not None:
+            console.print(f"final evaluation: success {result.eval_success_rate:.1%}, "
+                          f"mean return {result.eval_mean_return:.2f}")
         if result.evaluation is not None:
             ev = result.evaluation
             console.print(f"success once {ev.success_once.mean:.1%} (95% {ev.success_once.ci95_low:.1%}-"

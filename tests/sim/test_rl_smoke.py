@@ -47,16 +47,32 @@ def real_demos(tmp_path_factory):
 
 
 def _run_twice(train, model, config, tmp_path, sets, steps, more):
-    """Train ``steps``, then resume from its checkpoint to ``steps + more``; both under a minute."""
-    cfg = load_config(model, config, ENV_SETS + sets + [f"run.total_env_steps={steps}", f"run.run_dir={tmp_path / 'a'}"])
-    first = train(cfg)
-    cfg2 = load_config(model, config, ENV_SETS + sets + [f"run.total_env_steps={steps + more}",
-                                                          f"run.run_dir={tmp_path / 'b'}",
-                                                          f"run.resume_from={first.checkpoint}"])
-    second = train(cfg2)
-    assert first.env_steps >= steps and second.env_steps >= steps + more and second.updates > first.updates
-    assert first.episodes >= 1 and first.final_success_rate is not None  # real env reports success
-    return first, second
+    """`ms2 train <algo>` for ``steps``, then `--resume-from` its checkpoint to ``steps + more``; each under a minute."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from ms2core.algos._common import load_checkpoint
+
+    algo = model.model_fields["algo"].default
+    runner = CliRunner()
+
+    def cli(total: int, *extra: str):
+        args = ["train", algo, "--config", str(config)]
+        for item in ENV_SETS + sets + [f"run.total_env_steps={total}", f"run.run_dir={tmp_path / 'run'}"]:
+            args += ["--set", item]
+        result = runner.invoke(app, args + list(extra), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = cli(steps)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert checkpoint.exists(), out
+    first = load_checkpoint(checkpoint, algo)
+    out = cli(steps + more, "--resume-from", str(checkpoint))
+    second = load_checkpoint(checkpoint, algo)
+    assert f"{algo} trained" in out
+    assert first["env_steps"] >= steps and second["env_steps"] >= steps + more
+    assert second["updates"] > first["updates"] and first["episodes"] >= 1
 
 
 def test_ppo_smoke_with_worker_process(repo_root, tmp_path):
