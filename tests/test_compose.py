@@ -33,3 +33,21 @@ def test_topology_is_configured_only_through_environment_variables():
     assert "--allowed-hosts" in services["mlflow"]["command"]
     assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert set(spec["volumes"]) == {"postgres-data", "minio-data"}
+
+
+def test_prefect_yaml_names_every_flow_and_both_work_pools():
+    import importlib
+
+    from flows.deployments import build_deployments
+
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    entrypoints = {d["entrypoint"] for d in spec["deployments"]}
+    pools = {d["work_pool"]["name"] for d in spec["deployments"]}
+    assert pools == {"cpu", "gpu"}
+    flow_names = set()
+    for entry in entrypoints:
+        path, name = entry.split(":")
+        module = importlib.import_module(path[:-3].replace("/", "."))
+        flow_names.add(getattr(module, name).name)
+    served = {d.flow_name for d in build_deployments()}
+    assert served <= flow_names, served - flow_names
