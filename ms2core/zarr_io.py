@@ -15,8 +15,8 @@ On-disk tree of a dataset (``pipelines.render`` writes it, everything else reads
         data/...                    same keys, only this range's rows (its own chunks)
         attrs: {"complete": true, "episode_lengths": [...], "episode_success": [...]}
 
-Every array is compressed with Blosc zstd + byte shuffle (image and point
-arrays stored channels-first through zarr's transpose codec, which compresses
+Every array is compressed with Blosc zstd + byte shuffle (float image and point
+arrays, i.e. depth and xyz, stored channels-first through zarr's transpose codec, which compresses
 depth ~1.9x better) and chunked along time only: ``chunk_rows = target_bytes // row_bytes`` (1-8 MiB per chunk). An array
 whose chunk count would exceed ``shard_min_chunks`` is sharded (16 chunks per
 shard), so object counts stay small on object stores.
@@ -111,7 +111,7 @@ def blosc_zstd(level: int, block_bytes: int = 0) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle", blocksize=block_bytes)
 
 
-def channels_first_order(row_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+def channels_first_order(row_shape: tuple[int, ...], dtype="float32") -> tuple[int, ...] | None:
     """Storage order that puts the last (channel/camera/xyz) axis right after time.
 
     (T,H,W,C) images are stored (T,C,H,W) and (T,N,3) points (T,3,N): each camera
@@ -119,8 +119,8 @@ def channels_first_order(row_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     between frames and neighbouring values resemble each other. Readers see the
     logical (T,H,W,C) layout; this is zarr v3's transpose codec.
     """
-    if len(row_shape) < 2 or row_shape[-1] > 16:
-        return None
+    if len(row_shape) < 2 or row_shape[-1] > 16 or np.dtype(dtype).kind != "f":
+        return None  # uint8 rgb / bool seg compress as well interleaved, and decode faster untransposed
     n = len(row_shape) + 1
     return (0, n - 1, *range(1, n - 1))
 
@@ -132,7 +132,7 @@ def array_spec_for(row_shape: tuple[int, ...], dtype, target_bytes: int, total_r
     chunk_rows = max(1, target_bytes // row_bytes)
     n_chunks = math.ceil(max(total_rows, 1) / chunk_rows)
     shard_rows = chunk_rows * CHUNKS_PER_SHARD if n_chunks > shard_min_chunks else None
-    order = channels_first_order(tuple(row_shape))
+    order = channels_first_order(tuple(row_shape), dtype)
     codec = (f"transpose{list(order)} + " if order else "") + f"blosc(zstd, clevel={level}, shuffle)"
     return ArraySpec(row_shape=list(row_shape), dtype=np.dtype(dtype).name, chunk_rows=chunk_rows,
                      shard_rows=shard_rows, codec=codec)
@@ -145,7 +145,7 @@ def create_time_arrays(group: zarr.Group, specs: Mapping[str, ArraySpec], level:
         shards = None
         if use_shards and spec.shard_rows:
             shards = (spec.shard_rows, *spec.row_shape)
-        order = channels_first_order(tuple(spec.row_shape))
+        order = channels_first_order(tuple(spec.row_shape), spec.dtype)
         group.create_array(
             key, shape=(0, *spec.row_shape), dtype=spec.dtype,
             chunks=(spec.chunk_rows, *spec.row_shape), shards=shards,

@@ -119,10 +119,12 @@ def test_large_arrays_are_sharded(demo, tmp_path):
     manifest = zarr_io.read_manifest(zarr.open_group(result.store, mode="r"))
     spec = manifest.arrays["obs/rgb"]
     assert spec.chunk_rows == (1 << 20) // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
-    meta = json.loads((Path(result.store) / "data/obs/rgb/zarr.json").read_text())
+    meta = json.loads((Path(result.store) / "data/obs/depth/zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     inner = meta["codecs"][0]["configuration"]
-    assert inner["chunk_shape"][0] == spec.chunk_rows and inner["codecs"][0]["name"] == "transpose"
+    depth_spec = manifest.arrays["obs/depth"]
+    assert inner["chunk_shape"][0] == depth_spec.chunk_rows
+    assert inner["codecs"][0] == {"name": "transpose", "configuration": {"order": [0, 3, 1, 2]}}
     assert manifest.arrays["actions"].shard_rows is None  # few chunks: no shards
 
 
