@@ -320,3 +320,15 @@ def test_cli_render_and_errors(tmp_path, demo):
     bad = subprocess.run(base + ["--set", "options.obs.n_points=-1"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "n_points" in bad.stderr
+
+
+def test_segmentation_and_channel_selection_reach_the_store(demo, tmp_path):
+    cfg = _cfg(demo, tmp_path, obs=dict(obs_mode="rgbd", include_seg=True, include_depth=False),
+               options=dict(camera_size=(16, 12)))
+    root = zarr.open_group(render.run(cfg).store, mode="r")
+    assert sorted(root["data/obs"].array_keys()) == ["rgb", "seg", "state"]
+    assert root["data/obs/seg"].dtype == bool and root["data/obs/seg"].shape[1:] == (12, 16, 2)
+    assert root["data/obs/seg"][:].any()  # the fake robot (TCP) is marked
+    pc = _cfg(demo, tmp_path, obs=dict(obs_mode="pointcloud", n_points=32, include_seg=True, include_rgb=False))
+    pc_root = zarr.open_group(render.run(pc).store, mode="r")
+    assert sorted(pc_root["data/obs"].array_keys()) == ["seg", "state", "xyz"]
