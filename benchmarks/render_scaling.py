@@ -83,40 +83,49 @@ def baseline_render(demo: Path, out: Path, cfg: RenderConfig, env) -> tuple[floa
 
 
 # -- random minibatch reads ------------------------------------------------------------------------
-def zarr_minibatches(store: str, n_batches: int, rng) -> float:
+class H5Reader:
+    """Random transitions from the convert_state-style file: one fancy read per trajectory dataset."""
+
+    def __init__(self, path: Path):
+        self.file = h5py.File(path, "r")
+        names = sorted(self.file, key=lambda k: int(k[5:]))
+        self.ends = np.cumsum([self.file[n]["actions"].shape[0] for n in names])
+        self.keys = []
+        self.file[names[0]].visititems(lambda k, v: self.keys.append(k) if isinstance(v, h5py.Dataset) else None)
+        self.datasets = [{k: self.file[n][k] for k in self.keys} for n in names]
+
+    def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        traj = np.searchsorted(self.ends, idx, side="right")
+        local = idx - np.concatenate([[0], self.ends[:-1]])[traj]
+        batch = {k: [] for k in self.keys}
+        for j in np.unique(traj):
+            rows = local[traj == j].tolist()
+            for k in self.keys:
+                batch[k].append(self.datasets[j][k][rows])
+        return {k: np.concatenate(v) for k, v in batch.items()}
+
+
+def minibatch_rates(store: str, h5_path: Path, n_batches: int, seed: int = 0) -> tuple[float, float]:
+    """Batches/s for Zarr and HDF5, interleaved batch by batch on the same random indices."""
     root = zarr.open_group(store, mode="r")
     arrays = zarr_io.list_arrays(root["data"])
     total = int(zarr_io.read_episode_ends(root)[-1])
-    start = time.perf_counter()
-    for _ in range(n_batches):
-        idx = np.sort(rng.choice(total, min(BATCH, total), replace=False))
-        batch = zarr_io.read_rows(arrays, idx)
-        assert len(batch["actions"]) == len(idx)
-    return n_batches / (time.perf_counter() - start)
-
-
-def h5_minibatches(path: Path, n_batches: int, rng) -> float:
-    with h5py.File(path, "r") as f:
-        names = sorted(f, key=lambda k: int(k[5:]))
-        lengths = np.array([f[n]["actions"].shape[0] for n in names])
-        ends = np.cumsum(lengths)
-        keys = []
-        f[names[0]].visititems(lambda k, v: keys.append(k) if isinstance(v, h5py.Dataset) else None)
-        datasets = [{k: f[n][k] for k in keys} for n in names]
-        total = int(ends[-1])
-        start = time.perf_counter()
+    h5 = H5Reader(h5_path)
+    rng = np.random.default_rng(seed)
+    zarr_s = h5_s = 0.0
+    try:
         for _ in range(n_batches):
             idx = np.sort(rng.choice(total, min(BATCH, total), replace=False))
-            traj = np.searchsorted(ends, idx, side="right")
-            local = idx - np.concatenate([[0], ends[:-1]])[traj]
-            batch = {k: [] for k in keys}
-            for j in np.unique(traj):  # one fancy-indexed read per trajectory dataset
-                rows = local[traj == j].tolist()
-                for k in keys:
-                    batch[k].append(datasets[j][k][rows])
-            batch = {k: np.concatenate(v) for k, v in batch.items()}
-            assert len(batch["actions"]) == len(idx)
-    return n_batches / (time.perf_counter() - start)
+            start = time.perf_counter()
+            batch = zarr_io.read_rows(arrays, idx)
+            zarr_s += time.perf_counter() - start
+            start = time.perf_counter()
+            h5_batch = h5.read(idx)
+            h5_s += time.perf_counter() - start
+            assert len(batch["actions"]) == len(h5_batch["actions"]) == len(idx)
+    finally:
+        h5.file.close()
+    return n_batches / zarr_s, n_batches / h5_s
 
 
 def _warm_worker(env_key, obs_cfg):
@@ -196,9 +205,7 @@ def main() -> None:
                       f"{row.get(f'workers_{n}_ratio_vs_tuned_baseline', float('nan')):.2f}x the malloc-tuned baseline",
                       flush=True)
             row["size_ratio"] = row["zarr_bytes"] / row["h5_bytes"]
-            rng = np.random.default_rng(0)
-            row["zarr_minibatches_per_s"] = zarr_minibatches(store, args.batches, rng)
-            row["h5_minibatches_per_s"] = h5_minibatches(h5_path, args.batches, np.random.default_rng(0))
+            row["zarr_minibatches_per_s"], row["h5_minibatches_per_s"] = minibatch_rates(store, h5_path, args.batches)
             row["read_ratio"] = row["zarr_minibatches_per_s"] / row["h5_minibatches_per_s"]
             print(f"{mode:10s} size: Zarr {row['zarr_bytes'] / 2**20:.1f} MiB = {row['size_ratio']:.2f}x gzip HDF5 "
                   f"(target <= 0.7x); random {BATCH}-transition minibatches: Zarr "

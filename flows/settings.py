@@ -33,6 +33,8 @@ def configure_embedded_defaults() -> None:
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(data / "prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # Dask's INFO lines (nannies starting, comms closing at shutdown) drown the flow's own progress.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # MLflow's model logging otherwise warns about / probes things that are not available offline.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

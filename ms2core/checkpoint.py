@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ms2core.fileio import torch_save_atomic
+
 from ms2core.errors import CheckpointError
 
 CHECKPOINT_VERSION = 1
@@ -38,8 +40,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     step: int, config: dict, sampler: dict | None = None, extra: dict | None = None) -> Path:
     """Write a checkpoint atomically. ``config`` is the run's resolved config as a JSON-able dict."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "version": CHECKPOINT_VERSION,
         "step": int(step),
@@ -50,17 +50,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "config": config,
         "extra": extra or {},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -38,7 +38,7 @@ import inspect
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -478,7 +478,7 @@ def run(cfg: RenderConfig) -> RenderResult:
         wanted = {range_name(r.first_episode, r.n_episodes) for r in pending}
         ready: dict[int, RangeReport] = {}
         tasks = []
-        for name, member in list(staging.members()):
+        for name, _ in list(staging.members()):
             if name not in wanted:
                 zarr_io.delete_path(staging, name)  # a split that no longer matches the plan
         for r in pending:

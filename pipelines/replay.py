@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
+from ms2core.fileio import write_text_atomic
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
 from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
@@ -45,19 +46,6 @@ def default_output(source_h5: Path, source_mode: str, target_mode: str) -> Path:
 
 def report_path(stem: Path) -> Path:
     return stem.with_name(stem.name + ".report.json")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def run(cfg: ReplayConfig) -> ReplayResult:
@@ -144,7 +132,7 @@ def run(cfg: ReplayConfig) -> ReplayResult:
                                    "control_mode": cfg.target_control_mode})
     out_h5.parent.mkdir(parents=True, exist_ok=True)
     out_json.unlink(missing_ok=True)  # the old commit marker must not vouch for a new report
-    _write_text_atomic(report_path(stem), report.model_dump_json(indent=2))
+    write_text_atomic(report_path(stem), report.model_dump_json(indent=2))
     extra = {"ms2flow": {"config_digest": key_digest, "key": key, "report": report_path(stem).name,
                          "excluded_episode_ids": [s.episode_id for s in statuses if not s.converted]}}
     write_demo_pair(stem, new_info, kept, extra_json=extra)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ms2core.algos import run_dir_for
 from ms2core.errors import unknown_choice
+from ms2core.fileio import write_text_atomic
 from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, TrainResult
 
@@ -93,14 +94,6 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
         result.evaluation = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=eval_episodes,
                                                 num_procs=getattr(cfg, "eval_num_procs", 1)), progress=progress)
     run_dir = Path(result.run_dir)
-    _write_json(run_dir / "train_result.json", result.model_dump_json(indent=2))
-    _write_json(run_dir / "resolved_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
+    write_text_atomic(run_dir / "train_result.json", result.model_dump_json(indent=2))
+    write_text_atomic(run_dir / "resolved_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
     return result
-
-
-def _write_json(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

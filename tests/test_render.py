@@ -119,10 +119,12 @@ def test_large_arrays_are_sharded(demo, tmp_path):
     manifest = zarr_io.read_manifest(zarr.open_group(result.store, mode="r"))
     spec = manifest.arrays["obs/rgb"]
     assert spec.chunk_rows == (1 << 20) // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
-    meta = json.loads((Path(result.store) / "data/obs/rgb/zarr.json").read_text())
+    meta = json.loads((Path(result.store) / "data/obs/depth/zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     inner = meta["codecs"][0]["configuration"]
-    assert inner["chunk_shape"][0] == spec.chunk_rows and inner["codecs"][0]["name"] == "transpose"
+    depth_spec = manifest.arrays["obs/depth"]
+    assert inner["chunk_shape"][0] == depth_spec.chunk_rows
+    assert inner["codecs"][0] == {"name": "transpose", "configuration": {"order": [0, 3, 1, 2]}}
     assert manifest.arrays["actions"].shard_rows is None  # few chunks: no shards
 
 
@@ -318,3 +320,15 @@ def test_cli_render_and_errors(tmp_path, demo):
     bad = subprocess.run(base + ["--set", "options.obs.n_points=-1"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "n_points" in bad.stderr
+
+
+def test_segmentation_and_channel_selection_reach_the_store(demo, tmp_path):
+    cfg = _cfg(demo, tmp_path, obs=dict(obs_mode="rgbd", include_seg=True, include_depth=False),
+               options=dict(camera_size=(16, 12)))
+    root = zarr.open_group(render.run(cfg).store, mode="r")
+    assert sorted(root["data/obs"].array_keys()) == ["rgb", "seg", "state"]
+    assert root["data/obs/seg"].dtype == bool and root["data/obs/seg"].shape[1:] == (12, 16, 2)
+    assert root["data/obs/seg"][:].any()  # the fake robot (TCP) is marked
+    pc = _cfg(demo, tmp_path, obs=dict(obs_mode="pointcloud", n_points=32, include_seg=True, include_rgb=False))
+    pc_root = zarr.open_group(render.run(pc).store, mode="r")
+    assert sorted(pc_root["data/obs"].array_keys()) == ["seg", "state", "xyz"]

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from ms2core.checkpoint import restore_rng_states, rng_states
 from ms2core.errors import ConfigError
+from ms2core.fileio import torch_save_atomic
 from ms2core.metrics import JsonlSink, MetricsSink, MultiSink, NullSink
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -66,29 +68,9 @@ def open_sink(run_cfg, sink: MetricsSink | None) -> tuple[MetricsSink, bool]:
     return MultiSink(*sinks), bool(run_cfg.run_dir)
 
 
-def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` (+ RNG states) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({**state, "rng": rng_states()}, tmp)
-    os.replace(tmp, path)
-    return path
+    return torch_save_atomic({**state, "rng": rng_states()}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, algo: str) -> dict[str, Any]:

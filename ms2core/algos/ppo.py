@@ -251,7 +251,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 normalizer.load_state_dict(state["normalizer"])
             env_steps, updates, n_episodes, curve = state["env_steps"], state["updates"], state["episodes"], state["curve"]
             generator.bit_generator.state = state["generator"]
-            common.set_rng_states(state["rng"])
+            common.restore_rng_states(state["rng"])
 
         def save() -> str | None:
             if ckpt_path is None:

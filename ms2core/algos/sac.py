@@ -172,7 +172,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
             generator.bit_generator.state = state["generator"]
             if hooks.state is not None:
                 hooks.state[1](state["hooks"])
-            common.set_rng_states(state["rng"])
+            common.restore_rng_states(state["rng"])
 
         def save() -> str | None:
             if ckpt_path is None:
