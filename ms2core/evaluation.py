@@ -38,29 +38,22 @@ def state_obs_processor(raw_obs) -> dict[str, np.ndarray]:
 
 
 class ManifestObsProcessor:
-    """Point cloud / RGB-D: ``ms2core.obs.process_observation`` with the dataset manifest's options (picklable)."""
+    """Point cloud / RGB-D / state: ``ms2core.obs`` processing with the dataset manifest's options (picklable)."""
 
     def __init__(self, manifest: dict, seed: int = 0):
         self.manifest = manifest
         self.seed = seed
-        self._fn = None
-        self._cfg = None
-        self._rng = None
+        self._processor = None
 
     def __call__(self, raw_obs) -> dict[str, np.ndarray]:
-        if self._fn is None:
-            try:
-                from ms2core import obs as obs_module  # owned by the render stage; optional at import time
-            except ImportError as exc:
-                raise ConfigError("evaluating a point-cloud/RGB-D policy needs ms2core.obs.process_observation",
-                                  hint="ms2core.obs is missing from this installation") from exc
-            self._fn = obs_module.process_observation
-            self._cfg = _processing_options(self.manifest, obs_module)
-            self._rng = np.random.default_rng(self.seed)
-        return self._fn(raw_obs, self._cfg, rng=self._rng)
+        if self._processor is None:
+            from ms2core.obs import ObservationProcessor
+
+            self._processor = ObservationProcessor(_processing_options(self.manifest), self.seed)
+        return self._processor(raw_obs)
 
 
-def _processing_options(manifest: dict, obs_module):
+def _processing_options(manifest: dict):
     """The ObsProcessConfig the render stage recorded in the dataset manifest (options.obs)."""
     from storage_schemas.dataset import DatasetManifest
 

@@ -303,3 +303,24 @@ def observe_env(env):
         if isinstance(wrapper, gym.ObservationWrapper):
             obs = wrapper.observation(obs)
     return obs
+
+
+class ObservationProcessor:
+    """Picklable ``raw -> processed`` callable with fixed options and its own seeded RNG.
+
+    Rollout workers and evaluation use it so that policies see observations
+    processed exactly as the render stage processed their training data.
+    """
+
+    def __init__(self, cfg: ObsProcessConfig, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+
+    def __call__(self, raw_obs) -> dict[str, np.ndarray]:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return process_observation(raw_obs, self.cfg, self._rng)
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "seed": self.seed, "_rng": None}

@@ -33,22 +33,16 @@ ObsDict = dict[str, np.ndarray]
 
 
 # --------------------------------------------------------------------------- env construction
-def state_obs_processor(raw: Any) -> ObsDict:
-    """State-mode processing: the flat state vector as float32 under the key 'state'."""
-    return {"state": np.asarray(raw, dtype=np.float32).reshape(-1)}
+def default_obs_processor(obs_mode: str, seed: int = 0) -> Callable[[Any], ObsDict]:
+    """The render stage's processing with default options for ``obs_mode`` (state, pointcloud, rgbd)."""
+    from ms2core.obs import ObservationProcessor
+    from storage_schemas.dataset import ObsProcessConfig
 
-
-def default_obs_processor(obs_mode: str) -> Callable[[Any], ObsDict]:
-    if obs_mode == "state":
-        return state_obs_processor
-    try:  # the render stage's processing (owned by the render helper; merged separately)
-        from ms2core.obs import process_observation  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise UnsupportedModeError(
-            f"rollout in obs mode {obs_mode!r} needs ms2core.obs.process_observation, which is not available",
-            hint="use obs_mode 'state', or pass obs_processor= to EnvFactory",
-        ) from exc
-    return process_observation
+    base = obs_mode.replace("_robot_seg", "")
+    if base not in ("state", "pointcloud", "rgbd"):
+        raise UnsupportedModeError(f"rollouts support obs modes state, pointcloud and rgbd, not {obs_mode!r}",
+                                   hint="or pass obs_processor= to EnvFactory")
+    return ObservationProcessor(ObsProcessConfig(obs_mode=base, include_seg=obs_mode.endswith("_robot_seg")), seed)
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ class EnvFactory:
         if self.obs_processor is not None:
             return self.obs_processor
         if self.gym_env_id is not None:
-            return state_obs_processor
+            return default_obs_processor("state")
         return default_obs_processor(self.env_cfg.obs_mode)
 
 

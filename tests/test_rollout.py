@@ -105,14 +105,10 @@ def test_bad_arguments():
         VectorEnv(EnvFactory(gym_env_id="NoSuchEnv-v9"), num_envs=1)
 
 
-def test_pointcloud_without_processor_is_a_clear_error():
-    try:
-        import ms2core.obs  # noqa: F401
-    except ImportError:
-        with pytest.raises(UnsupportedModeError, match="process_observation"):
-            VectorEnv(fake_factory(obs_mode="pointcloud"), num_envs=1)
-    else:
-        pytest.skip("ms2core.obs is present: point-cloud rollouts use it")
+def test_pointcloud_rollouts_process_like_the_render_stage():
+    with VectorEnv(fake_factory(obs_mode="pointcloud"), num_envs=2) as vec:
+        obs = vec.reset()
+    assert obs["xyz"].shape == (2, 1200, 3) and obs["rgb"].dtype == np.uint8 and obs["state"].ndim == 2
 
 
 def test_custom_obs_processor_is_used():
