@@ -10,7 +10,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="a .pt checkpoint written by ms2 train"),
+        checkpoint: Path = typer.Option(None, "--checkpoint", help="a .pt checkpoint written by ms2 train"),
+        policy: Path = typer.Option(None, "--policy", help="a package written by ms2 export-policy (instead of --checkpoint)"),
         num: int = typer.Option(100, "--num", help="episodes"),
         num_procs: int = typer.Option(1, "--num-procs", help="worker processes (spawn), one env each"),
         seed: int = typer.Option(0, help="episode i uses seed + i"),
@@ -25,14 +26,21 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, help="re-run even if a result for these options exists"),
     ) -> None:
         """Evaluate a checkpoint: success (at end / once), episode length and return with 95% intervals."""
-        from rich.console import Console
-        from rich.table import Table
-
         from ms2core.config import load_config
         from ms2core.evaluation import default_output_dir
         from pipelines.evaluate import run
         from storage_schemas.training import EvalConfig
 
+        from ms2core.errors import ConfigError
+
+        if (checkpoint is None) == (policy is None):
+            raise ConfigError("give exactly one of --checkpoint and --policy",
+                              hint="--checkpoint run/checkpoints/final.pt or --policy DIR from ms2 export-policy")
+        if policy is not None:
+            from ms2core.export import evaluate_exported
+
+            _print(evaluate_exported(policy, num, seed, max_episode_steps, backend), None)
+            return
         overrides = [f"checkpoint={checkpoint}", f"num_episodes={num}", f"num_procs={num_procs}", f"seed={seed}",
                      f"sample_mode={sample_mode}", f"save_traj={save_traj}", f"save_video={save_video}",
                      f"continue_after_success={continue_after_success}"]
@@ -44,14 +52,22 @@ def register(app: typer.Typer) -> None:
             overrides.append(f"max_episode_steps={max_episode_steps}")
         cfg = load_config(EvalConfig, None, overrides)
         result = run(cfg, force=force)
-        table = Table(title=f"{result.env_id} {result.obs_mode} step {result.checkpoint_step}: {result.num_episodes} episodes")
-        for col in ("metric", "mean", "95% interval"):
-            table.add_column(col)
-        for name in ("success_once", "success_at_end", "episode_length", "episode_return"):
-            stat = getattr(result, name)
-            table.add_row(name, f"{stat.mean:.3f}", f"{stat.ci95_low:.3f} .. {stat.ci95_high:.3f}")
-        console = Console()
-        console.print(table)
-        console.print(f"result: {default_output_dir(cfg) / 'result.json'}")
-        if result.trajectory_path:
-            console.print(f"trajectories: {result.trajectory_path}")
+        _print(result, default_output_dir(cfg) / "result.json")
+
+
+def _print(result, result_path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.env_id} {result.obs_mode} step {result.checkpoint_step}: {result.num_episodes} episodes")
+    for col in ("metric", "mean", "95% interval"):
+        table.add_column(col)
+    for name in ("success_once", "success_at_end", "episode_length", "episode_return"):
+        stat = getattr(result, name)
+        table.add_row(name, f"{stat.mean:.3f}", f"{stat.ci95_low:.3f} .. {stat.ci95_high:.3f}")
+    console = Console()
+    console.print(table)
+    if result_path is not None:
+        console.print(f"result: {result_path}")
+    if result.trajectory_path:
+        console.print(f"trajectories: {result.trajectory_path}")

@@ -49,6 +49,8 @@ def _print_quickstart(summary) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    _register_export(app)
+
     @app.command()
     def quickstart(
         config: str = typer.Option(None, "--config", "-c", help="YAML QuickstartConfig"),
@@ -110,3 +112,41 @@ def register(app: typer.Typer) -> None:
         finally:
             if server is not None:
                 server.stop()
+
+
+def resolve_checkpoint(source: str) -> str:
+    """A checkpoint path from a local path, or from an MLflow model URI (models:/name@alias, runs:/...)."""
+    from pathlib import Path
+
+    if "://" not in source and not source.startswith(("models:/", "runs:/")):
+        return source
+    import mlflow
+
+    from flows.settings import configure_embedded_defaults
+    from ms2core.errors import ConfigError
+
+    configure_embedded_defaults()
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+    except Exception as exc:  # noqa: BLE001 - any MLflow lookup failure becomes one clear message
+        raise ConfigError(f"cannot download {source} from MLflow ({mlflow.get_tracking_uri()}): {exc}",
+                          hint="check the model name/alias with the MLflow UI or `ms2 dashboard`") from exc
+    found = sorted(local.rglob("*.pt")) if local.is_dir() else [local]
+    if not found:
+        raise ConfigError(f"{source} holds no checkpoint (.pt)", hint="export a model registered by a train-bc flow")
+    return str(found[0])
+
+
+def _register_export(app: typer.Typer) -> None:
+    @app.command("export-policy")
+    def export_policy(
+        source: str = typer.Argument(..., help="checkpoint path or MLflow model URI, e.g. models:/ms2-PickCube-v0-bc@champion"),
+        out: str = typer.Option(..., "--out", help="directory to write the package to"),
+        overwrite: bool = typer.Option(False, help="replace an existing directory"),
+    ) -> None:
+        """Write a self-contained policy package (reset()/act(obs), weights, processing) for ManiSkill2 evaluation."""
+        from ms2core.export import export_policy as export
+
+        path = export(resolve_checkpoint(source), out, overwrite=overwrite)
+        console.print(f"exported to {path}  (evaluate with: ms2 evaluate --policy {path})")
+
