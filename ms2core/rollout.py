@@ -333,3 +333,11 @@ def run_episodes(vec: VectorEnv, act: Callable[[ObsDict], np.ndarray], num_episo
         done.extend(batch.episodes)
         obs = batch.obs
     return done[:num_episodes]
+
+
+def evaluate_deterministic(rollout_cfg, act: Callable[[ObsDict], np.ndarray], num_episodes: int,
+                           seed: int) -> EpisodeSummary:
+    """``num_episodes`` episodes of ``act`` (deterministic actions in [-1, 1]) in fresh in-process envs."""
+    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0})
+    with vector_env_from_config(eval_cfg, seed) as vec:
+        return EpisodeSummary.of(run_episodes(vec, act, num_episodes))

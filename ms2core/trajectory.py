@@ -314,3 +314,16 @@ def read_json_extra(path: str | os.PathLike, key: str = "ms2flow") -> dict | Non
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def jsonable_info(info: dict) -> dict:
+    """The scalar entries of a step's ``info`` as plain JSON types (for the episode json)."""
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            out[key] = int(value)
+        elif isinstance(value, (float, np.floating)):
+            out[key] = float(value)
+    return out

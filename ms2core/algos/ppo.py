@@ -28,7 +28,13 @@ from ms2core.algos import _common as common
 from ms2core.algos._nets import GaussianActor, MLPBackbone, ValueCritic, gaussian_entropy, gaussian_log_prob
 from ms2core.algos.returns import ReturnNormalizer, compute_gae
 from ms2core.metrics import MetricsSink
-from ms2core.rollout import EpisodeStats, EpisodeSummary, VectorEnv, run_episodes, vector_env_from_config
+from ms2core.rollout import (
+    EpisodeStats,
+    EpisodeSummary,
+    VectorEnv,
+    evaluate_deterministic,
+    vector_env_from_config,
+)
 
 
 # --------------------------------------------------------------------------- pure losses
@@ -305,11 +311,9 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
 def evaluate_actor(rollout_cfg, actor: GaussianActor, device: torch.device, num_episodes: int,
                    seed: int) -> EpisodeSummary:
     """Deterministic (mean-action) episodes in fresh in-process envs."""
-    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0})
 
     def act(obs):
         with torch.no_grad():
             return actor(common.obs_to_torch(obs, device))[0].cpu().numpy()
 
-    with vector_env_from_config(eval_cfg, seed) as vec:
-        return EpisodeSummary.of(run_episodes(vec, act, num_episodes))
+    return evaluate_deterministic(rollout_cfg, act, num_episodes, seed)

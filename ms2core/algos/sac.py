@@ -27,7 +27,13 @@ from ms2core.algos._nets import MLPBackbone, TanhGaussianActor, TwinQ
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink
 from ms2core.replay_buffer import ReplayBuffer, TransitionBatch
-from ms2core.rollout import EpisodeStats, EpisodeSummary, VectorEnv, run_episodes, vector_env_from_config
+from ms2core.rollout import (
+    EpisodeStats,
+    EpisodeSummary,
+    VectorEnv,
+    evaluate_deterministic,
+    vector_env_from_config,
+)
 
 
 # --------------------------------------------------------------------------- pure losses
@@ -242,14 +248,12 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
 def evaluate_sac_actor(rollout_cfg, actor: TanhGaussianActor, device: torch.device, num_episodes: int,
                        seed: int) -> EpisodeSummary:
     """Deterministic (tanh of the mean) episodes in fresh in-process envs."""
-    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0})
 
     def act(obs):
         with torch.no_grad():
             return actor.act_deterministic(common.obs_to_torch(obs, device)).cpu().numpy()
 
-    with vector_env_from_config(eval_cfg, seed) as vec:
-        return EpisodeSummary.of(run_episodes(vec, act, num_episodes))
+    return evaluate_deterministic(rollout_cfg, act, num_episodes, seed)
 
 
 def check_sac_config(cfg) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ms2core.trajectory import Episode
+from ms2core.trajectory import Episode, jsonable_info
 from storage_schemas.demos import EpisodeMeta
 
 GRIPPER_OPEN = 1.0
@@ -50,18 +50,6 @@ class SolveResult:
     episode: Episode | None  # None when not successful
     reason: str = ""
     num_steps: int = 0
-
-
-def _to_jsonable(info: dict) -> dict:
-    out = {}
-    for key, value in info.items():
-        if isinstance(value, (bool, np.bool_)):
-            out[key] = bool(value)
-        elif isinstance(value, (int, np.integer)):
-            out[key] = int(value)
-        elif isinstance(value, (float, np.floating)):
-            out[key] = float(value)
-    return out
 
 
 class _Recorder:
@@ -298,7 +286,7 @@ class EpisodeSolver:
                                num_steps=len(rec.actions))
         n = len(rec.actions)
         meta = EpisodeMeta(episode_id=0, episode_seed=seed, reset_kwargs={"seed": seed},
-                           control_mode=RECORD_CONTROL_MODE, elapsed_steps=n, info=_to_jsonable(rec.info))
+                           control_mode=RECORD_CONTROL_MODE, elapsed_steps=n, info=jsonable_info(rec.info))
         episode = Episode(meta=meta, actions=np.stack(rec.actions).astype(np.float32),
                           success=np.asarray(rec.success, bool), env_states=np.stack(rec.states).astype(np.float32))
         return SolveResult(seed, True, episode, num_steps=n)

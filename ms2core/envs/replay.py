@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ms2core.errors import UnsupportedModeError
-from ms2core.trajectory import Episode
+from ms2core.trajectory import Episode, jsonable_info
 
 #: Source control mode -> target modes ManiSkill2 0.5's replay can convert to (same mode = plain replay).
 CONVERTIBLE_MODES: dict[str, tuple[str, ...]] = {
@@ -108,18 +108,6 @@ class _RecordingEnv:
         return getattr(self._env, name)
 
 
-def _jsonable(info: dict) -> dict:
-    out = {}
-    for key, value in info.items():
-        if isinstance(value, (bool, np.bool_)):
-            out[key] = bool(value)
-        elif isinstance(value, (int, np.integer)):
-            out[key] = int(value)
-        elif isinstance(value, (float, np.floating)):
-            out[key] = float(value)
-    return out
-
-
 def _fake_convert_action(action: np.ndarray, source_mode: str, target_dim: int) -> np.ndarray:
     # The fake env moves its TCP by action[:3] (divided by 3 in pd_joint_pos).
     move = action[:3] / 3.0 if source_mode == "pd_joint_pos" else action[:3]
@@ -173,14 +161,14 @@ class EpisodeConverter:
             return result
         success = np.asarray(recorder.success, bool)
         if not len(success) or not success[-1]:
-            info = _jsonable(recorder.last_info)
+            info = jsonable_info(recorder.last_info)
             result.reason = f"replayed {len(success)} steps in {self.target_mode} without success at the end (info {info})"
             return result
         n = len(recorder.actions)
         result.converted = True
         result.first_success_step = int(np.argmax(success))
         new_meta = meta.model_copy(update=dict(control_mode=self.target_mode, elapsed_steps=n,
-                                               info=_jsonable(recorder.last_info)))
+                                               info=jsonable_info(recorder.last_info)))
         result.episode = Episode(
             meta=new_meta,
             actions=np.stack(recorder.actions).astype(np.float32),
