@@ -70,6 +70,10 @@ class TrainLoopConfig(StrictModel):
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0)
+    state_noise_std: float = Field(
+        0.0, ge=0, description="Gaussian noise added to the 'state' input while training, in units of the dataset's "
+        "per-dimension std: makes the policy robust to the small errors that compound in closed loop (0 = off)",
+    )
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
     cpu_threads: int | None = Field(

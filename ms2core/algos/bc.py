@@ -55,13 +55,25 @@ def bc_loss(policy: Policy, batch: DemoBatch) -> BCLoss:
     return BCLoss(mse, mse.detach())
 
 
+def perturb_state(batch: DemoBatch, state_std: torch.Tensor, noise_std: float) -> DemoBatch:
+    """``batch`` with N(0, (noise_std * state_std)^2) added to obs['state'] (torch's global RNG, checkpointed)."""
+    if noise_std <= 0 or "state" not in batch.obs:
+        return batch
+    state = batch.obs["state"]
+    noisy = state + torch.randn_like(state) * state_std.to(state.dtype) * noise_std
+    return DemoBatch(obs={**batch.obs, "state": noisy}, actions=batch.actions)
+
+
 def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: str = "fp32",
-                   grad_clip_norm: float | None = None) -> Callable[[DemoBatch], torch.Tensor]:
+                   grad_clip_norm: float | None = None,
+                   state_noise_std: float = 0.0) -> Callable[[DemoBatch], torch.Tensor]:
     """One gradient step per call; returns the loss as a tensor on the training device (no host sync)."""
     device_type = next(policy.parameters()).device.type
     use_bf16 = precision == "bf16" and device_type == "cuda"
 
     def update(batch: DemoBatch) -> torch.Tensor:
+        if state_noise_std > 0:
+            batch = perturb_state(batch, policy.encoder.normalizer.std, state_noise_std)
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = bc_loss(policy, batch).loss
         optimizer.zero_grad(set_to_none=True)
@@ -154,7 +166,8 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     }
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.train.seed, start_batch=start_step, device=device,
                          prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
-    update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm)
+    update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
+                            cfg.train.state_noise_std)
 
     def checkpoint(step: int, name: str) -> Path:
         return save_checkpoint(ckpt_dir / name, model=policy, optimizer=optimizer, step=step, config=config_dict,
