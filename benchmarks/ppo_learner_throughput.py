@@ -1,6 +1,6 @@
 """PPO learner throughput: minibatch updates/s at ManiSkill2-Learn's batch size (400), CPU vs GPU.
 
-    python -m benchmarks.ppo_learner_throughput --backbone pointnet   # needs ms2core.nn (learning core)
+    python -m benchmarks.ppo_learner_throughput --backbone pointnet   # ms2core.nn PointNet, CPU vs CUDA
     python -m benchmarks.ppo_learner_throughput --backbone mlp        # state observations, runs anywhere
 
 Times ``ppo.ppo_update`` (GAE + epochs of clipped-surrogate minibatch steps) on a
@@ -28,11 +28,9 @@ STATE_DIM, ACTION_DIM = 51, 7
 
 def pointnet_backbone(num_points: int):
     """ms2core.nn's PointNet ([64, 128, 512] + max-pool, concatenated with the state, then MLP [256, 256])."""
-    try:
-        from ms2core import nn as core_nn  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise SystemExit(f"--backbone pointnet needs ms2core.nn from the learning core (not merged here): {exc}")
-    return core_nn.PointNet(state_dim=STATE_DIM)  # the lead adjusts this call to ms2core.nn's signature
+    from ms2core.nn.encoders import PointNetEncoder
+
+    return PointNetEncoder(STATE_DIM, point_mlp=[64, 128, 512], hidden=[256, 256])
 
 
 def synthetic_rollout(steps: int, backbone: str, points: int, rng: np.random.Generator) -> Rollout:
