@@ -38,42 +38,26 @@ class DemoTransitions:
 
 
 def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None) -> DemoTransitions:
-    """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes)."""
+    """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes).
+
+    Opening and checking the store is ms2core.data's ``open_demo_store`` (the one reader of the layout).
+    """
     import zarr
 
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"demo dataset {path} does not exist", hint="render demos first: `ms2 render ...`")
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception as exc:
-        raise DatasetError(f"demo dataset {path} is not a Zarr group: {exc}") from exc
+    from ms2core.data.demo_dataset import open_demo_store
 
-    def array(key: str):
-        try:
-            return root[key]
-        except KeyError:
-            raise DatasetError(f"demo dataset {path} has no {key!r}",
-                               hint="expected data/obs/<key>, data/actions and meta/episode_ends") from None
-
-    ends = np.asarray(array("meta/episode_ends")[:], np.int64)
-    if ends.size == 0:
-        raise DatasetError(f"demo dataset {path} has no committed episodes (meta/episode_ends is empty)")
-    if np.any(np.diff(ends) <= 0) or ends[0] <= 0:
-        raise DatasetError(f"demo dataset {path}: meta/episode_ends {ends[:8].tolist()}... is not strictly increasing")
+    store = open_demo_store(path)
+    ends = np.asarray(zarr.open_group(str(store.path), mode="r")["meta/episode_ends"][:], np.int64)
+    ends = ends[ends <= store.num_rows]
     if max_episodes is not None:
         ends = ends[:max_episodes]
     n = int(ends[-1])
-    actions = np.asarray(array("data/actions")[:n], np.float32)
-    if len(actions) < n:
-        raise DatasetError(f"demo dataset {path}: episode_ends says {n} transitions but data/actions has {len(actions)}")
-    obs = {}
-    for key in obs_keys:
-        arr = array(f"data/obs/{key}")
-        obs[key] = np.asarray(arr[:n])
-        if len(obs[key]) < n:
-            raise DatasetError(f"demo dataset {path}: data/obs/{key} has {len(obs[key])} rows, episode_ends needs {n}")
-    return DemoTransitions(obs, actions, ends)
+    missing = [k for k in obs_keys if f"obs/{k}" not in store.arrays]
+    if missing:
+        raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/obs/{k}' for k in missing)}",
+                           hint=f"it has data/obs/{{{', '.join(store.obs_keys)}}}")
+    obs = {k: np.asarray(store.arrays[f"obs/{k}"][:n]) for k in obs_keys}
+    return DemoTransitions(obs, np.asarray(store.arrays["actions"][:n], np.float32), ends)
 
 
 def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[int, ...]], obs_keys: list[str],
