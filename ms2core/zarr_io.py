@@ -111,6 +111,18 @@ def blosc_zstd(level: int, block_bytes: int = 0) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle", blocksize=block_bytes)
 
 
+def round_mantissa(values: np.ndarray, keep_bits: int) -> np.ndarray:
+    """float32 values with all but ``keep_bits`` mantissa bits rounded away (round to nearest, ties to
+    even; numcodecs' BitRound, as xbitinfo uses for climate data). The zeroed low bits then compress to
+    almost nothing; the array stays float32, so any zarr reader sees plain values."""
+    from numcodecs import BitRound
+
+    if values.dtype != np.float32:
+        raise TypeError(f"round_mantissa needs float32 values, got {values.dtype}")
+    rounded = BitRound(keepbits=keep_bits).encode(np.ascontiguousarray(values))
+    return np.asarray(rounded).view(np.float32).reshape(values.shape)
+
+
 def channels_first_order(row_shape: tuple[int, ...], dtype="float32") -> tuple[int, ...] | None:
     """Storage order that puts the last (channel/camera/xyz) axis right after time.
 

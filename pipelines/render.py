@@ -65,6 +65,7 @@ from storage_schemas.dataset import (
 log = logging.getLogger(__name__)
 
 STAGING = "ranges"
+XYZ_KEY = "obs/xyz"  # point coordinates: the one array whose low mantissa bits are rounded (xyz_keep_bits)
 
 
 # -- work units ----------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class RangeTask:
     n_episodes: int
     target_bytes: int
     compression_level: int
+    xyz_keep_bits: int | None = None
 
     @property
     def name(self) -> str:
@@ -238,6 +240,8 @@ def render_range(task: RangeTask) -> RangeReport:
             lengths.append(episode.num_steps)
             successes.append(bool(arrays["success"][-1]))
     data = {key: np.concatenate(parts) for key, parts in columns.items()}
+    if task.xyz_keep_bits is not None and XYZ_KEY in data:
+        data[XYZ_KEY] = zarr_io.round_mantissa(data[XYZ_KEY], task.xyz_keep_bits)
     path = f"{STAGING}/{task.name}"
     try:
         root = zarr.open_group(zarr_io.open_store(task.store_url, task.storage_options), mode="r+")
@@ -490,7 +494,8 @@ def run(cfg: RenderConfig) -> RenderResult:
             else:
                 tasks.append(RangeTask(plan.url, cfg.storage_options, plan.source, plan.env, manifest.options.obs,
                                        manifest.options.seed, r.first_episode, r.n_episodes,
-                                       manifest.options.chunk_target_bytes, manifest.options.compression_level))
+                                       manifest.options.chunk_target_bytes, manifest.options.compression_level,
+                                       manifest.options.xyz_keep_bits))
     except OSError as exc:
         raise zarr_io.storage_error(exc, plan.url, "prepare") from exc
 

@@ -332,3 +332,26 @@ def test_segmentation_and_channel_selection_reach_the_store(demo, tmp_path):
     pc = _cfg(demo, tmp_path, obs=dict(obs_mode="pointcloud", n_points=32, include_seg=True, include_rgb=False))
     pc_root = zarr.open_group(render.run(pc).store, mode="r")
     assert sorted(pc_root["data/obs"].array_keys()) == ["seg", "state", "xyz"]
+
+
+def test_xyz_mantissa_rounding_is_bounded_and_optional(demo, tmp_path):
+    exact = render.run(_cfg(demo, tmp_path, options=dict(xyz_keep_bits=None)))
+    rounded = render.run(_cfg(demo, tmp_path))  # default: 16 mantissa bits kept
+    assert exact.store != rounded.store  # a different option is a different dataset version
+    a = zarr.open_group(exact.store, mode="r")["data/obs/xyz"][:]
+    b = zarr.open_group(rounded.store, mode="r")["data/obs/xyz"][:]
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    assert np.all(np.abs(b - a) <= np.abs(a) * 2.0 ** -17 + 1e-30)
+    assert not (b.view(np.uint32) & np.uint32((1 << 7) - 1)).any()  # the 7 dropped bits are zero
+    # Everything else is untouched.
+    ra, rb = _read_all(exact.store), _read_all(rounded.store)
+    for key in ra:
+        if key != "data/obs/xyz":
+            np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
+
+
+def test_round_mantissa_rounds_to_nearest_and_rejects_other_dtypes():
+    x = np.array([1.0 + 2.0 ** -20, 1.0 + 2.0 ** -17 + 2.0 ** -21, -3.0], np.float32)
+    np.testing.assert_array_equal(zarr_io.round_mantissa(x, 16), np.array([1.0, 1.0 + 2.0 ** -16, -3.0], np.float32))
+    with pytest.raises(TypeError, match="float64"):
+        zarr_io.round_mantissa(x.astype(np.float64), 16)
