@@ -214,41 +214,25 @@ def read_episode_ends(root: zarr.Group) -> np.ndarray:
 def read_rows(arrays: Mapping[str, zarr.Array], rows: np.ndarray) -> dict[str, np.ndarray]:
     """The given rows of several time-major arrays (a random minibatch), fetched concurrently.
 
-    Rows are grouped by chunk; each touched chunk is read once, whole (zarr's
-    fast path: decode into the result) and the rows are picked with numpy. zarr's
-    own integer (orthogonal) indexing fancy-indexes every axis of every chunk and
-    measured ~3x slower than reading the whole array. All reads of all arrays go
-    to the event loop in one call. Rows may repeat and come in any order.
+    One orthogonal selection per array on the sorted unique rows, all arrays in
+    one event-loop call; zarr decodes each touched chunk once and picks the rows
+    while decoding. On 17k point-cloud transitions this measured 1.7x faster than
+    reading every touched chunk whole and picking rows with numpy (the earlier
+    reader). Rows may repeat and come in any order.
     """
-    import asyncio
-
     from zarr.core.sync import sync
 
     rows = np.asarray(rows, np.int64)
-    plans = []  # (key, [(lo, hi, positions-in-rows)])
-    for key, arr in arrays.items():
-        chunk_rows = arr.chunks[0]
-        groups = []
-        chunk_of = rows // chunk_rows
-        for c in np.unique(chunk_of):
-            # Whole chunks: zarr decodes a complete chunk straight into the result buffer.
-            positions = np.nonzero(chunk_of == c)[0]
-            lo, hi = int(c) * chunk_rows, min((int(c) + 1) * chunk_rows, arr.shape[0])
-            groups.append((lo, hi, positions))
-        plans.append((key, arr, groups))
+    unique, inverse = np.unique(rows, return_inverse=True)
+    items = list(arrays.items())
 
     async def fetch():
-        return await asyncio.gather(*(arr.async_array.getitem((slice(lo, hi),))
-                                      for _, arr, groups in plans for lo, hi, _ in groups))
+        import asyncio
 
-    blocks = iter(sync(fetch()))
-    out = {}
-    for key, arr, groups in plans:
-        result = np.empty((len(rows), *arr.shape[1:]), arr.dtype)
-        for lo, _, positions in groups:
-            result[positions] = np.asarray(next(blocks))[rows[positions] - lo]
-        out[key] = result
-    return out
+        return await asyncio.gather(*(arr.async_array.get_orthogonal_selection((unique,)) for _, arr in items))
+
+    blocks = sync(fetch())
+    return {key: np.asarray(block)[inverse] for (key, _), block in zip(items, blocks)}
 
 
 def delete_path(group: zarr.Group, path: str) -> None:

@@ -51,7 +51,7 @@ from storage_schemas.demos import (
 T = TypeVar("T")
 R = TypeVar("R")
 
-GENERATOR_VERSION = "mplib-screw-1"  # bump when the planner's behaviour changes (invalidates cached demos)
+GENERATOR_VERSION = "mplib-screw-2"  # 2: gripper waits until the fingers settle. Bump when the planner's behaviour changes (invalidates cached demos)
 
 
 # --------------------------------------------------------------------------- #
@@ -123,14 +123,16 @@ def _pid_alive(pid: int) -> bool:
 # Generation
 # --------------------------------------------------------------------------- #
 def default_generate_output(cfg: GenerateDemosConfig) -> Path:
-    return demos_dir(cfg.env_id) / f"mplib.s{cfg.seed_start}.n{cfg.num_episodes}.pd_joint_pos"
+    noise = f".noise{cfg.action_noise_rad:g}" if cfg.action_noise_rad > 0 else ""
+    return demos_dir(cfg.env_id) / f"mplib.s{cfg.seed_start}.n{cfg.num_episodes}{noise}.pd_joint_pos"
 
 
 def _generation_key(cfg: GenerateDemosConfig) -> dict:
     # num_workers, progress and output do not change the episodes, so they are not part of the key.
     return dict(stage="demos.generate", generator=GENERATOR_VERSION, env_id=cfg.env_id,
                 num_episodes=cfg.num_episodes, seed_start=cfg.seed_start, max_attempts=cfg.max_attempts,
-                max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
+                max_episode_steps=cfg.max_episode_steps, backend=cfg.backend,
+                action_noise_rad=cfg.action_noise_rad)
 
 
 def _check_generate(cfg: GenerateDemosConfig) -> None:
@@ -177,7 +179,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
             # Try about as many seeds as are still needed (plus one per worker), then take them in seed order:
             # the kept set is the first num_episodes successes whatever the batch sizes were.
             batch = min(cfg.num_episodes - len(kept) + cfg.num_workers, cfg.seed_start + max_attempts - next_seed)
-            tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s)
+            tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s, cfg.action_noise_rad)
                      for s in range(next_seed, next_seed + batch)]
             next_seed += batch
             for result in pool.imap(solve_in_worker, tasks, progress=False):

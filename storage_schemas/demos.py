@@ -66,6 +66,11 @@ class GenerateDemosConfig(StrictModel):
     max_episode_steps: int | None = Field(None, gt=0, description="None keeps the env's registered limit")
     num_workers: int = Field(1, ge=1, description="simulator processes (results do not depend on it)")
     output: str | None = Field(None, description="path stem of the pair; None = demos_dir(env_id)/<derived name>")
+    action_noise_rad: float = Field(
+        0.0, ge=0.0, le=0.2,
+        description="std of Gaussian noise on every arm joint target while moving (DART-style): the demos then "
+                    "show deviations and their corrections, which behaviour cloning needs; 0 = clean plans",
+    )
     backend: Backend = "sapien"
     progress: bool = True
 

@@ -74,6 +74,11 @@ class TrainLoopConfig(StrictModel):
         0.0, ge=0, description="Gaussian noise added to the 'state' input while training, in units of the dataset's "
         "per-dimension std: makes the policy robust to the small errors that compound in closed loop (0 = off)",
     )
+    standardize_action_loss: bool = Field(
+        False, description="weight each action dimension's squared error by 1/variance of that dimension in the "
+        "dataset (= regression on standardized actions): otherwise the +-1 gripper dimension dominates the loss and "
+        "the small arm deltas are fit coarsely (deterministic head only)",
+    )
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
     cpu_threads: int | None = Field(

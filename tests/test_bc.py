@@ -45,6 +45,32 @@ def test_bc_loss_is_mse_for_deterministic_heads_and_nll_for_gaussian():
     torch.testing.assert_close(nll.loss, -gauss(batch.obs).log_prob(batch.actions).mean())
 
 
+def test_standardized_action_loss_weights_each_dimension_by_inverse_variance():
+    weights = bc.action_loss_weights(np.array([0.1, 1.0, 0.0]))
+    # 1/var = [100, 1, 1e6 (floored std 1e-3)], rescaled to mean 1.
+    raw = np.array([100.0, 1.0, 1e6])
+    torch.testing.assert_close(weights, torch.tensor(raw / raw.mean(), dtype=torch.float32))
+    batch = DemoBatch({"state": torch.randn(8, 4)}, torch.rand(8, 3) * 2 - 1)
+    det = build_policy(NetworkConfig(), "state", {"state": (4,)}, 3)
+    loss = bc.bc_loss(det, batch, weights)
+    squared = (det(batch.obs) - batch.actions) ** 2
+    torch.testing.assert_close(loss.loss, (squared * weights).mean())
+    torch.testing.assert_close(loss.action_mse, squared.mean().detach())  # logged MSE stays unweighted
+
+
+def test_standardized_action_loss_trains_and_rejects_gaussian_heads(tmp_path, expert_state_dataset):
+    result = bc.train(state_cfg(tmp_path, expert_state_dataset, 20, run_name="std")
+                      .model_copy(update={"train": state_cfg(tmp_path, expert_state_dataset, 20).train.model_copy(
+                          update={"standardize_action_loss": True})}), progress=False)
+    assert result.num_steps == 20 and np.isfinite(result.final_loss)
+    cfg = BCConfig.model_validate({**state_cfg(tmp_path, expert_state_dataset, 5).model_dump(),
+                                   "network": {"head": "gaussian"},
+                                   "train": {**state_cfg(tmp_path, expert_state_dataset, 5).train.model_dump(),
+                                             "standardize_action_loss": True}})
+    with pytest.raises(ConfigError, match="standardize_action_loss"):
+        bc.train(cfg, progress=False)
+
+
 @pytest.fixture(scope="module")
 def trained_state_run(tmp_path_factory, expert_state_dataset):
     return bc.train(state_cfg(tmp_path_factory.mktemp("trained"), expert_state_dataset, 400), progress=False)

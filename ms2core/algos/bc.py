@@ -44,15 +44,28 @@ class BCLoss:
     action_mse: torch.Tensor
 
 
-def bc_loss(policy: Policy, batch: DemoBatch) -> BCLoss:
-    """Pure: the BC loss of ``policy`` on ``batch`` (no optimizer, no side effects)."""
+def bc_loss(policy: Policy, batch: DemoBatch, action_weights: torch.Tensor | None = None) -> BCLoss:
+    """Pure: the BC loss of ``policy`` on ``batch`` (no optimizer, no side effects).
+
+    ``action_weights`` (A,) scale each dimension's squared error for a deterministic head (see
+    ``action_loss_weights``); ``action_mse`` is always the plain, unweighted MSE.
+    """
     out = policy(batch.obs)
     target = batch.actions.to(torch.float32)
     if isinstance(out, ActionDist):
         mse = ((out.mode().float() - target) ** 2).mean()
         return BCLoss(-out.log_prob(target).mean(), mse.detach())
-    mse = ((out.float() - target) ** 2).mean()
-    return BCLoss(mse, mse.detach())
+    squared = (out.float() - target) ** 2
+    mse = squared.mean()
+    if action_weights is None:
+        return BCLoss(mse, mse.detach())
+    return BCLoss((squared * action_weights.to(squared.device)).mean(), mse.detach())
+
+
+def action_loss_weights(action_std: np.ndarray, floor: float = 1e-3) -> torch.Tensor:
+    """1/variance per action dimension, rescaled to mean 1 (the loss keeps its magnitude, Adam its step size)."""
+    inverse_var = 1.0 / np.maximum(np.asarray(action_std, np.float64), floor) ** 2
+    return torch.as_tensor(inverse_var / inverse_var.mean(), dtype=torch.float32)
 
 
 def perturb_state(batch: DemoBatch, state_std: torch.Tensor, noise_std: float) -> DemoBatch:
@@ -65,8 +78,8 @@ def perturb_state(batch: DemoBatch, state_std: torch.Tensor, noise_std: float) -
 
 
 def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: str = "fp32",
-                   grad_clip_norm: float | None = None,
-                   state_noise_std: float = 0.0) -> Callable[[DemoBatch], torch.Tensor]:
+                   grad_clip_norm: float | None = None, state_noise_std: float = 0.0,
+                   action_weights: torch.Tensor | None = None) -> Callable[[DemoBatch], torch.Tensor]:
     """One gradient step per call; returns the loss as a tensor on the training device (no host sync)."""
     device_type = next(policy.parameters()).device.type
     use_bf16 = precision == "bf16" and device_type == "cuda"
@@ -75,7 +88,7 @@ def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: 
         if state_noise_std > 0:
             batch = perturb_state(batch, policy.encoder.normalizer.std, state_noise_std)
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = bc_loss(policy, batch).loss
+            loss = bc_loss(policy, batch, action_weights).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip_norm is not None:
@@ -166,8 +179,15 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     }
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.train.seed, start_batch=start_step, device=device,
                          prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
+    action_weights = None
+    if cfg.train.standardize_action_loss:
+        if not policy.deterministic:
+            raise ConfigError("train.standardize_action_loss needs network.head=deterministic "
+                              f"(got {cfg.network.head!r}): Gaussian heads are fit by likelihood",
+                              hint="set train.standardize_action_loss=false or network.head=deterministic")
+        action_weights = action_loss_weights(dataset.action_stats()[1]).to(device)
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
-                            cfg.train.state_noise_std)
+                            cfg.train.state_noise_std, action_weights)
 
     def checkpoint(step: int, name: str) -> Path:
         return save_checkpoint(ckpt_dir / name, model=policy, optimizer=optimizer, step=step, config=config_dict,

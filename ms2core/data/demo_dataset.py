@@ -298,6 +298,15 @@ class DemoDataset:
         states = np.concatenate(parts)
         return states.mean(0), states.std(0)
 
+    def action_stats(self, max_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean/std of the actions over (a strided subset of) the rows, in float64."""
+        parts = []
+        for s in self.stores:
+            step = max(1, math.ceil(s.num_rows * len(self.stores) / max_rows))
+            parts.append(np.asarray(s.arrays["actions"][: s.num_rows: step], dtype=np.float64))
+        actions = np.concatenate(parts)
+        return actions.mean(0), actions.std(0)
+
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype

@@ -27,7 +27,13 @@ from storage_schemas.demos import EpisodeMeta
 
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = -1.0
-GRIPPER_STEPS = 8  # control steps to close/open the Panda gripper fully (20 Hz)
+GRIPPER_STEPS = 8  # at most this many control steps to close/open the Panda gripper (20 Hz)
+GRIPPER_MIN_STEPS = 2
+# The fingers have settled once they move less than this in one control step (a closed grasp stops in
+# 2-3 steps). Waiting the full GRIPPER_STEPS after that records several identical static states labelled
+# "do nothing" right before the lift that starts from the very same state: a cloned policy learns a fixed
+# point there and never lifts (PickCube BC failures were almost all "cube grasped, arm idle on the table").
+GRIPPER_SETTLED_M = 5e-4
 HOLD_STEPS_MAX = 25  # control steps to wait for success after the last phase
 REACH_HEIGHT_M = 0.06  # approach from this far above the grasp
 JOINT_VEL_LIMIT_RAD_S = 1.0
@@ -102,6 +108,8 @@ class PandaScrewPlanner:
         )
         self.base = base
         self.time_step_s = 1.0 / base.control_freq
+        self.action_noise_rad = 0.0
+        self.rng = np.random.default_rng(0)
 
     @property
     def robot(self):
@@ -114,19 +122,34 @@ class PandaScrewPlanner:
         self.planner.set_base_pose(np.concatenate([pose.p, pose.q]))
 
     def move_to(self, rec: _Recorder, target_pose, gripper: float) -> None:
-        """Screw-motion plan from the current qpos to ``target_pose`` (sapien.Pose of the TCP), executed."""
+        """Screw-motion plan from the current qpos to ``target_pose`` (sapien.Pose of the TCP), executed.
+
+        With ``action_noise_rad`` > 0 every arm joint target is perturbed by N(0, sigma^2) (DART-style
+        noise injection): the perturbed targets are what drives the robot and what is recorded, and the
+        next clean, absolute target pulls the arm back, so the demos contain small deviations followed
+        by their corrections, which a cloned policy needs to recover from its own errors.
+        """
         goal = np.concatenate([target_pose.p, target_pose.q])
         qpos = self.robot.get_qpos()
         result = self.planner.plan_screw(goal, qpos, time_step=self.time_step_s)
         if result["status"] != "Success":
             raise PlanningFailed(f"mplib: {result['status']} (TCP target at {np.round(target_pose.p, 3).tolist()})")
         for q in result["position"]:
+            if self.action_noise_rad > 0:
+                q = q + self.rng.normal(0.0, self.action_noise_rad, size=q.shape)
             rec.step(np.concatenate([q, [gripper]]))
 
-    def actuate_gripper(self, rec: _Recorder, gripper: float, steps: int = GRIPPER_STEPS) -> None:
+    def actuate_gripper(self, rec: _Recorder, gripper: float, max_steps: int = GRIPPER_STEPS) -> None:
+        """Hold the arm and drive the gripper until the fingers settle (at least GRIPPER_MIN_STEPS steps)."""
         arm_target = rec.actions[-1][:7] if rec.actions else self.robot.get_qpos()[:7]
-        for _ in range(steps):
+        fingers = self.robot.get_qpos()[7:]
+        for i in range(max_steps):
             rec.step(np.concatenate([arm_target, [gripper]]))
+            now = self.robot.get_qpos()[7:]
+            settled = float(np.abs(now - fingers).max()) < GRIPPER_SETTLED_M
+            fingers = now
+            if rec.done or (i + 1 >= GRIPPER_MIN_STEPS and settled):
+                return
 
 
 def _asset_dir() -> str:
@@ -246,7 +269,8 @@ def _solve_fake(env, rec: _Recorder) -> None:
 class EpisodeSolver:
     """One per worker process: keeps the env (and planner) alive across seeds."""
 
-    def __init__(self, env_id: str, backend: str = "sapien", max_episode_steps: int | None = None):
+    def __init__(self, env_id: str, backend: str = "sapien", max_episode_steps: int | None = None,
+                 action_noise_rad: float = 0.0):
         from ms2core.envs import make_env
 
         if backend == "sapien" and env_id not in _SOLVERS:
@@ -259,6 +283,8 @@ class EpisodeSolver:
                             max_episode_steps=max_episode_steps, backend=backend)
         self.max_episode_steps = int(self.env._max_episode_steps)
         self.planner = PandaScrewPlanner(self.env) if backend == "sapien" else None
+        if self.planner is not None:
+            self.planner.action_noise_rad = float(action_noise_rad)
 
     @property
     def env_kwargs(self) -> dict:
@@ -272,6 +298,7 @@ class EpisodeSolver:
                 _solve_fake(self.env, rec)
             else:
                 self.planner.reset()
+                self.planner.rng = np.random.default_rng(seed)  # the noise of a seed does not depend on the worker
                 _SOLVERS[self.env_id](self.env.unwrapped, self.planner, rec)
                 hold = rec.actions[-1].copy() if rec.actions else None
                 for _ in range(HOLD_STEPS_MAX):
@@ -304,13 +331,14 @@ class SolveTask:
     backend: str
     max_episode_steps: int | None
     seed: int
+    action_noise_rad: float = 0.0
 
 
 def solve_in_worker(task: SolveTask) -> SolveResult:
     """Pool entry point: one solver (env + planner) per process, reused across seeds."""
-    key = (task.env_id, task.backend, task.max_episode_steps)
+    key = (task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
     if key not in _WORKER_SOLVERS:
-        _WORKER_SOLVERS[key] = EpisodeSolver(task.env_id, task.backend, task.max_episode_steps)
+        _WORKER_SOLVERS[key] = EpisodeSolver(task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
     return _WORKER_SOLVERS[key].solve(task.seed)
 
 

@@ -37,6 +37,33 @@ def test_generated_pickcube_demos_are_official_format_and_deterministic(pick_dem
         np.testing.assert_array_equal(pair.read_episode(0).env_states, first.env_states)
 
 
+def test_grasp_waits_only_until_the_fingers_settle(pick_demos):
+    # Identical static "gripper closed, arm holding" states before the lift would teach a cloned policy a
+    # fixed point; the planner stops actuating once the fingers stop moving (2-3 steps), not after 8.
+    with DemoPair(pick_demos.h5_path) as pair:
+        actions = pair.read_episode(0).actions
+    close = int(np.argmax(actions[:, 7] < 0))
+    held = 0
+    while np.array_equal(actions[close + held, :7], actions[close, :7]):
+        held += 1
+    assert 2 <= held <= 4
+
+
+def test_joint_target_noise_is_seeded_and_still_solves(pick_demos, tmp_path):
+    cfg = dict(env_id="PickCube-v0", num_episodes=1, action_noise_rad=0.015, progress=False)
+    noisy = demos.run(GenerateDemosConfig(**cfg, output=str(tmp_path / "noisy")))
+    again = demos.run(GenerateDemosConfig(**cfg, output=str(tmp_path / "again"), num_workers=2))
+    with DemoPair(pick_demos.h5_path) as clean, DemoPair(noisy.h5_path) as a, DemoPair(again.h5_path) as b:
+        ea, eb, ec = a.read_episode(0), b.read_episode(0), clean.read_episode(0)
+        assert ea.success[-1]
+        np.testing.assert_array_equal(ea.actions, eb.actions)  # the seed decides the noise, not the worker
+        n = min(len(ea.actions), len(ec.actions))
+        deviation = np.abs(ea.actions[:n, :7] - ec.actions[:n, :7]).max()
+        assert 0.005 < deviation < 0.2
+    assert GenerateDemosConfig(**cfg).action_noise_rad == 0.015
+    assert demos.default_generate_output(GenerateDemosConfig(**cfg)).name == "mplib.s0.n1.noise0.015.pd_joint_pos"
+
+
 def test_convert_to_pd_ee_delta_pose_succeeds_in_closed_and_open_loop(pick_demos, tmp_path):
     result = replay.run(ReplayConfig(input=pick_demos.h5_path, target_control_mode="pd_ee_delta_pose",
                                      output=str(tmp_path / "ee"), progress=False))
