@@ -218,8 +218,7 @@ def main() -> None:
                     run_cfg = cfg.model_copy(update={"scheduler": cluster.scheduler_address, "store": store})
                     result = render.run(run_cfg)
                 finally:
-                    client.close()
-                    cluster.close()
+                    render.close_dask(client, cluster)
                 fps = result.n_rows / result.elapsed_s
                 row[f"workers_{n}_frames_per_s"] = fps
                 row[f"workers_{n}_ratio"] = fps / base_fps

@@ -34,6 +34,7 @@ holds a different manifest is an error unless ``overwrite``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -459,9 +460,23 @@ def _iter_reports(tasks: list[RangeTask], cfg: RenderConfig) -> Iterator[RangeRe
         for future in as_completed(futures):
             yield future.result()
     finally:
-        client.close()
+        close_dask(client, cluster)
+
+
+def close_dask(client, cluster=None) -> None:
+    """Close a client (and its LocalCluster) without letting a slow shutdown fail finished work.
+
+    On a loaded machine a worker process holding a simulator can outlive the
+    nanny's few-second grace period; distributed then raises TimeoutError from
+    close() after every range is already committed. The nanny kills such a
+    worker anyway, so a timeout here is logged, not raised.
+    """
+    try:
+        client.close(timeout=30)
         if cluster is not None:
-            cluster.close()
+            cluster.close(timeout=60)
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        log.warning("Dask shutdown timed out (%s); workers are being killed", exc.__class__.__name__)
 
 
 def run(cfg: RenderConfig) -> RenderResult:
