@@ -142,7 +142,7 @@ def _worker_main(conn, factory: EnvFactory, env_indices: list[int], num_envs: in
     slots = []
     try:
         slots = [_EnvSlot(factory, i, num_envs, seed) for i in env_indices]
-        conn.send(("ok", slots[0].spaces()[1]))
+        conn.send(("ok", slots[0].spaces()))
         while True:
             cmd, payload = conn.recv()
             if cmd == "reset":
@@ -201,7 +201,7 @@ class VectorEnv:
         self._conns, self._procs = [], []
         if num_procs == 0:
             self._slots = [_EnvSlot(factory, i, num_envs, seed) for i in range(num_envs)]
-            action_space = self._slots[0].spaces()[1]
+            observation_space, action_space = self._slots[0].spaces()
         else:
             ctx = mp.get_context(start_method)
             groups = np.array_split(np.arange(num_envs), num_procs)
@@ -214,7 +214,9 @@ class VectorEnv:
                 self._conns.append(parent)
                 self._procs.append(proc)
             self._group_sizes = [len(g) for g in groups]
-            action_space = [self._receive(c) for c in self._conns][0]
+            observation_space, action_space = [self._receive(c) for c in self._conns][0]
+        #: the env's raw observation space (before processing): networks read the state layout from it
+        self.raw_observation_space = observation_space
         self.action_low = np.asarray(action_space.low, np.float32)
         self.action_high = np.asarray(action_space.high, np.float32)
         self.action_dim = int(np.prod(action_space.shape))
