@@ -183,3 +183,42 @@ def test_frameminer_needs_point_clouds_and_is_ppo_only(tmp_path):
         check_sac_config(SACConfig.model_validate(dict(net=dict(backbone="frameminer_mixaction"))))
     with pytest.raises(ValueError, match="frames"):
         PPOConfig.model_validate(dict(net=dict(frames=["elbow"])))
+
+
+def test_dapg_trains_frameminer_on_point_cloud_demos(tmp_path, monkeypatch):
+    from ms2core.algos.dapg import train_dapg
+    from ms2core.algos.policies import load_policy
+    from ms2core.metrics import read_jsonl_metrics
+    from storage_schemas.rl import DAPGConfig
+    from tests.flows.conftest import build_fake_dataset
+
+    monkeypatch.setenv("MS2FLOW_DATA_DIR", str(tmp_path / "data"))
+    store = build_fake_dataset("pointcloud", num_episodes=2, n_points=1200)  # the rollouts' default processing
+    cfg = DAPGConfig.model_validate(dict(
+        rollout=dict(env=dict(backend="fake", obs_mode="pointcloud", control_mode="pd_ee_delta_pose",
+                              max_episode_steps=10), num_envs=2),
+        net=dict(backbone="frameminer_mixaction", hidden_sizes=[16], pointnet_point_mlp=[8, 16], mix_gate_hidden=[8]),
+        ppo=dict(rollout_steps=20, minibatch_size=10, critic_warmup_epochs=0), dapg=dict(demo_batch_size=8),
+        demos=dict(path=store, obs_keys=["xyz", "rgb", "state"]),
+        run=dict(total_env_steps=40, log_every_steps=20, run_dir=str(tmp_path / "run"))))
+    result = train_dapg(cfg)
+    logged = read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert result.updates == 2 and all(r["metrics"]["demo_nll"] > 0 for r in logged)
+    assert isinstance(load_policy(result.checkpoint)[0].actor, MixActionActor)
+
+
+def test_example_frameminer_config_trains_tiny(tmp_path, repo_root):
+    from ms2core.algos.ppo import train_ppo
+    from ms2core.config import load_config
+    from storage_schemas.rl import PPOConfig
+
+    cfg = load_config(PPOConfig, repo_root / "configs/ppo/pickcube_pointcloud_frameminer.yaml", [
+        "rollout.env.backend=fake", "rollout.env.max_episode_steps=10", "rollout.num_envs=2", "rollout.num_procs=0",
+        "ppo.rollout_steps=20", "ppo.minibatch_size=10", "ppo.critic_warmup_epochs=1", "run.total_env_steps=20",
+        "run.eval_episodes=0", f"run.run_dir={tmp_path}"])
+    result = train_ppo(cfg)
+    from ms2core.algos.policies import load_policy
+
+    policy, _ = load_policy(result.checkpoint)
+    assert [f.name for f in policy.actor.backbone.frames] == ["obs", "tcp"]
+    assert policy.actor.backbone.branches[0].point_mlp[-2].out_features == 300  # [..., Linear, ReLU]
