@@ -49,7 +49,8 @@ class ProgressSink:
         self.label, self.t0 = label, time.perf_counter()
 
     def log(self, metrics: dict, step: int) -> None:
-        keys = ("eval/success_rate", "success_rate", "mean_return", "env_steps_per_s", "dapg_weight", "demo_nll")
+        keys = ("periodic_eval/success_rate", "success_rate", "mean_return", "env_steps_per_s", "dapg_weight",
+                "demo_nll")
         shown = " ".join(f"{k}={metrics[k]:.3g}" for k in keys if k in metrics and metrics[k] == metrics[k])
         print(f"[{self.label} {time.perf_counter() - self.t0:7.0f}s] steps={step} {shown}", flush=True)
 

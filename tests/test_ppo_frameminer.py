@@ -31,7 +31,8 @@ def test_quaternion_and_points_to_frame_by_hand():
     R = quaternion_to_matrix(torch.tensor([QUAT_Z90]))[0]
     torch.testing.assert_close(R, torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), atol=1e-6, rtol=0)
     # frame at (1, 0, 0) rotated +90 deg about z: world (1, 1, 0) lies 1 m along the frame's x axis
-    local = points_to_frame(torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 2.0]]]), torch.tensor([[1.0, 0.0, 0.0]]), R[None])
+    points = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 2.0]]])
+    local = points_to_frame(points, torch.tensor([[1.0, 0.0, 0.0]]), R[None])
     torch.testing.assert_close(local, torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]]), atol=1e-6, rtol=0)
 
 

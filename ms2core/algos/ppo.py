@@ -304,7 +304,8 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
             """Deterministic success rate every run.eval_every_steps (ManiSkill2-Learn's n_eval) for learning curves."""
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_every_episodes, run.seed + 20_000)
             eval_curve.append({"env_steps": env_steps, "success_rate": ev.success_rate, "mean_return": ev.mean_return})
-            metrics.log({"eval/success_rate": ev.success_rate, "eval/mean_return": ev.mean_return}, env_steps)
+            metrics.log({"periodic_eval/success_rate": ev.success_rate, "periodic_eval/mean_return": ev.mean_return},
+                        env_steps)
 
         recent: list[EpisodeStats] = []
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps

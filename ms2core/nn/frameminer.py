@@ -1,4 +1,4 @@
-"""FrameMiner-MixAction (Liu et al., "Frame Mining", CoRL 2022): one PointNet per coordinate frame, mixed at the action level.
+"""FrameMiner-MixAction (Liu et al., "Frame Mining", CoRL 2022): a PointNet per coordinate frame, mixed per action.
 
 The same point cloud is expressed in K candidate frames; branch k is its own
 ManiSkill2-Learn PointNet (per-point MLP -> max-pool -> concat state -> MLP) on
