@@ -223,3 +223,17 @@ def test_example_frameminer_config_trains_tiny(tmp_path, repo_root):
     policy, _ = load_policy(result.checkpoint)
     assert [f.name for f in policy.actor.backbone.frames] == ["obs", "tcp"]
     assert policy.actor.backbone.branches[0].point_mlp[-2].out_features == 300  # [..., Linear, ReLU]
+
+
+
+def test_a_frameminer_policy_exports_and_runs_from_raw_point_clouds(tmp_path):
+    from ms2core.algos.ppo import train_ppo
+    from ms2core.export import evaluate_exported, export_policy, load_exported
+
+    cfg = pointcloud_ppo_config(tmp_path / "run")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"total_env_steps": 20, "eval_every_steps": 0})})
+    out = export_policy(train_ppo(cfg).checkpoint, tmp_path / "pkg")  # TorchScript trace of the mixed policy
+    _, meta = load_exported(out)
+    assert meta["obs_keys"] == ["rgb", "state", "xyz"] and meta["env_obs_mode"] == "pointcloud"
+    evaluated = evaluate_exported(out, num_episodes=1, max_episode_steps=10, backend="fake")
+    assert evaluated.num_episodes == 1 and 1 <= evaluated.episode_length.mean <= 10
