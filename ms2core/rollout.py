@@ -19,6 +19,7 @@ point-cloud / RGB-D modes so that rollouts and datasets see identical inputs.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import traceback
 from collections.abc import Callable
@@ -69,15 +70,27 @@ class EnvFactory:
 
     def processor(self) -> Callable[[Any], ObsDict]:
         if self.obs_processor is not None:
-            return self.obs_processor
+            return copy.copy(self.obs_processor)  # one per env slot: each ObservationProcessor keeps its own RNG
         if self.gym_env_id is not None:
             return default_obs_processor("state")
         return default_obs_processor(self.env_cfg.obs_mode)
 
 
+def rollout_obs_processor(rollout_cfg, seed: int = 0) -> Callable[[Any], ObsDict]:
+    """The processing a RolloutConfig's envs use: ``rollout.obs`` if set, else the defaults for its obs mode."""
+    if rollout_cfg.gym_env_id is not None:
+        return default_obs_processor("state", seed)
+    if rollout_cfg.obs is not None:
+        from ms2core.obs import ObservationProcessor
+
+        return ObservationProcessor(rollout_cfg.obs, seed)
+    return default_obs_processor(rollout_cfg.env.obs_mode, seed)
+
+
 def env_factory_from_config(rollout_cfg) -> EnvFactory:
     """EnvFactory for a storage_schemas.rl.RolloutConfig."""
-    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps)
+    processor = rollout_obs_processor(rollout_cfg) if rollout_cfg.obs is not None else None
+    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor)
 
 
 # --------------------------------------------------------------------------- one env slot (in a worker or in-process)

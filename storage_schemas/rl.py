@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from storage_schemas.dataset import ObsProcessConfig
 from storage_schemas.env import EnvConfig, StrictModel
 
 
@@ -29,12 +30,21 @@ class RolloutConfig(StrictModel):
     start_method: Literal["spawn", "forkserver"] = Field(
         "spawn", description="multiprocessing start method for workers (fork is unsafe with SAPIEN/torch threads)"
     )
+    obs: ObsProcessConfig | None = Field(
+        None, description="how raw observations are processed (points, frame, goal points, ...); None = the render "
+        "defaults for env.obs_mode. DAPG/GAIL: must match the demo dataset's (its manifest's options.obs)"
+    )
 
     @model_validator(mode="after")
     def _procs_fit_envs(self):
         if self.num_procs > self.num_envs:
             raise ValueError(
                 f"num_procs={self.num_procs} > num_envs={self.num_envs}: each worker needs at least one env"
+            )
+        if self.obs is not None and self.gym_env_id is None and self.obs.env_obs_mode != self.env.obs_mode:
+            raise ValueError(
+                f"rollout.obs processes {self.obs.env_obs_mode!r} observations but rollout.env.obs_mode is "
+                f"{self.env.obs_mode!r}; set rollout.obs.obs_mode (and include_seg) to match"
             )
         return self
 

@@ -97,9 +97,9 @@ def policy_spec(rollout_cfg, vec, obs_shapes: dict[str, tuple[int, ...]], frames
     observation shapes and processing, action size and bounds (policies act in [-1, 1]), FrameMiner frames."""
     processing = None
     if rollout_cfg.gym_env_id is None:
-        from ms2core.rollout import default_obs_processor
+        from ms2core.rollout import rollout_obs_processor
 
-        processing = default_obs_processor(rollout_cfg.env.obs_mode).cfg.model_dump(mode="json")
+        processing = rollout_obs_processor(rollout_cfg).cfg.model_dump(mode="json")
     return dict(obs_shapes={k: list(v) for k, v in obs_shapes.items()}, action_dim=int(vec.action_dim),
                 action_low=vec.action_low.tolist(), action_high=vec.action_high.tolist(),
                 obs_processing=processing, frames=[f.to_dict() for f in frames] if frames else None)
