@@ -18,6 +18,6 @@ def write_result(name: str, payload: dict) -> Path:
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
         **payload,
     }
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    from ms2core.fileio import write_text_atomic
+
+    return write_text_atomic(RESULTS_DIR / f"{name}.json", json.dumps(payload, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The trained policy as an MLflow pyfunc model: processed observations in, actions out.
+"""The trained policy as an MLflow pyfunc model: processed observations in, deterministic actions (env units) out.
 
     model = mlflow.pyfunc.load_model("models:/ms2-PickCube-v0-bc@champion")
     actions = model.predict({"state": states})          # (B, S) -> (B, A)
@@ -12,7 +12,7 @@ import numpy as np
 
 class Ms2Policy(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from ms2core.algos.bc import load_policy
+        from ms2core.algos.policies import load_policy  # BC and online RL (ppo/dapg/sac/gail)
 
         self.policy, ckpt = load_policy(context.artifacts["checkpoint"], "cpu")
         self.obs_keys = sorted(ckpt["extra"]["obs_shapes"])

@@ -51,8 +51,10 @@ def evaluate_policy(cfg: EvalConfig) -> EvaluationResult:
     return result
 
 
-#: algorithms whose checkpoints ms2core.evaluation and the MLflow pyfunc policy can load.
-POLICY_LOADERS = {"bc"}
+#: algorithms whose checkpoints ms2core.evaluation and the MLflow pyfunc policy can load (ms2core.algos.policies).
+POLICY_LOADERS = {"bc", "ppo", "dapg", "sac", "gail"}
+#: online RL: the model logged to MLflow is the policy part of the checkpoint (no critic, optimiser, replay buffer).
+ONLINE_RL = {"ppo", "dapg", "sac", "gail"}
 
 
 def _with_task(config, task: str):
@@ -112,6 +114,7 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
         n_eval = eval_episodes if eval_episodes is not None else max(getattr(config, "eval_episodes", 0), 0)
         evaluation = result.evaluation
         if algo in POLICY_LOADERS and n_eval and (evaluation is None or evaluation.num_episodes != n_eval):
+            # (online RL evaluates itself at the end of training; an explicit eval_episodes runs ms2 evaluate too)
             evaluation = evaluate_policy(EvalConfig(
                 checkpoint=result.final_checkpoint, num_episodes=n_eval,
                 num_procs=getattr(config, "eval_num_procs", 1), save_video=True,
@@ -129,7 +132,12 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
         elif register_model:
             from flows.policy_model import log_policy_model
 
-            info = log_policy_model(result.final_checkpoint)
+            model_file = result.final_checkpoint
+            if algo in ONLINE_RL:
+                from ms2core.algos.policies import write_policy_file
+
+                model_file = str(write_policy_file(result.final_checkpoint, run_dir / "policy.pt"))
+            info = log_policy_model(model_file)
             reg = register_policy(info.model_uri, env_id, algo, summary["success_rate"] or 0.0)
             summary.update(model_name=reg.name, model_version=reg.version, champion_version=reg.champion_version,
                            champion_moved=reg.champion_moved)

@@ -64,8 +64,15 @@ def _processing_options(manifest: dict):
                           hint="train on a dataset rendered by `ms2 render` (its manifest records options.obs)") from exc
 
 
-def default_obs_processor(obs_mode: str, manifest: dict | None, seed: int = 0) -> ObsProcessor:
-    """Process raw env observations exactly as the render stage did for the training dataset."""
+def default_obs_processor(obs_mode: str, manifest: dict | None, seed: int = 0,
+                          obs_processing: dict | None = None) -> ObsProcessor:
+    """Process raw env observations exactly as the render stage did for the training dataset
+    (online RL: as its rollouts did, ``obs_processing`` = the ObsProcessConfig its checkpoint records)."""
+    if obs_processing is not None:
+        from ms2core.obs import ObservationProcessor
+        from storage_schemas.dataset import ObsProcessConfig
+
+        return ObservationProcessor(ObsProcessConfig.model_validate(obs_processing), seed)
     if manifest and "options" in manifest:
         return ManifestObsProcessor(manifest, seed)
     if obs_mode == "state":
@@ -173,7 +180,7 @@ def _env_kwargs(env_cfg: dict, cfg: EvalConfig) -> dict:
 
 
 def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int = 1) -> None:
-    from ms2core.algos.bc import load_policy
+    from ms2core.algos.policies import load_policy
     from ms2core.envs import make_env
 
     torch.set_num_threads(threads)
@@ -183,7 +190,8 @@ def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int
     extra = ckpt.get("extra", {})
     _WORKER.update(
         cfg=cfg, policy=policy, env=make_env(**_env_kwargs(env_cfg, cfg)),
-        processor=obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed),
+        processor=obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed,
+                                                         extra.get("obs_processing")),
     )
 
 
@@ -213,11 +221,12 @@ def default_output_dir(cfg: EvalConfig) -> Path:
 
 def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progress: bool = True) -> EvaluationResult:
     """Run ``cfg.num_episodes`` episodes of the checkpoint's policy; save ``result.json`` (and trajectories/videos)."""
-    from ms2core.checkpoint import load_checkpoint
+    from ms2core.algos.policies import load_policy
     from ms2core.trajectory import Episode, write_demo_pair
     from storage_schemas.demos import EpisodeMeta
 
-    ckpt = load_checkpoint(cfg.checkpoint)
+    _, ckpt = load_policy(cfg.checkpoint)  # any algorithm; fails here, not in a worker, on a bad checkpoint
+    require_maniskill_env(ckpt, cfg.checkpoint)
     env_cfg = ckpt["config"]["env"]
     out_dir = default_output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +285,14 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     )
     save_result(result, out_dir / "result.json")
     return result
+
+
+def require_maniskill_env(ckpt_view: dict, checkpoint) -> None:
+    """Evaluation and export build ManiSkill2 envs; a policy trained on a plain gymnasium env has none."""
+    gym_env_id = ckpt_view.get("extra", {}).get("gym_env_id")
+    if gym_env_id:
+        raise ConfigError(f"checkpoint {checkpoint} was trained on the gymnasium env {gym_env_id!r}, not a "
+                          "ManiSkill2 task", hint="evaluate it with ms2core.rollout.evaluate_deterministic instead")
 
 
 def save_result(result: EvaluationResult, path: Path) -> Path:

@@ -42,18 +42,23 @@ def _example_batch(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
 
 
 def export_policy(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    from ms2core.algos.bc import load_policy
+    from ms2core.algos.policies import load_policy
     from ms2core.envs import make_env
+    from ms2core.evaluation import require_maniskill_env
     from storage_schemas.dataset import DatasetManifest, ObsProcessConfig
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"{out_dir} already exists", hint="choose another --out or pass --overwrite")
-    policy, ckpt = load_policy(checkpoint, "cpu")
+    policy, ckpt = load_policy(checkpoint, "cpu")  # BC or online RL (ms2core.algos.policies)
+    require_maniskill_env(ckpt, checkpoint)
     env_cfg, extra = ckpt["config"]["env"], ckpt["extra"]
     manifest = extra.get("dataset_manifest") or {}
-    processing = (DatasetManifest.model_validate(manifest).options.obs if "options" in manifest
-                  else ObsProcessConfig(obs_mode="state"))
+    if extra.get("obs_processing") is not None:  # online RL: how its rollouts processed observations
+        processing = ObsProcessConfig.model_validate(extra["obs_processing"])
+    else:
+        processing = (DatasetManifest.model_validate(manifest).options.obs if "options" in manifest
+                      else ObsProcessConfig(obs_mode="state"))
     space = make_env(env_cfg["env_id"], "state", env_cfg["control_mode"],
                      backend=env_cfg.get("backend", "sapien")).action_space
     example = _example_batch(extra["obs_shapes"])

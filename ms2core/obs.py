@@ -34,7 +34,7 @@ from storage_schemas.dataset import ObsProcessConfig
 CAMERA_ORDER = ("hand_camera", "base_camera")
 GOAL_POINT_RGB = (0, 255, 0)
 
-__all__ = ["process_observation", "ordered_cameras", "observe_env", "CAMERA_ORDER"]
+__all__ = ["process_observation", "ordered_cameras", "observe_env", "state_layout", "CAMERA_ORDER"]
 
 
 # -- small rigid-transform helpers (sapien poses: position xyz + quaternion wxyz) ---------------
@@ -133,6 +133,48 @@ def _state_vector(raw: Mapping, frame: _Frame) -> np.ndarray:
             parts.append(np.asarray(agent[key], np.float64).reshape(-1))
     _flatten_in_order(_extra_in_frame(raw.get("extra", {}), frame), parts)
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def _flat_size(value) -> int:
+    shape = getattr(value, "shape", None)
+    return int(np.prod(shape)) if shape is not None else int(np.asarray(value).size)
+
+
+def state_layout(raw) -> dict[str, slice]:
+    """Where each entry of a raw dict observation (or its gym Dict space) lands in the processed ``state``.
+
+    Keys are ``agent/qpos``, ``agent/qvel`` and ``extra/<key>`` (nested extras as
+    ``extra/<key>/<sub>``), in the order :func:`_state_vector` concatenates them;
+    e.g. PickCube's point-cloud state puts ``extra/tcp_pose`` at ``slice(18, 25)``.
+    Networks use it to find poses in the state (FrameMiner's end-effector frame).
+    """
+    if not isinstance(raw, Mapping):
+        raise UnsupportedModeError(
+            f"the state layout needs a dict observation (agent/extra), got {type(raw).__name__}",
+            hint="use a ManiSkill2 env in pointcloud, rgbd or state_dict obs mode",
+        )
+    layout: dict[str, slice] = {}
+    offset = 0
+
+    def visit(prefix: str, value) -> None:
+        nonlocal offset
+        if isinstance(value, Mapping):
+            for key, sub in value.items():
+                visit(f"{prefix}/{key}", sub)
+            return
+        size = _flat_size(value)
+        layout[prefix] = slice(offset, offset + size)
+        offset += size
+
+    # .keys(): ``in`` on a gym Dict space asks whether a sample belongs to it, not whether a key exists.
+    agent = raw["agent"] if "agent" in raw.keys() else {}
+    for key in ("qpos", "qvel"):
+        if key in agent.keys():
+            visit(f"agent/{key}", agent[key])
+    extra = raw["extra"] if "extra" in raw.keys() else {}
+    for key in extra.keys():
+        visit(f"extra/{key}", extra[key])
+    return layout
 
 
 def ordered_cameras(names) -> list[str]:

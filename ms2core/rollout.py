@@ -19,6 +19,7 @@ point-cloud / RGB-D modes so that rollouts and datasets see identical inputs.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import traceback
 from collections.abc import Callable
@@ -69,15 +70,27 @@ class EnvFactory:
 
     def processor(self) -> Callable[[Any], ObsDict]:
         if self.obs_processor is not None:
-            return self.obs_processor
+            return copy.copy(self.obs_processor)  # one per env slot: each ObservationProcessor keeps its own RNG
         if self.gym_env_id is not None:
             return default_obs_processor("state")
         return default_obs_processor(self.env_cfg.obs_mode)
 
 
+def rollout_obs_processor(rollout_cfg, seed: int = 0) -> Callable[[Any], ObsDict]:
+    """The processing a RolloutConfig's envs use: ``rollout.obs`` if set, else the defaults for its obs mode."""
+    if rollout_cfg.gym_env_id is not None:
+        return default_obs_processor("state", seed)
+    if rollout_cfg.obs is not None:
+        from ms2core.obs import ObservationProcessor
+
+        return ObservationProcessor(rollout_cfg.obs, seed)
+    return default_obs_processor(rollout_cfg.env.obs_mode, seed)
+
+
 def env_factory_from_config(rollout_cfg) -> EnvFactory:
     """EnvFactory for a storage_schemas.rl.RolloutConfig."""
-    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps)
+    processor = rollout_obs_processor(rollout_cfg) if rollout_cfg.obs is not None else None
+    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor)
 
 
 # --------------------------------------------------------------------------- one env slot (in a worker or in-process)
@@ -142,7 +155,7 @@ def _worker_main(conn, factory: EnvFactory, env_indices: list[int], num_envs: in
     slots = []
     try:
         slots = [_EnvSlot(factory, i, num_envs, seed) for i in env_indices]
-        conn.send(("ok", slots[0].spaces()[1]))
+        conn.send(("ok", slots[0].spaces()))
         while True:
             cmd, payload = conn.recv()
             if cmd == "reset":
@@ -201,7 +214,7 @@ class VectorEnv:
         self._conns, self._procs = [], []
         if num_procs == 0:
             self._slots = [_EnvSlot(factory, i, num_envs, seed) for i in range(num_envs)]
-            action_space = self._slots[0].spaces()[1]
+            observation_space, action_space = self._slots[0].spaces()
         else:
             ctx = mp.get_context(start_method)
             groups = np.array_split(np.arange(num_envs), num_procs)
@@ -214,7 +227,9 @@ class VectorEnv:
                 self._conns.append(parent)
                 self._procs.append(proc)
             self._group_sizes = [len(g) for g in groups]
-            action_space = [self._receive(c) for c in self._conns][0]
+            observation_space, action_space = [self._receive(c) for c in self._conns][0]
+        #: the env's raw observation space (before processing): networks read the state layout from it
+        self.raw_observation_space = observation_space
         self.action_low = np.asarray(action_space.low, np.float32)
         self.action_high = np.asarray(action_space.high, np.float32)
         self.action_dim = int(np.prod(action_space.shape))

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from storage_schemas.dataset import ObsProcessConfig
 from storage_schemas.env import EnvConfig, StrictModel
 
 
@@ -29,6 +30,10 @@ class RolloutConfig(StrictModel):
     start_method: Literal["spawn", "forkserver"] = Field(
         "spawn", description="multiprocessing start method for workers (fork is unsafe with SAPIEN/torch threads)"
     )
+    obs: ObsProcessConfig | None = Field(
+        None, description="how raw observations are processed (points, frame, goal points, ...); None = the render "
+        "defaults for env.obs_mode. DAPG/GAIL: must match the demo dataset's (its manifest's options.obs)"
+    )
 
     @model_validator(mode="after")
     def _procs_fit_envs(self):
@@ -36,13 +41,36 @@ class RolloutConfig(StrictModel):
             raise ValueError(
                 f"num_procs={self.num_procs} > num_envs={self.num_envs}: each worker needs at least one env"
             )
+        if self.obs is not None and self.gym_env_id is None and self.obs.env_obs_mode != self.env.obs_mode:
+            raise ValueError(
+                f"rollout.obs processes {self.obs.env_obs_mode!r} observations but rollout.env.obs_mode is "
+                f"{self.env.obs_mode!r}; set rollout.obs.obs_mode (and include_seg) to match"
+            )
         return self
 
 
-class NetConfig(StrictModel):
-    """The MLP networks of ms2core/algos/_nets.py (to be replaced by ms2core.nn after merge)."""
+#: observation encoders of the online algorithms (PPO/DAPG take all; SAC/GAIL: mlp)
+RLBackbone = Literal["auto", "mlp", "pointnet", "frameminer_mixaction"]
+FrameName = Literal["obs", "tcp", "goal"]
 
-    hidden_sizes: list[int] = Field([256, 256], description="hidden layer widths of every MLP")
+
+class NetConfig(StrictModel):
+    """The actor/critic networks: an observation encoder (``backbone``) and MLP heads."""
+
+    backbone: RLBackbone = Field(
+        "auto", description="auto (pointnet for point clouds, else mlp), mlp (flattened obs), pointnet "
+        "(ms2core.nn's ManiSkill2-Learn PointNet), frameminer_mixaction (one PointNet per frame, actions mixed "
+        "by a learned gate; PPO/DAPG only)"
+    )
+    hidden_sizes: list[int] = Field(
+        [256, 256], description="hidden layer widths of every MLP (pointnet: the MLP after pooling + state)"
+    )
+    pointnet_point_mlp: list[int] = Field([64, 128, 512], description="pointnet/frameminer: per-point MLP widths")
+    frames: list[FrameName] = Field(
+        ["obs", "tcp"], min_length=1, description="frameminer_mixaction: the candidate frames, one PointNet each "
+        "(obs = the frame the observation is processed in, tcp = end effector, goal = goal position)"
+    )
+    mix_gate_hidden: list[int] = Field([192], description="frameminer_mixaction: hidden widths of the mixing gate")
     activation: Literal["relu", "tanh", "elu"] = "relu"
     shared_backbone: bool = Field(
         False, description="PPO: actor and critic share the observation encoder (ManiSkill2-Learn point cloud: True)"
@@ -64,6 +92,11 @@ class RunConfig(StrictModel):
     resume_from: str | None = Field(None, description="checkpoint file to continue from (same config)")
     log_every_steps: int = Field(2_000, gt=0, description="log metrics at most this often (env steps)")
     eval_episodes: int = Field(0, ge=0, description="deterministic episodes at the end of training (0 = none)")
+    eval_every_steps: int = Field(
+        0, ge=0, description="PPO/DAPG: also evaluate deterministically at step 0 and every this many env steps, "
+        "for learning curves (0 = never)"
+    )
+    eval_every_episodes: int = Field(10, gt=0, description="episodes per periodic evaluation (eval_every_steps)")
     torch_threads: int | None = Field(1, ge=1, description="torch intra-op threads in the learner (None = torch default)")
 
 

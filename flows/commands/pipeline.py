@@ -133,7 +133,7 @@ def resolve_checkpoint(source: str) -> str:
                           hint="check the model name/alias with the MLflow UI or `ms2 dashboard`") from exc
     found = sorted(local.rglob("*.pt")) if local.is_dir() else [local]
     if not found:
-        raise ConfigError(f"{source} holds no checkpoint (.pt)", hint="export a model registered by a train-bc flow")
+        raise ConfigError(f"{source} holds no checkpoint (.pt)", hint="export a model registered by a train-<algo> flow")
     return str(found[0])
 
 

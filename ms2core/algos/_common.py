@@ -37,6 +37,7 @@ class TrainResult(BaseModel):
     eval_success_rate: float | None = None
     checkpoint: str | None = None
     curve: list[dict[str, float]] = []          # [{"env_steps", "mean_return", "success_rate"}, ...]
+    eval_curve: list[dict[str, float]] = []     # run.eval_every_steps: deterministic [{"env_steps", "success_rate", "mean_return"}]
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +90,19 @@ def load_checkpoint(path: str | os.PathLike, algo: str) -> dict[str, Any]:
 
 def checkpoint_path(run_cfg) -> Path | None:
     return Path(run_cfg.run_dir) / CHECKPOINT_NAME if run_cfg.run_dir else None
+
+
+def policy_spec(rollout_cfg, vec, obs_shapes: dict[str, tuple[int, ...]], frames=None) -> dict[str, Any]:
+    """What a checkpoint needs to be rebuilt and run as a policy without an env (ms2core.algos.policies):
+    observation shapes and processing, action size and bounds (policies act in [-1, 1]), FrameMiner frames."""
+    processing = None
+    if rollout_cfg.gym_env_id is None:
+        from ms2core.rollout import rollout_obs_processor
+
+        processing = rollout_obs_processor(rollout_cfg).cfg.model_dump(mode="json")
+    return dict(obs_shapes={k: list(v) for k, v in obs_shapes.items()}, action_dim=int(vec.action_dim),
+                action_low=vec.action_low.tolist(), action_high=vec.action_high.tolist(),
+                obs_processing=processing, frames=[f.to_dict() for f in frames] if frames else None)
 
 
 def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:

@@ -76,6 +76,35 @@ def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[in
                                hint="render the demos with the same obs mode and options as the rollout")
 
 
+def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
+    """Demos rendered with other observation processing (points, frame, goal points) than the rollouts would
+    teach the policy inputs it never sees; the dataset manifest says how the demos were processed."""
+    import zarr
+
+    from ms2core.rollout import rollout_obs_processor
+    from ms2core.zarr_io import read_manifest
+
+    if rollout_cfg.gym_env_id is not None:
+        return
+    try:
+        manifest = read_manifest(zarr.open_group(str(path), mode="r"))
+    except Exception:  # noqa: BLE001 - missing or unreadable store: load_demo_transitions says what is wrong
+        return
+    if manifest is None:  # a hand-written store (tests, benchmarks): shapes are all we can check
+        return
+    demo = manifest.options.obs
+    rollout = rollout_obs_processor(rollout_cfg).cfg
+    if demo.obs_mode == "state" and rollout.obs_mode == "state":
+        return  # the env's flat state vector either way: no options apply
+    if demo != rollout:
+        differing = {k: (v, getattr(rollout, k)) for k, v in demo if getattr(rollout, k) != v}
+        raise DatasetError(
+            f"demo dataset {path} was processed differently from the rollouts: "
+            + ", ".join(f"{k}={a!r} (rollout: {b!r})" for k, (a, b) in differing.items()),
+            hint="set rollout.obs to the dataset's options, e.g. "
+            + " ".join(f"--set rollout.obs.{k}={a}" for k, (a, _) in differing.items()))
+
+
 def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]]) -> Path:
     """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically."""
     import zarr

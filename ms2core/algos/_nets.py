@@ -6,7 +6,8 @@ when the learning core is merged: the algorithms only rely on the interfaces her
 * a *backbone* maps a processed-observation batch ``{key: (B, ...)}`` to features
   ``(B, F)`` and has an ``out_dim`` attribute (pass ms2core.nn's PointNet as
   ``backbone=`` to any factory below);
-* an *actor* maps observations to distribution parameters ``(mean, log_std)``;
+* an *actor* maps observations to distribution parameters ``(mean, log_std)``
+  (FrameMiner-MixAction's actor is ``ms2core.nn.frameminer.MixActionActor``);
 * a *critic* maps observations (and actions) to values ``(B,)``.
 
 The tanh-Gaussian log-probability (with the change-of-variables term in its
@@ -20,6 +21,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ms2core.errors import ConfigError
 
 ObsBatch = dict[str, torch.Tensor]
 
@@ -172,57 +175,33 @@ class Discriminator(QCritic):
     """GAIL's D(s, a) as a logit: sigmoid(logit) -> 1 for demo-like pairs."""
 
 
-# --------------------------------------------------------------------------- FrameMiner-MixAction
-def quaternion_to_matrix(quat_wxyz: torch.Tensor) -> torch.Tensor:
-    """(B, 4) unit quaternions (w, x, y, z; SAPIEN's order) -> (B, 3, 3) rotation matrices."""
-    q = quat_wxyz / quat_wxyz.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+# --------------------------------------------------------------------------- encoder choice (net.backbone)
+def resolve_backbone_kind(name: str, obs_shapes: dict[str, tuple[int, ...]]) -> str:
+    """``net.backbone`` with ``auto`` resolved: pointnet where the observation is a point cloud, else mlp."""
+    if name == "auto":
+        return "pointnet" if "xyz" in obs_shapes else "mlp"
+    if name in ("pointnet", "frameminer_mixaction"):
+        missing = [k for k in ("xyz", "rgb", "state") if k not in obs_shapes]
+        if missing:
+            raise ConfigError(f"net.backbone={name!r} needs point-cloud observations (xyz, rgb, state), "
+                              f"but the env gives {sorted(obs_shapes)} (missing {missing})",
+                              hint="set rollout.env.obs_mode=pointcloud, or net.backbone=mlp")
+    return name
 
 
-def points_to_frame(xyz: torch.Tensor, frame_pos: torch.Tensor, frame_quat_wxyz: torch.Tensor) -> torch.Tensor:
-    """Express world points (B, N, 3) in a frame with world pose (pos (B, 3), quat (B, 4)): R^T (p - t)."""
-    rot = quaternion_to_matrix(frame_quat_wxyz)
-    return torch.einsum("bji,bnj->bni", rot, xyz - frame_pos[:, None, :])
+def make_backbone(kind: str, obs_shapes: dict[str, tuple[int, ...]], net_cfg, frames=None) -> nn.Module:
+    """One observation encoder of ``kind`` (resolved): obs batch -> (B, out_dim) features."""
+    if kind == "mlp":
+        dims = {k: int(math.prod(v)) for k, v in obs_shapes.items()}
+        return MLPBackbone(dims, net_cfg.hidden_sizes, net_cfg.activation)
+    from ms2core.nn.encoders import PointNetEncoder
+    from ms2core.nn.frameminer import FrameMinerBackbone
 
-
-class MixActionActor(nn.Module):
-    """FrameMiner-MixAction (Liu et al., 2022): one point-cloud branch per candidate frame, mixed at the action level.
-
-    Each branch sees the point cloud expressed in its own frame (world, robot
-    base, end effector, goal, ...; ``frames[k](obs)`` returns that frame's world
-    pose, or None for the world frame), proposes an action mean, and a gate on
-    the concatenated branch features weights the proposals with a softmax.
-    ``branches[k]`` is any backbone (ms2core.nn's PointNet after merge). The
-    output has the GaussianActor interface, so PPO/DAPG use it unchanged.
-    """
-
-    def __init__(self, frames: list, branches: list[nn.Module], action_dim: int, init_log_std: float = -0.5,
-                 xyz_key: str = "xyz"):
-        super().__init__()
-        if len(frames) != len(branches) or not branches:
-            raise ValueError(f"MixActionActor needs one branch per frame, got {len(frames)} frames, {len(branches)} branches")
-        self.frames, self.xyz_key = frames, xyz_key
-        self.branches = nn.ModuleList(branches)
-        self.heads = nn.ModuleList(nn.Linear(b.out_dim, action_dim) for b in branches)
-        self.gate = nn.Linear(sum(b.out_dim for b in branches), len(branches))
-        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
-
-    def branch_inputs(self, obs: ObsBatch) -> list[ObsBatch]:
-        out = []
-        for frame in self.frames:
-            pose = frame(obs) if frame is not None else None
-            xyz = obs[self.xyz_key] if pose is None else points_to_frame(obs[self.xyz_key].float(), *pose)
-            out.append({**obs, self.xyz_key: xyz})
-        return out
-
-    def forward(self, obs: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        features = [branch(o) for branch, o in zip(self.branches, self.branch_inputs(obs))]
-        proposals = torch.stack([head(f) for head, f in zip(self.heads, features)], dim=1)   # (B, K, A)
-        weights = torch.softmax(self.gate(torch.cat(features, dim=-1)), dim=-1)              # (B, K)
-        mean = (weights[..., None] * proposals).sum(1)
-        return mean, self.log_std.expand_as(mean)
+    state_dim = int(obs_shapes["state"][-1])
+    if kind == "pointnet":
+        return PointNetEncoder(state_dim, net_cfg.pointnet_point_mlp, net_cfg.hidden_sizes, net_cfg.activation,
+                               normalize_state=False)
+    if frames is None:
+        raise ConfigError("net.backbone=frameminer_mixaction needs the frames resolved from the env's state layout",
+                          hint="build it through ms2core.algos.ppo.train_ppo or pass frames=")
+    return FrameMinerBackbone(frames, state_dim, net_cfg.pointnet_point_mlp, net_cfg.hidden_sizes, net_cfg.activation)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
-from ms2core.algos._demos import check_demo_shapes, load_demo_transitions
+from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import GaussianActor, gaussian_log_prob
 from ms2core.algos.ppo import ExtraActorLoss, train_ppo
 from ms2core.metrics import MetricsSink
@@ -40,6 +40,7 @@ def make_demo_term(cfg):
     """Factory for ppo.train_ppo's ``extra_actor_loss_factory``: loads the demos once the env's spaces are known."""
 
     def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> ExtraActorLoss:
+        check_demo_processing(cfg.demos.path, cfg.rollout)  # the cause of most shape mismatches: say it first
         demos = load_demo_transitions(cfg.demos.path, cfg.demos.obs_keys, cfg.demos.max_episodes)
         check_demo_shapes(demos, obs_shapes, cfg.demos.obs_keys, vec.action_dim, cfg.demos.path)
         obs = {k: torch.as_tensor(v, device=device) for k, v in demos.obs.items()}

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ms2core.algos import _common as common
-from ms2core.algos._demos import check_demo_shapes, load_demo_transitions
+from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import Discriminator
 from ms2core.algos.sac import SACHooks, run_sac
 from ms2core.errors import ConfigError
@@ -52,6 +52,7 @@ def make_gail_hooks(cfg):
     """Factory for sac.run_sac's ``hooks_factory``: builds D and the demo sampler once the env is known."""
 
     def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> SACHooks:
+        check_demo_processing(cfg.demos.path, cfg.rollout)  # the cause of most shape mismatches: say it first
         demos = load_demo_transitions(cfg.demos.path, cfg.demos.obs_keys, cfg.demos.max_episodes)
         check_demo_shapes(demos, obs_shapes, cfg.demos.obs_keys, vec.action_dim, cfg.demos.path)
         obs_dims = {k: int(np.prod(demos.obs[k].shape[1:])) for k in cfg.demos.obs_keys}

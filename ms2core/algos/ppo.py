@@ -25,9 +25,17 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
-from ms2core.algos._nets import GaussianActor, MLPBackbone, ValueCritic, gaussian_entropy, gaussian_log_prob
+from ms2core.algos._nets import (
+    GaussianActor,
+    ValueCritic,
+    gaussian_entropy,
+    gaussian_log_prob,
+    make_backbone,
+    resolve_backbone_kind,
+)
 from ms2core.algos.returns import ReturnNormalizer, compute_gae
 from ms2core.metrics import MetricsSink
+from ms2core.nn.frameminer import MixActionActor, resolve_frames
 from ms2core.rollout import (
     EpisodeStats,
     EpisodeSummary,
@@ -72,21 +80,39 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- networks
-def build_actor_critic(obs_dims: dict[str, int], action_dim: int, net_cfg,
-                       backbone: nn.Module | None = None) -> tuple[GaussianActor, ValueCritic]:
-    """Gaussian actor + value critic; ``backbone`` (e.g. ms2core.nn's PointNet) replaces the MLP encoder."""
-    def make_backbone():
-        return MLPBackbone(obs_dims, net_cfg.hidden_sizes, net_cfg.activation)
+def build_actor_critic(obs_shapes: dict[str, int | tuple[int, ...]], action_dim: int, net_cfg,
+                       backbone: nn.Module | None = None, frames=None) -> tuple[nn.Module, ValueCritic]:
+    """Gaussian actor + value critic on the encoder ``net_cfg.backbone`` selects (mlp / pointnet /
+    frameminer_mixaction; ``frames``: ms2core.nn.frameminer.Frame list for the latter). An explicit
+    ``backbone`` module replaces the encoder; obs shapes may be given as flat sizes (ints)."""
+    shapes = {k: (v,) if isinstance(v, int) else tuple(v) for k, v in obs_shapes.items()}
+    kind = resolve_backbone_kind(net_cfg.backbone, shapes) if backbone is None else "custom"
+
+    def new_backbone():
+        return make_backbone(kind, shapes, net_cfg, frames)
 
     if net_cfg.shared_backbone:
-        shared = backbone if backbone is not None else make_backbone()
+        shared = backbone if backbone is not None else new_backbone()
         actor_bb, critic_bb = shared, shared
     else:
-        actor_bb = backbone if backbone is not None else make_backbone()
-        critic_bb = copy.deepcopy(backbone) if backbone is not None else make_backbone()
-    actor = GaussianActor(actor_bb, action_dim, net_cfg.init_log_std,
-                          detach_feature=net_cfg.shared_backbone and net_cfg.detach_actor_feature)
+        actor_bb = backbone if backbone is not None else new_backbone()
+        critic_bb = copy.deepcopy(backbone) if backbone is not None else new_backbone()
+    detach = net_cfg.shared_backbone and net_cfg.detach_actor_feature
+    if kind == "frameminer_mixaction":
+        actor = MixActionActor(actor_bb, action_dim, net_cfg.mix_gate_hidden, net_cfg.init_log_std,
+                               net_cfg.activation, detach_feature=detach)
+    else:
+        actor = GaussianActor(actor_bb, action_dim, net_cfg.init_log_std, detach_feature=detach)
     return actor, ValueCritic(critic_bb)
+
+
+def frames_for(net_cfg, obs_shapes: dict[str, tuple[int, ...]], raw_observation_space) -> list | None:
+    """FrameMiner's frames resolved against the env's state layout (None for other encoders)."""
+    if resolve_backbone_kind(net_cfg.backbone, obs_shapes) != "frameminer_mixaction":
+        return None
+    from ms2core.obs import state_layout
+
+    return resolve_frames(net_cfg.frames, state_layout(raw_observation_space))
 
 
 def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
@@ -227,8 +253,9 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``.
 
     ``backbone`` replaces the MLP encoder (e.g. ms2core.nn's PointNet); ``actor`` replaces the
-    whole policy with any module of the GaussianActor interface (e.g. ``_nets.MixActionActor``
-    for FrameMiner-MixAction).
+    whole policy with any module of the GaussianActor interface (FrameMiner-MixAction is chosen
+    with ``net.backbone=frameminer_mixaction`` instead). Checkpoints of such custom networks carry
+    no ``policy_spec`` and cannot be reloaded as policies (ms2core.algos.policies).
     """
     params, run = cfg.ppo, cfg.run
     common.seed_everything(run.seed)
@@ -237,17 +264,19 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     vec = vector_env_from_config(cfg.rollout, run.seed)
     try:
         obs = vec.reset()
-        obs_dims = {k: int(np.prod(v.shape[1:])) for k, v in obs.items()}
-        default_actor, critic = build_actor_critic(obs_dims, vec.action_dim, cfg.net, backbone)
+        obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
+        frames = frames_for(cfg.net, obs_shapes, vec.raw_observation_space) if backbone is None else None
+        default_actor, critic = build_actor_critic(obs_shapes, vec.action_dim, cfg.net, backbone, frames)
+        custom_net = actor is not None or backbone is not None  # not rebuildable from the config alone
         actor = actor if actor is not None else default_actor
         actor.to(device), critic.to(device)
         optimizer = torch.optim.Adam(unique_parameters(actor, critic), lr=params.lr)
         normalizer = ReturnNormalizer(vec.num_envs, params.gamma) if params.normalize_reward else None
-        obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
+        spec = None if custom_net else common.policy_spec(cfg.rollout, vec, obs_shapes, frames)
         extra_loss = extra_actor_loss_factory(vec, obs_shapes, device) if extra_actor_loss_factory else None
         steps_per_env = max(1, params.rollout_steps // vec.num_envs)
         generator = np.random.default_rng(run.seed)
-        env_steps, updates, n_episodes, curve = 0, 0, 0, []
+        env_steps, updates, n_episodes, curve, eval_curve = 0, 0, 0, [], []
         ckpt_path = common.checkpoint_path(run)
         if run.resume_from:
             state = common.load_checkpoint(run.resume_from, algo_name)
@@ -256,6 +285,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
             if normalizer is not None and state["normalizer"] is not None:
                 normalizer.load_state_dict(state["normalizer"])
             env_steps, updates, n_episodes, curve = state["env_steps"], state["updates"], state["episodes"], state["curve"]
+            eval_curve = state.get("eval_curve", [])
             generator.bit_generator.state = state["generator"]
             common.restore_rng_states(state["rng"])
 
@@ -266,12 +296,23 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 algo=algo_name, config=cfg.model_dump(mode="json"), actor=actor.state_dict(),
                 critic=critic.state_dict(), optimizer=optimizer.state_dict(),
                 normalizer=normalizer.state_dict() if normalizer else None, env_steps=env_steps, updates=updates,
-                episodes=n_episodes, curve=curve, generator=generator.bit_generator.state))
+                episodes=n_episodes, curve=curve, eval_curve=eval_curve, generator=generator.bit_generator.state,
+                policy_spec=spec))
             return str(ckpt_path)
+
+        def periodic_eval() -> None:
+            """Deterministic success rate every run.eval_every_steps (ManiSkill2-Learn's n_eval) for learning curves."""
+            ev = evaluate_actor(cfg.rollout, actor, device, run.eval_every_episodes, run.seed + 20_000)
+            eval_curve.append({"env_steps": env_steps, "success_rate": ev.success_rate, "mean_return": ev.mean_return})
+            metrics.log({"periodic_eval/success_rate": ev.success_rate, "periodic_eval/mean_return": ev.mean_return},
+                        env_steps)
 
         recent: list[EpisodeStats] = []
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
         summary = EpisodeSummary.of([])
+        last_eval = env_steps
+        if run.eval_every_steps and env_steps == 0:
+            periodic_eval()
         while env_steps < run.total_env_steps:
             episodes: list[EpisodeStats] = []
             rollout, obs = collect_rollout(vec, obs, actor, critic, steps_per_env, device, normalizer, episodes)
@@ -289,6 +330,10 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
                               "success_rate": summary.success_rate})
                 recent, last_log = [], env_steps
+            if run.eval_every_steps and (env_steps - last_eval >= run.eval_every_steps
+                                         or env_steps >= run.total_env_steps):
+                periodic_eval()
+                last_eval = env_steps
             if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
                 save()
                 last_ckpt = env_steps
@@ -296,7 +341,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
                                     final_mean_return=common.finite(summary.mean_return),
                                     final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
-                                    curve=curve)
+                                    curve=curve, eval_curve=eval_curve)
         if run.eval_episodes:
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_episodes, run.seed + 10_000)
             result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)

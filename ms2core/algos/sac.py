@@ -86,10 +86,15 @@ class SACAgent:
         self.alpha_opt.load_state_dict(s["alpha_opt"])
 
 
+def build_sac_actor(obs_dims: dict[str, int], action_dim: int, net_cfg,
+                    backbone: nn.Module | None = None) -> TanhGaussianActor:
+    actor_bb = backbone if backbone is not None else MLPBackbone(obs_dims, net_cfg.hidden_sizes, net_cfg.activation)
+    return TanhGaussianActor(actor_bb, action_dim)
+
+
 def build_sac_agent(obs_dims: dict[str, int], action_dim: int, net_cfg, params, device: torch.device,
                     backbone: nn.Module | None = None) -> SACAgent:
-    actor_bb = backbone if backbone is not None else MLPBackbone(obs_dims, net_cfg.hidden_sizes, net_cfg.activation)
-    actor = TanhGaussianActor(actor_bb, action_dim).to(device)
+    actor = build_sac_actor(obs_dims, action_dim, net_cfg, backbone).to(device)
     critic = TwinQ(obs_dims, action_dim, net_cfg.hidden_sizes, net_cfg.activation).to(device)
     critic_target = copy.deepcopy(critic).requires_grad_(False)
     log_alpha = torch.tensor(float(np.log(params.init_alpha)), device=device, requires_grad=True)
@@ -166,6 +171,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         buffer = ReplayBuffer(params.buffer_capacity, vec.num_envs, params.gamma, params.n_step, run.seed)
         obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
         hooks = hooks_factory(vec, obs_shapes, device) if hooks_factory else SACHooks()
+        spec = None if backbone is not None else common.policy_spec(cfg.rollout, vec, obs_shapes)
         generator = np.random.default_rng(run.seed + 1)
         env_steps, updates, n_episodes, curve, owed_updates = 0, 0, 0, [], 0.0
         ckpt_path = common.checkpoint_path(run)
@@ -187,7 +193,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                 algo=algo_name, config=cfg.model_dump(mode="json"), agent=agent.state_dict(),
                 buffer=buffer.state_dict(), env_steps=env_steps, updates=updates, episodes=n_episodes,
                 curve=curve, owed_updates=owed_updates, generator=generator.bit_generator.state,
-                hooks=hooks.state[0]() if hooks.state is not None else None))
+                hooks=hooks.state[0]() if hooks.state is not None else None, policy_spec=spec))
             return str(ckpt_path)
 
         recent: list[EpisodeStats] = []
@@ -257,6 +263,9 @@ def evaluate_sac_actor(rollout_cfg, actor: TanhGaussianActor, device: torch.devi
 
 
 def check_sac_config(cfg) -> None:
+    if cfg.net.backbone not in ("auto", "mlp"):
+        raise ConfigError(f"net.backbone={cfg.net.backbone!r} is not available for {cfg.algo}: its actor and twin "
+                          "critics use MLPs on the flattened observation", hint="use net.backbone=mlp (or auto)")
     if cfg.sac.batch_size > cfg.sac.buffer_capacity:
         raise ConfigError(f"sac.batch_size={cfg.sac.batch_size} exceeds sac.buffer_capacity={cfg.sac.buffer_capacity}",
                           hint="lower the batch size or enlarge the buffer")

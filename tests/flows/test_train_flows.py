@@ -27,7 +27,59 @@ def test_train_sac_flow_tracks_metrics_and_checkpoint(prefect_server, data_dir):
     assert "eval/success_rate" in run.data.metrics
     assert any(client.get_metric_history(run.info.run_id, key) for key in run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == {"checkpoint/checkpoint.pt"}
-    assert summary["model_version"] is None  # online-RL checkpoints are logged, not registered
+    # registered like BC: the pyfunc model is the policy part of the checkpoint, deterministic tanh(mean)
+    assert summary["model_name"] == "ms2-PickCube-v0-sac" and summary["model_version"] == "1"
+    assert str(client.get_model_version_by_alias("ms2-PickCube-v0-sac", "champion").version) == "1"
+    import mlflow
+    import numpy as np
+    import torch
+
+    from ms2core.algos.policies import load_policy
+
+    model = mlflow.pyfunc.load_model("models:/ms2-PickCube-v0-sac@champion")
+    states = np.random.default_rng(0).normal(size=(3, 51)).astype(np.float32)
+    actions = model.predict({"state": states})
+    policy, _ = load_policy(summary["checkpoint"])
+    np.testing.assert_allclose(actions, policy.act({"state": torch.as_tensor(states)}).numpy(), atol=1e-6)
+
+
+def test_ppo_flows_register_candidates_promote_champions_and_export(prefect_server, data_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.train import train_ppo
+    from storage_schemas.rl import PPOConfig
+
+    def run(seed: int) -> dict:
+        cfg = load_config(PPOConfig, REPO_ROOT / "configs/ppo/pickcube_state.yaml", [
+            "rollout.env.backend=fake", "rollout.env.control_mode=pd_ee_delta_pos", "rollout.env.max_episode_steps=10",
+            "rollout.num_envs=2", "rollout.num_procs=0", "net.hidden_sizes=[16]", "ppo.rollout_steps=40",
+            "ppo.minibatch_size=20", "ppo.critic_warmup_epochs=0", "run.total_env_steps=80",
+            "run.log_every_steps=40", "run.eval_episodes=4", "run.checkpoint_every_steps=0", f"run.seed={seed}"])
+        return train_ppo(cfg)
+
+    first, second = run(0), run(1)
+    client = MlflowClient()
+    name = "ms2-PickCube-v0-ppo"
+    assert (first["model_version"], second["model_version"]) == ("1", "2")
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == "2"
+    better = second["success_rate"] > first["success_rate"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == ("2" if better else "1")
+    assert second["champion_moved"] == better
+
+    runner = CliRunner()
+    out = tmp_path / "ppo_policy"
+    exported = runner.invoke(app, ["export-policy", f"models:/{name}@champion", "--out", str(out)],
+                             catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    evaluated = runner.invoke(app, ["evaluate", "--policy", str(out), "--num", "2", "--backend", "fake"],
+                              catch_exceptions=False)
+    assert evaluated.exit_code == 0 and "success_once" in evaluated.output, evaluated.output
+    # ms2 evaluate --checkpoint takes the run's checkpoint.pt as it takes a BC checkpoint
+    by_ckpt = runner.invoke(app, ["evaluate", "--checkpoint", second["checkpoint"], "--num", "2",
+                                  "--output-dir", str(tmp_path / "eval")], catch_exceptions=False)
+    assert by_ckpt.exit_code == 0 and (tmp_path / "eval" / "result.json").exists(), by_ckpt.output
 
 
 def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_dir):

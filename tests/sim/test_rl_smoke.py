@@ -79,6 +79,17 @@ def test_ppo_smoke_with_worker_process(repo_root, tmp_path):
     _run_twice(train_ppo, PPOConfig, repo_root / "configs/ppo/pickcube_state.yaml", tmp_path,
                ["rollout.num_procs=1", "ppo.rollout_steps=100", "ppo.minibatch_size=50", "ppo.critic_warmup_epochs=1"],
                200, 100)
+    # the PPO checkpoint evaluates like a BC one: ms2 evaluate --checkpoint on the real simulator
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--num",
+                                      "2", "--max-episode-steps", "20", "--output-dir", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and "success_once" in result.output, result.output
+    assert (out / "result.json").exists()
 
 
 def test_sac_smoke(repo_root, tmp_path):
