@@ -22,8 +22,15 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{data_dir() / 'mlflow.db'}"
 
 
-def mlflow_artifact_root() -> str:
-    return os.environ.get("MS2FLOW_MLFLOW_ARTIFACTS") or (data_dir() / "mlartifacts").as_uri()
+def mlflow_artifact_root() -> str | None:
+    """Where new experiments keep artifacts; None: the tracking server decides (its --artifacts-destination,
+    e.g. the object store), which every client of that server can then reach."""
+    explicit = os.environ.get("MS2FLOW_MLFLOW_ARTIFACTS")
+    if explicit:
+        return explicit
+    if mlflow_tracking_uri().startswith(("http://", "https://")):
+        return None
+    return (data_dir() / "mlartifacts").as_uri()
 
 
 def configure_embedded_defaults() -> None:
