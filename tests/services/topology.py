@@ -121,18 +121,19 @@ class Service:
 
     def signal_tree(self, sig: int) -> list[int]:
         """Send ``sig`` to the group and to every descendant (flow runs start their own sessions)."""
-        pids = set(descendants(self.proc.pid)) | set(_group_members(self.pgid))
-        self.extra_pids = sorted(set(self.extra_pids) | pids)
+        group = set(_group_members(self.pgid))
+        outside = set(descendants(self.proc.pid)) - group  # each process gets the signal once: Prefect's CLI
+        self.extra_pids = sorted(set(self.extra_pids) | outside)  # escalates on a repeated SIGTERM
         try:
             os.killpg(self.pgid, sig)
         except ProcessLookupError:
             pass
-        for pid in pids:
+        for pid in outside:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        return sorted(pids)
+        return sorted(group | outside)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
         self.signal_tree(sig)
@@ -172,7 +173,8 @@ class Topology:
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.services: dict[str, Service] = {}
-        self.stopped: list[Service] = []  # replaced services (restarts), still checked for leftovers
+        self.stopped: list[Service] = []
+        self.stop_seconds: dict[str, float] = {}  # replaced services (restarts), still checked for leftovers
         # Every port up front: client_env() names all services before they start.
         self.ports: dict[str, int] = {name: free_port() for name in ("postgres", "s3", "prefect", "mlflow", "dask")}
         self.data_dir = root / "ms2data"
@@ -355,6 +357,51 @@ class Topology:
         self.wait_for("prefect-worker", lambda: "started!" in service.log_tail(20000), 120)
         return service
 
+    # -- Prefect REST (plain HTTP: the test process keeps its own embedded Prefect settings) ---------
+    def prefect_api(self, method: str, path: str, body: dict | None = None):
+        import json
+
+        request = urllib.request.Request(f"{self.prefect_api_url}{path}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def deploy(self, pool: str, entrypoints: list[str]) -> None:
+        """Register deployments of the repository's flows (from source: this checkout) in ``pool``."""
+        result = subprocess.run([sys.executable, "-m", "tests.services.prefect_ops", "deploy", pool, *entrypoints],
+                                env=self.client_env(), cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+    def run_deployment(self, name: str, parameters: dict) -> str:
+        flow_name, deployment_name = name.split("/")
+        deployment = self.prefect_api("GET", f"/deployments/name/{flow_name}/{deployment_name}")
+        flow_run = self.prefect_api("POST", f"/deployments/{deployment['id']}/create_flow_run",
+                                    {"parameters": parameters})
+        return flow_run["id"]
+
+    def flow_run(self, flow_run_id: str) -> dict:
+        return self.prefect_api("GET", f"/flow_runs/{flow_run_id}")
+
+    def task_runs(self, flow_run_id: str) -> dict[str, list[dict]]:
+        """Task runs of a flow run by task name (``render-dataset``), oldest first."""
+        runs = self.prefect_api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        out: dict[str, list[dict]] = {}
+        for run in sorted(runs, key=lambda r: r["created"]):
+            out.setdefault(run["name"].rsplit("-", 1)[0], []).append(run)
+        return out
+
+    def wait_flow_run(self, flow_run_id: str, timeout_s: float = 240) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.flow_run(flow_run_id)
+            if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(0.5)
+        raise TimeoutError(f"flow run {flow_run_id} still {run['state']} after {timeout_s:.0f} s:\n"
+                           f"{self.services['prefect-worker'].log_tail()}")
+
     # -- teardown --------------------------------------------------------------------------------
     def stop(self) -> None:
         """Clients first, servers last (PostgreSQL with a fast shutdown: SIGINT)."""
@@ -362,7 +409,9 @@ class Topology:
                  "s3", "postgres"]
         names = [n for n in order if n in self.services] + [n for n in self.services if n not in order]
         for name in names:
+            started = time.monotonic()
             self.services[name].stop(signal.SIGINT if name == "postgres" else signal.SIGTERM)
+            self.stop_seconds[name] = time.monotonic() - started
         for service in self.stopped:
             service.stop(signal.SIGKILL)
         if getattr(self, "pg_root", None) is not None:
