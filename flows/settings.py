@@ -5,7 +5,9 @@
 | Prefect | local SQLite under $MS2FLOW_DATA_DIR/prefect   | PREFECT_API_URL                 |
 | MLflow  | sqlite:///$MS2FLOW_DATA_DIR/mlflow.db          | MLFLOW_TRACKING_URI             |
 | Dask    | LocalCluster                                  | MS2FLOW_DASK_SCHEDULER          |
-| storage | $MS2FLOW_DATA_DIR                             | MS2FLOW_DATA_DIR=s3://bucket/.. |
+| datasets| $MS2FLOW_DATA_DIR/datasets                    | MS2FLOW_DATASETS_URL=s3://b/..  |
+| files   | $MS2FLOW_DATA_DIR (demos, runs)               | a shared path in MS2FLOW_DATA_DIR |
+| MLflow artifacts | $MS2FLOW_DATA_DIR/mlartifacts        | the server's --artifacts-destination |
 """
 
 from __future__ import annotations
