@@ -132,6 +132,8 @@ def _render_cfg(topology, demo: Path, output_dir: str):
 
 
 def test_killing_a_dask_worker_mid_render_completes_with_identical_output(topology, tmp_path):
+    from distributed import Client
+
     from ms2core import zarr_io
     from pipelines import render
     from tests.demo_fixtures import fake_demo_pair
@@ -158,6 +160,12 @@ def test_killing_a_dask_worker_mid_render_completes_with_identical_output(topolo
             break
         time.sleep(0.05)
     assert thread.is_alive() and 1 <= committed < n, f"render finished before the kill ({committed} committed)"
+    with Client(topology.scheduler_address, timeout="10s") as client:
+        address = {w["name"]: a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}["dask-worker-1"]
+        while not client.processing(workers=[address])[address] and thread.is_alive():
+            time.sleep(0.02)  # kill it while it holds a range
+        in_flight = client.processing(workers=[address])[address]
+    assert in_flight, "the render finished before worker 1 took another range"
     killed = topology.services["dask-worker-1"].signal_tree(signal.SIGKILL)  # the machine is gone: nanny too
     assert killed
     thread.join(180)
