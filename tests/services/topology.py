@@ -135,7 +135,7 @@ class Service:
                 pass
         return sorted(group | outside)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
         self.signal_tree(sig)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.leftovers():
