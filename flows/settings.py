@@ -5,7 +5,9 @@
 | Prefect | local SQLite under $MS2FLOW_DATA_DIR/prefect   | PREFECT_API_URL                 |
 | MLflow  | sqlite:///$MS2FLOW_DATA_DIR/mlflow.db          | MLFLOW_TRACKING_URI             |
 | Dask    | LocalCluster                                  | MS2FLOW_DASK_SCHEDULER          |
-| storage | $MS2FLOW_DATA_DIR                             | MS2FLOW_DATA_DIR=s3://bucket/.. |
+| datasets| $MS2FLOW_DATA_DIR/datasets                    | MS2FLOW_DATASETS_URL=s3://b/..  |
+| files   | $MS2FLOW_DATA_DIR (demos, runs)               | a shared path in MS2FLOW_DATA_DIR |
+| MLflow artifacts | $MS2FLOW_DATA_DIR/mlartifacts        | the server's --artifacts-destination |
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{data_dir() / 'mlflow.db'}"
 
 
-def mlflow_artifact_root() -> str:
-    return os.environ.get("MS2FLOW_MLFLOW_ARTIFACTS") or (data_dir() / "mlartifacts").as_uri()
+def mlflow_artifact_root() -> str | None:
+    """Where new experiments keep artifacts; None: the tracking server decides (its --artifacts-destination,
+    e.g. the object store), which every client of that server can then reach."""
+    explicit = os.environ.get("MS2FLOW_MLFLOW_ARTIFACTS")
+    if explicit:
+        return explicit
+    if mlflow_tracking_uri().startswith(("http://", "https://")):
+        return None
+    return (data_dir() / "mlartifacts").as_uri()
 
 
 def configure_embedded_defaults() -> None:

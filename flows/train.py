@@ -31,7 +31,7 @@ def train_policy(cfg, algo: str, resume_from: str | None, run_id: str | None) ->
     from ms2core.metrics import NullSink
     from pipelines import train
 
-    sink = MlflowSink(run_id) if run_id else NullSink()
+    sink = MlflowSink(run_id, background=True) if run_id else NullSink()
     try:
         return train.run(cfg, algo=algo, resume_from=resume_from, progress=False, sink=sink)
     finally:

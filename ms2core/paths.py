@@ -7,6 +7,11 @@
       runs/<algo>/<env_id>/<run_name>/         checkpoints, resolved config, eval results
       mlflow.db, mlartifacts/                  MLflow SQLite store and artifacts
       prefect/                                 Prefect home (SQLite) for the embedded server
+
+The data directory is a file system path (shared between hosts when scaled out: demo
+pairs are HDF5 files and checkpoints are written in place). Datasets alone may live in
+an object store: MS2FLOW_DATASETS_URL=s3://bucket/prefix puts rendered stores there
+(credentials and endpoint from the usual AWS_* variables, read by s3fs).
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from pathlib import Path
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("MS2FLOW_DATA_DIR", "ms2data")).absolute()
+    raw = os.environ.get("MS2FLOW_DATA_DIR", "ms2data")
+    if "://" in raw and not raw.startswith("file://"):
+        from ms2core.errors import ConfigError
+
+        raise ConfigError(f"MS2FLOW_DATA_DIR={raw} is a URL; the data directory must be a file system path",
+                          hint="keep MS2FLOW_DATA_DIR on a (shared) disk and put datasets in the object store "
+                               "with MS2FLOW_DATASETS_URL=s3://bucket/datasets")
+    return Path(raw.removeprefix("file://")).absolute()
 
 
 def demos_dir(env_id: str | None = None) -> Path:
@@ -27,6 +39,14 @@ def demos_dir(env_id: str | None = None) -> Path:
 def datasets_dir(env_id: str | None = None) -> Path:
     base = data_dir() / "datasets"
     return base / env_id if env_id else base
+
+
+def datasets_url(env_id: str | None = None) -> str:
+    """Where rendered datasets go by default: $MS2FLOW_DATASETS_URL (local path or s3://...) or datasets_dir()."""
+    base = os.environ.get("MS2FLOW_DATASETS_URL", "").rstrip("/")
+    if not base:
+        return str(datasets_dir(env_id))
+    return f"{base}/{env_id}" if env_id else base
 
 
 def runs_dir() -> Path:

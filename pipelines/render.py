@@ -49,7 +49,7 @@ import zarr
 from ms2core import zarr_io
 from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
 from ms2core.obs import observe_env, process_observation
-from ms2core.paths import datasets_dir
+from ms2core.paths import datasets_url
 from ms2core.trajectory import DemoPair, Episode
 from storage_schemas.dataset import (
     DatasetManifest,
@@ -325,7 +325,7 @@ def plan_render(cfg: RenderConfig) -> _Plan:
     if cfg.store:
         url = cfg.store
     else:
-        out_dir = cfg.output_dir or str(datasets_dir(env_id))
+        out_dir = cfg.output_dir or datasets_url(env_id)
         url = f"{out_dir.rstrip('/')}/{Path(source).stem}.{options.obs.obs_mode}.{version}.zarr"
     manifest = DatasetManifest(
         dataset_version=version,

@@ -32,7 +32,13 @@ def test_topology_is_configured_only_through_environment_variables():
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert "--allowed-hosts" in services["mlflow"]["command"]
     assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
-    assert set(spec["volumes"]) == {"postgres-data", "minio-data"}
+    assert set(spec["volumes"]) == {"postgres-data", "minio-data", "ms2data"}
+    for name in ("cpu-worker", "dask-worker", "gpu-worker", "dashboard"):
+        env = services[name]["environment"]
+        # The data directory is a path every worker shares (demo pairs are HDF5 files read by the Dask
+        # workers); datasets alone go to the object store.
+        assert "://" not in env["MS2FLOW_DATA_DIR"] and "ms2data:/data" in services[name]["volumes"], name
+        assert env["MS2FLOW_DATASETS_URL"].startswith("s3://"), name
 
 
 def test_prefect_yaml_names_every_flow_and_both_work_pools():

@@ -85,3 +85,52 @@ def test_render_to_s3_resume_and_export(tmp_path, s3_options):
     assert render.run(cfg).nothing_to_do
     out = export.run(ExportConfig(store=result.store, storage_options=s3_options, output=str(tmp_path / "x.h5")))
     assert out.n_episodes == 4
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, s3_options, monkeypatch, tmp_path):
+    """Endpoint and credentials the way a scaled-out process gets them: AWS_* variables only."""
+    for name, value in dict(AWS_ENDPOINT_URL=s3_endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                            AWS_DEFAULT_REGION="us-east-1").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MS2FLOW_DATA_DIR", str(tmp_path / "ms2data"))
+    monkeypatch.setenv("MS2FLOW_DATASETS_URL", "s3://ms2-datasets/env-configured")
+
+
+def test_default_output_is_the_datasets_url_and_bc_reads_it_from_s3(tmp_path, s3_env):
+    from ms2core.data import DemoDataset, open_demo_store
+
+    demo = fake_demo_pair(tmp_path / "pick.h5", n_episodes=3)
+    cfg = RenderConfig.model_validate(dict(source=str(demo), options=dict(backend="fake", obs=dict(obs_mode="state")),
+                                           workers=0, progress=False))
+    result = render.run(cfg)  # no output_dir, no storage_options: MS2FLOW_DATASETS_URL + AWS_* decide
+    assert result.store.startswith("s3://ms2-datasets/env-configured/PickCube-v0/pick.state.")
+    store = open_demo_store(result.store)
+    assert store.path == result.store and store.num_episodes == 3 and store.obs_keys == ["state"]
+    local = render.run(cfg.model_copy(update={"output_dir": str(tmp_path / "local")}))
+    expected = open_demo_store(local.store)
+    np.testing.assert_array_equal(store.arrays["actions"][:], expected.arrays["actions"][:])
+    dataset = DemoDataset([result.store], mode="ram", device="cpu")
+    assert dataset.num_rows == result.n_rows
+    assert dataset.sample(0, 4, seed=0).actions.shape == (4, expected.arrays["actions"].shape[1])
+
+
+def test_a_missing_s3_dataset_is_a_dataset_error(s3_env):
+    from ms2core.data import open_demo_store
+    from ms2core.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="s3://ms2-datasets/nothing-here.zarr does not exist"):
+        open_demo_store("s3://ms2-datasets/nothing-here.zarr")
+
+
+def test_an_unreachable_object_store_is_a_dataset_error(monkeypatch):
+    from ms2core.data import open_demo_store
+    from ms2core.errors import DatasetError
+
+    port = _free_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(DatasetError, match=f"object store at http://127.0.0.1:{port} cannot be reached"):
+        open_demo_store("s3://ms2-datasets/x.zarr")

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import zarr
 
-from ms2core import nest
+from ms2core import nest, zarr_io
 from ms2core.errors import DatasetError
 
 ROW_KEYS = ("actions",)
@@ -63,7 +63,7 @@ class DemoBatch:
 class ZarrDemoStore:
     """One opened Zarr dataset: its arrays (lazy) and how many committed rows we use from it."""
 
-    path: Path
+    path: Path | str  # a local directory, or an fsspec URL (s3://...) kept as given
     arrays: dict[str, zarr.Array]  # "obs/<key>" and "actions"
     num_rows: int
     num_episodes: int
@@ -78,12 +78,34 @@ class ZarrDemoStore:
 
 
 def open_demo_store(path: str | Path, num_samples: int | None = None) -> ZarrDemoStore:
-    """Open and check one store; ``num_samples`` keeps the first n committed transitions."""
-    path = Path(path)
-    if not path.exists():
+    """Open and check one store; ``num_samples`` keeps the first n committed transitions.
+
+    ``path`` may be an object-store URL (s3://bucket/key.zarr): s3fs then takes the endpoint and
+    credentials from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+    """
+    remote = zarr_io.is_remote(str(path))
+    path = str(path) if remote else Path(str(path).removeprefix("file://"))
+    try:
+        if remote:
+            store = zarr_io.open_store(path, read_only=True)
+            exists = zarr_io.store_exists(store)
+        else:
+            store, exists = str(path), path.exists()
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials, unknown protocol
+        raise DatasetError(f"cannot reach dataset {path}: {type(exc).__name__}: {exc}",
+                           hint="check AWS_ENDPOINT_URL and the AWS_* credentials of this process") from exc
+    if not exists and remote:  # zarr/s3fs report an unreachable endpoint as a missing key
+        import os
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
+        raise DatasetError(f"dataset {path} does not exist or the object store at {endpoint} cannot be reached",
+                           hint="check dataset.paths, AWS_ENDPOINT_URL and the AWS_* credentials of this process")
+    if not exists:
         raise DatasetError(f"dataset {path} does not exist", hint="render one with `ms2 render` or check dataset.paths")
     try:
-        root = zarr.open_group(str(path), mode="r")
+        root = zarr.open_group(store, mode="r")
     except Exception as exc:  # zarr raises several types for non-stores
         raise DatasetError(f"{path} is not a readable Zarr group: {exc}", hint="dataset.paths must name .zarr stores") from exc
     for required in ("meta/episode_ends", "data/actions"):

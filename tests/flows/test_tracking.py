@@ -86,3 +86,63 @@ def test_champion_moves_only_on_a_better_success_rate(mlflow_store):
     better = register_policy(uris[2], "PickCube-v0", "bc", 0.7)
     assert better.champion_moved
     assert str(client.get_model_version_by_alias(better.name, CHAMPION).version) == better.version
+
+
+class _BlockingClient:
+    """log_batch blocks until released, as MLflow's client does while it retries a down server."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.sent = []
+
+    def log_batch(self, run_id, metrics):
+        self.entered.set()
+        if not self.release.wait(30):
+            raise ConnectionError("still down")
+        self.sent.extend(metrics)
+
+
+def test_background_sink_never_blocks_training_on_a_stalled_server():
+    import time
+
+    client = _BlockingClient()
+    sink = MlflowSink("run", client=client, flush_every=5, background=True)
+    started = time.monotonic()
+    for step in range(50):
+        sink.log({"loss": float(step)}, step)
+    assert client.entered.wait(10)  # the sender thread is stuck in the "server"
+    for step in range(50, 100):
+        sink.log({"loss": float(step)}, step)
+    assert time.monotonic() - started < 5  # logging went on while the send hung
+    assert sink.pending > 0
+    client.release.set()  # the server is back
+    sink.close()
+    assert sink.pending == 0
+    assert [m.step for m in client.sent] == list(range(100))  # every metric, in order, none twice
+
+
+def test_background_sink_close_gives_up_after_its_timeout(caplog):
+    client = _BlockingClient()
+    sink = MlflowSink("run", client=client, flush_every=1, background=True, close_timeout_s=0.5)
+    sink.log({"loss": 1.0}, 0)
+    assert client.entered.wait(10)
+    with caplog.at_level("WARNING", logger="flows.tracking"):
+        sink.close()
+    assert "metrics not sent" in caplog.text
+    client.release.set()
+
+
+def test_artifact_root_is_the_servers_choice_for_a_tracking_server(tmp_path, monkeypatch):
+    from flows.settings import mlflow_artifact_root
+
+    monkeypatch.setenv("MS2FLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MS2FLOW_MLFLOW_ARTIFACTS", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert mlflow_artifact_root() is None  # not a path on this host: the server's --artifacts-destination
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert mlflow_artifact_root() == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("MS2FLOW_MLFLOW_ARTIFACTS", "s3://bucket/mlartifacts")
+    assert mlflow_artifact_root() == "s3://bucket/mlartifacts"
