@@ -53,16 +53,26 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     return torch_save_atomic(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                         error: type[Exception] = CheckpointError) -> dict[str, Any]:
+    """The dict in a ``.pt`` file; ``error`` (with the path and a hint) if it is missing, unreadable or no dict."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist", hint="pass a .pt file written by `ms2 train`")
+    if not path.is_file():
+        raise error(f"checkpoint {path} does not exist", hint="pass a .pt file written by `ms2 train`")
     try:
         # RNG states hold numpy arrays and tuples: not loadable with weights_only.
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is not readable: {exc}", hint="the file is truncated or not a checkpoint") from exc
-    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION or "model" not in payload:
+        raise error(f"checkpoint {path} is not readable: {exc}", hint="the file is truncated or not a checkpoint") from exc
+    if not isinstance(payload, dict):
+        raise error(f"{path} is not an ms2flow checkpoint", hint="pass a .pt file written by `ms2 train`")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A BC checkpoint (model, optimizer, step, RNG states, ...) of this CHECKPOINT_VERSION."""
+    payload = read_checkpoint_file(path, map_location)
+    if payload.get("version") != CHECKPOINT_VERSION or "model" not in payload:
         raise CheckpointError(f"{path} is not an ms2flow checkpoint (version {CHECKPOINT_VERSION})",
                               hint="pass a .pt file written by `ms2 train`")
     return payload

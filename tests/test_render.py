@@ -277,19 +277,17 @@ def _manifest_on_disk(store: Path) -> dict | None:
         return None
 
 
-def test_kill_9_mid_render_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    demo = fake_demo_pair(tmp_path / "big.h5", n_episodes=24, steps=(10, 20))
-    store = tmp_path / "killed.zarr"
-    args = [sys.executable, "-m", "flows.cli", "render", str(demo), "--store", str(store), "--workers", "0",
-            "--obs-mode", "rgbd", "--set", "options.backend=fake", "--set", "options.camera_size=[96,96]",
-            "--set", "episodes_per_range=2", "--set", "progress=false"]
+def kill_resume_and_compare(args: list[str], store: Path, fresh: Path, min_committed: int, timeout_s: float) -> int:
+    """Run ``ms2 render`` (args), kill -9 it once >= min_committed episodes are committed, rerun it (it must
+    reuse the committed ranges), render the same into ``fresh`` uninterrupted, and assert both stores are
+    identical. Returns the number of episodes committed at the kill."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed_at = None
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
         manifest = _manifest_on_disk(store)
-        if manifest and 4 <= manifest["n_committed_episodes"] and not manifest["complete"]:
+        if manifest and min_committed <= manifest["n_committed_episodes"] and not manifest["complete"]:
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = manifest["n_committed_episodes"]
             break
@@ -300,9 +298,19 @@ def test_kill_9_mid_render_then_rerun_equals_an_uninterrupted_run(tmp_path):
     resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "reused" in resumed.stdout
-    fresh_args = [a if a != str(store) else str(tmp_path / "fresh.zarr") for a in args]
+    fresh_args = [a if a != str(store) else str(fresh) for a in args]
     subprocess.run(fresh_args, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    _assert_same_store(store, tmp_path / "fresh.zarr")
+    _assert_same_store(store, fresh)
+    return killed_at
+
+
+def test_kill_9_mid_render_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    demo = fake_demo_pair(tmp_path / "big.h5", n_episodes=24, steps=(10, 20))
+    store = tmp_path / "killed.zarr"
+    args = [sys.executable, "-m", "flows.cli", "render", str(demo), "--store", str(store), "--workers", "0",
+            "--obs-mode", "rgbd", "--set", "options.backend=fake", "--set", "options.camera_size=[96,96]",
+            "--set", "episodes_per_range=2", "--set", "progress=false"]
+    killed_at = kill_resume_and_compare(args, store, tmp_path / "fresh.zarr", min_committed=4, timeout_s=120)
     committed_before = zarr_io.read_manifest(zarr.open_group(store, mode="r")).episodes[:killed_at]
     assert all(e.committed for e in committed_before)
 

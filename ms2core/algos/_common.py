@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from ms2core.checkpoint import restore_rng_states, rng_states
+from ms2core.checkpoint import read_checkpoint_file, restore_rng_states, rng_states
 from ms2core.errors import ConfigError
 from ms2core.fileio import torch_save_atomic
 from ms2core.metrics import JsonlSink, MetricsSink, MultiSink, NullSink
@@ -75,13 +75,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, algo: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist", hint="pass the checkpoint.pt of an earlier run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"checkpoint {path} could not be read: {exc}") from exc
+    state = read_checkpoint_file(path, error=ConfigError)
     if state.get("algo") != algo:
         raise ConfigError(f"checkpoint {path} was written by {state.get('algo')!r}, not {algo!r}",
                           hint=f"resume with `ms2 train {state.get('algo')}`")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ms2core.checkpoint import read_checkpoint_file
 from ms2core.errors import CheckpointError
 
 RL_ALGOS = ("ppo", "dapg", "sac", "gail")
@@ -66,17 +67,7 @@ class RLPolicy(nn.Module):
 
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", hint="pass a .pt file written by `ms2 train`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is not readable: {exc}",
-                              hint="the file is truncated or not a checkpoint") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not an ms2flow checkpoint", hint="pass a .pt file written by `ms2 train`")
-    return state
+    return read_checkpoint_file(path)
 
 
 def _rl_parts(state: dict[str, Any], path) -> tuple[str, dict, dict]:

@@ -313,21 +313,19 @@ class DemoDataset:
         """Per-dimension mean/std of obs 'state' over (a strided subset of) the rows, in float64."""
         if "state" not in self.obs_shapes:
             raise DatasetError("the datasets have no 'state' observation", hint=f"obs keys: {sorted(self.obs_shapes)}")
-        parts = []
-        for s in self.stores:
-            step = max(1, math.ceil(s.num_rows * len(self.stores) / max_rows))
-            parts.append(np.asarray(s.arrays["obs/state"][: s.num_rows: step], dtype=np.float64))
-        states = np.concatenate(parts)
-        return states.mean(0), states.std(0)
+        return self._column_stats("obs/state", max_rows)
 
     def action_stats(self, max_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension mean/std of the actions over (a strided subset of) the rows, in float64."""
+        return self._column_stats("actions", max_rows)
+
+    def _column_stats(self, key: str, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
         parts = []
         for s in self.stores:
             step = max(1, math.ceil(s.num_rows * len(self.stores) / max_rows))
-            parts.append(np.asarray(s.arrays["actions"][: s.num_rows: step], dtype=np.float64))
-        actions = np.concatenate(parts)
-        return actions.mean(0), actions.std(0)
+            parts.append(np.asarray(s.arrays[key][: s.num_rows: step], dtype=np.float64))
+        values = np.concatenate(parts)
+        return values.mean(0), values.std(0)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

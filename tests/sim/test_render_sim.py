@@ -92,37 +92,13 @@ def test_options_the_task_cannot_honour_and_mismatched_states_fail_clearly(demo,
 
 
 def test_kill_9_mid_render_on_the_real_simulator_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
-    from pathlib import Path
 
-    from tests.test_render import _assert_same_store, _manifest_on_disk
+    from tests.test_render import kill_resume_and_compare
 
-    repo = Path(__file__).resolve().parents[2]
     demo = sim_demo_pair(tmp_path / "demos" / "kill.h5", n_episodes=8, n_steps=5, seed=3)
     store = tmp_path / "killed.zarr"
     args = [sys.executable, "-m", "flows.cli", "render", str(demo), "--store", str(store), "--workers", "0",
             "--obs-mode", "pointcloud", "--set", "options.camera_size=[48,48]", "--set", "episodes_per_range=1",
             "--set", "progress=false"]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killed_at = None
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        manifest = _manifest_on_disk(store)
-        if manifest and 2 <= manifest["n_committed_episodes"] and not manifest["complete"]:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed_at = manifest["n_committed_episodes"]
-            break
-        time.sleep(0.01)
-    proc.wait(timeout=30)
-    assert killed_at is not None, f"render finished before it could be killed: {proc.stderr.read()[-2000:]}"
-    resumed = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "reused" in resumed.stdout
-    fresh_args = [a if a != str(store) else str(tmp_path / "fresh.zarr") for a in args]
-    subprocess.run(fresh_args, cwd=repo, env=env, check=True, capture_output=True, timeout=300)
-    _assert_same_store(store, tmp_path / "fresh.zarr")
+    kill_resume_and_compare(args, store, tmp_path / "fresh.zarr", min_committed=2, timeout_s=240)
