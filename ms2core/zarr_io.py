@@ -31,6 +31,7 @@ are overwritten when the render resumes.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import math
 import os
@@ -227,8 +228,6 @@ def read_rows(arrays: Mapping[str, zarr.Array], rows: np.ndarray) -> dict[str, n
     items = list(arrays.items())
 
     async def fetch():
-        import asyncio
-
         return await asyncio.gather(*(arr.async_array.get_orthogonal_selection((unique,)) for _, arr in items))
 
     blocks = sync(fetch())

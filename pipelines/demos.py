@@ -51,7 +51,9 @@ from storage_schemas.demos import (
 T = TypeVar("T")
 R = TypeVar("R")
 
-GENERATOR_VERSION = "mplib-screw-2"  # 2: gripper waits until the fingers settle. Bump when the planner's behaviour changes (invalidates cached demos)
+# Bump when the planner's behaviour changes (invalidates cached demos). 2: the gripper waits only until the
+# fingers settle.
+GENERATOR_VERSION = "mplib-screw-2"
 
 
 # --------------------------------------------------------------------------- #

@@ -34,7 +34,6 @@ holds a different manifest is an error unless ``overwrite``.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -475,7 +474,7 @@ def close_dask(client, cluster=None) -> None:
         client.close(timeout=30)
         if cluster is not None:
             cluster.close(timeout=60)
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         log.warning("Dask shutdown timed out (%s); workers are being killed", exc.__class__.__name__)
 
 

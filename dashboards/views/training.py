@@ -5,11 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import figures, read_mlflow, sources
-
-
-@st.cache_resource(show_spinner=False)
-def _client(uri: str):
-    return read_mlflow.client_for(uri)
+from dashboards.views._mlflow import client as _client
 
 
 @st.cache_data(ttl=15, show_spinner=False)

@@ -66,10 +66,6 @@ class RLPolicy(nn.Module):
         return self.to_env_action(torch.tanh(u) if self.squashed else u)
 
 
-def _read(path: str | os.PathLike) -> dict[str, Any]:
-    return read_checkpoint_file(path)
-
-
 def _rl_parts(state: dict[str, Any], path) -> tuple[str, dict, dict]:
     algo = state.get("algo")
     if algo not in RL_ALGOS:
@@ -105,7 +101,7 @@ def build_rl_actor(algo: str, config: dict, spec: dict) -> nn.Module:
 
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(policy with ``act(obs, sample_mode, generator)``, checkpoint view) for a checkpoint of any algorithm."""
-    state = _read(path)
+    state = read_checkpoint_file(path)
     if "version" in state and "model" in state:  # ms2core.checkpoint format: BC
         from ms2core.algos.bc import load_policy as load_bc_policy
 
@@ -135,7 +131,7 @@ def write_policy_file(checkpoint: str | os.PathLike, out: str | os.PathLike) -> 
     atomically to ``out``: what MLflow logs as the model, small and loadable with :func:`load_policy`."""
     from ms2core.fileio import torch_save_atomic
 
-    state = _read(checkpoint)
+    state = read_checkpoint_file(checkpoint)
     algo, spec, actor_state = _rl_parts(state, checkpoint)
     return torch_save_atomic(dict(kind=POLICY_FILE_KIND, algo=algo, config=state["config"], actor=actor_state,
                                   policy_spec=spec, env_steps=int(state.get("env_steps", 0))), out)

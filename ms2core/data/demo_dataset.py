@@ -31,6 +31,7 @@ the same way). When the whole dataset fits the cache, dynamic is exact.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -97,8 +98,6 @@ def open_demo_store(path: str | Path, num_samples: int | None = None) -> ZarrDem
         raise DatasetError(f"cannot reach dataset {path}: {type(exc).__name__}: {exc}",
                            hint="check AWS_ENDPOINT_URL and the AWS_* credentials of this process") from exc
     if not exists and remote:  # zarr/s3fs report an unreachable endpoint as a missing key
-        import os
-
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
         raise DatasetError(f"dataset {path} does not exist or the object store at {endpoint} cannot be reached",
                            hint="check dataset.paths, AWS_ENDPOINT_URL and the AWS_* credentials of this process")

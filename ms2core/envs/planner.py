@@ -88,7 +88,7 @@ class _Recorder:
 class PandaScrewPlanner:
     """mplib planner for the env's Panda (URDF/SRDF shipped inside mani_skill2), base pose taken from the scene."""
 
-    def __init__(self, env):
+    def __init__(self, env, action_noise_rad: float = 0.0):
         import mplib
 
         base = env.unwrapped
@@ -108,7 +108,7 @@ class PandaScrewPlanner:
         )
         self.base = base
         self.time_step_s = 1.0 / base.control_freq
-        self.action_noise_rad = 0.0
+        self.action_noise_rad = float(action_noise_rad)
         self.rng = np.random.default_rng(0)
 
     @property
@@ -117,9 +117,12 @@ class PandaScrewPlanner:
         # and touching the old one crashes SAPIEN.
         return self.base.agent.robot
 
-    def reset(self) -> None:
+    def reset(self, seed: int) -> None:
+        """After env.reset(seed): the robot's base pose, and the joint-target noise of this seed (so the noise
+        of an episode does not depend on which worker solved which seeds before)."""
         pose = self.robot.pose
         self.planner.set_base_pose(np.concatenate([pose.p, pose.q]))
+        self.rng = np.random.default_rng(seed)
 
     def move_to(self, rec: _Recorder, target_pose, gripper: float) -> None:
         """Screw-motion plan from the current qpos to ``target_pose`` (sapien.Pose of the TCP), executed.
@@ -282,9 +285,7 @@ class EpisodeSolver:
         self.env = make_env(env_id, obs_mode="none", control_mode=RECORD_CONTROL_MODE, reward_mode="dense",
                             max_episode_steps=max_episode_steps, backend=backend)
         self.max_episode_steps = int(self.env._max_episode_steps)
-        self.planner = PandaScrewPlanner(self.env) if backend == "sapien" else None
-        if self.planner is not None:
-            self.planner.action_noise_rad = float(action_noise_rad)
+        self.planner = PandaScrewPlanner(self.env, action_noise_rad) if backend == "sapien" else None
 
     @property
     def env_kwargs(self) -> dict:
@@ -297,8 +298,7 @@ class EpisodeSolver:
             if self.planner is None:
                 _solve_fake(self.env, rec)
             else:
-                self.planner.reset()
-                self.planner.rng = np.random.default_rng(seed)  # the noise of a seed does not depend on the worker
+                self.planner.reset(seed)
                 _SOLVERS[self.env_id](self.env.unwrapped, self.planner, rec)
                 hold = rec.actions[-1].copy() if rec.actions else None
                 for _ in range(HOLD_STEPS_MAX):
