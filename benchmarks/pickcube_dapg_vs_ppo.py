@@ -12,7 +12,11 @@ Both algorithms start from the repository's configs (configs/ppo/pickcube_state.
 configs/dapg/pickcube_state.yaml: ManiSkill2-Learn's PPO settings, gamma = lambda
 = 0.95, 2 epochs, KL early stop, critic warm-up; DAPG adds lambda_k = 0.1 * 0.995^k
 on the demo log-likelihood) with identical rollout, network and budget overrides,
-so the only difference is the demo term. PPO is the baseline measured in the same
+so the only difference is the demos: DAPG's decaying demo term and, with the
+config's ``dapg.bc_pretrain_steps``, a behaviour-cloning fit of the actor's mean before
+the first env step (no env steps spent; ``--set dapg.bc_pretrain_steps=0`` for
+ManiSkill2-Learn's DAPG without it). ``--set`` overrides under ``dapg.``/``demos.``
+apply to DAPG only. PPO is the baseline measured in the same
 run. Every ``--eval-every`` env steps (and at step 0) the policy is evaluated
 deterministically (mean action) for ``--eval-episodes`` episodes; the curves
 (env steps, success rate, mean return per seed) and a final table (success at
@@ -71,7 +75,9 @@ def run_config(algo: str, seed: int, args, run_dir: Path):
         overrides.append(f"ppo.rollout_steps={args.rollout_steps}")
     if algo == "dapg":
         overrides.append(f"demos.path={args.dataset}")
-    return load_config(model, path, overrides + list(args.set or []))
+    # --set dapg.* / demos.* reach DAPG only (PPO's config has no such sections)
+    extra = [o for o in args.set or [] if algo == "dapg" or not o.startswith(("dapg.", "demos."))]
+    return load_config(model, path, overrides + extra)
 
 
 def train(algo: str, cfg, seed: int) -> dict:

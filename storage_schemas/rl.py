@@ -142,6 +142,16 @@ class DAPGParams(StrictModel):
     dapg_lambda: float = Field(0.1, ge=0, description="initial weight of the demo behaviour-cloning term")
     dapg_damping: float = Field(0.995, gt=0, le=1, description="per-update decay: weight_k = lambda * damping**k")
     demo_batch_size: int = Field(128, gt=0, description="demo transitions per PPO minibatch")
+    bc_pretrain_steps: int = Field(
+        0, ge=0, description="before any env step, fit the actor's mean to the demos for this many gradient steps "
+        "(DAPG as Rajeswaran et al. 2018 run it; 0 = ManiSkill2-Learn's DAPG, no pre-training). Skipped on resume"
+    )
+    bc_pretrain_batch_size: int = Field(256, gt=0, description="demo transitions per pre-training step")
+    bc_pretrain_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the pre-training (its own optimizer)")
+    bc_pretrain_state_noise: float = Field(
+        0.1, ge=0, description="pre-training: Gaussian noise on obs['state'], in units of each dimension's demo std "
+        "(as BC's train.state_noise_std)"
+    )
 
 
 class DAPGConfig(StrictModel):

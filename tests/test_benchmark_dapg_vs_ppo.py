@@ -17,7 +17,8 @@ def test_dapg_vs_ppo_benchmark_writes_curves_per_seed_and_a_summary(tmp_path, mo
     store = build_fake_dataset("state", num_episodes=3)
     out = main(["--dataset", store, "--env-steps", "400", "--seeds", "0", "1", "--eval-every", "200",
                 "--eval-episodes", "2", "--num-envs", "2", "--num-procs", "0", "--rollout-steps", "200",
-                "--set", "rollout.env.backend=fake", "--set", "rollout.env.max_episode_steps=20"])
+                "--set", "rollout.env.backend=fake", "--set", "rollout.env.max_episode_steps=20",
+                "--set", "dapg.bc_pretrain_steps=20"])
     assert out["complete"] and (tmp_path / "results" / "pickcube_dapg_vs_ppo.json").exists()
     assert [(r["algo"], r["seed"]) for r in out["runs"]] == [("ppo", 0), ("dapg", 0), ("ppo", 1), ("dapg", 1)]
     for run in out["runs"]:

@@ -80,3 +80,39 @@ def test_mismatched_demos_are_rejected(tmp_path):
 def test_example_config_loads(repo_root):
     cfg = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_state.yaml")
     assert cfg.dapg.dapg_lambda == 0.1 and cfg.ppo.gamma == 0.95
+
+
+def _with_pretrain(cfg, steps, **run):
+    return cfg.model_copy(update={"dapg": cfg.dapg.model_copy(update={"bc_pretrain_steps": steps,
+                                                                      "bc_pretrain_state_noise": 0.0}),
+                                  "run": cfg.run.model_copy(update=run)})
+
+
+def test_bc_pretraining_fits_the_mean_before_any_env_step_and_leaves_log_std(tmp_path):
+    """dapg.bc_pretrain_steps: with no demo term and no PPO update worth the name (one 40-step rollout), the
+    pre-trained actor already plays the demo action; without pre-training it does not. log_std stays at init."""
+    demo_path = constant_action_demos(tmp_path / "demos.zarr")
+    base = tiny_dapg(tmp_path, demo_path, dapg_lambda=0.0)
+    pre = train_dapg(_with_pretrain(base, 300, total_env_steps=40, run_dir=str(tmp_path / "pre")))
+    plain = train_dapg(_with_pretrain(base, 0, total_env_steps=40, run_dir=str(tmp_path / "plain")))
+    err_pre, err_plain = _mean_action_error(pre.checkpoint, demo_path), _mean_action_error(plain.checkpoint, demo_path)
+    assert err_pre < 0.1 < err_plain, (err_pre, err_plain)
+    assert pre.env_steps == plain.env_steps == 40  # pre-training spends no env steps
+    first = read_jsonl_metrics(tmp_path / "pre" / "metrics.jsonl")[0]
+    assert first["step"] == 0 and first["metrics"]["bc_pretrain/steps"] == 300
+    assert first["metrics"]["bc_pretrain/loss_last_10pct"] < 0.1 * first["metrics"]["bc_pretrain/loss_first"]
+    assert not any("bc_pretrain/steps" in r["metrics"] for r in read_jsonl_metrics(tmp_path / "plain" / "metrics.jsonl"))
+    state = load_checkpoint(pre.checkpoint, "dapg")
+    # the PPO update moved log_std a little at most; pre-training itself must not have fitted it to the demos
+    assert torch.allclose(state["actor"]["log_std"], torch.full((4,), -0.5), atol=0.05)
+
+
+def test_resume_does_not_pretrain_again(tmp_path):
+    demo_path = constant_action_demos(tmp_path / "demos.zarr")
+    cfg = _with_pretrain(tiny_dapg(tmp_path, demo_path, dapg_lambda=0.0), 200, total_env_steps=80,
+                         run_dir=str(tmp_path / "r"), checkpoint_every_steps=40)
+    first = train_dapg(cfg.model_copy(update={"run": cfg.run.model_copy(update={"total_env_steps": 40})}))
+    resumed = train_dapg(cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume_from": first.checkpoint})}))
+    assert resumed.env_steps == 80
+    records = read_jsonl_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert sum("bc_pretrain/steps" in r["metrics"] for r in records) == 1

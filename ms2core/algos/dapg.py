@@ -2,7 +2,9 @@
 
     loss_k = PPO loss + lambda_k * E_demo[-log pi(a_demo | s_demo)],   lambda_k = dapg_lambda * dapg_damping^k
 
-(k = PPO update index). Early on the demos pull the policy toward the
+(k = PPO update index). With ``bc_pretrain_steps`` the actor's mean is first fitted
+to the demos (standardised MSE) before any env step, as in Rajeswaran et al. (2018);
+ManiSkill2-Learn's DAPG skips this (the default). Early on the demos pull the policy toward the
 demonstrated behaviour, which PPO then improves with the env reward; the
 decay hands control over to the RL term. Demos are read from a Zarr dataset
 in ms2flow's layout (``_demos.load_demo_transitions``). Config:
@@ -18,7 +20,8 @@ from torch import nn
 from ms2core.algos import _common as common
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import GaussianActor, gaussian_log_prob
-from ms2core.algos.ppo import ExtraActorLoss, train_ppo
+from ms2core.algos.bc import action_loss_weights
+from ms2core.algos.ppo import train_ppo
 from ms2core.metrics import MetricsSink
 from ms2core.rollout import VectorEnv
 
@@ -35,25 +38,66 @@ def demo_nll(actor: GaussianActor, demo_obs: dict[str, torch.Tensor], demo_actio
     return -gaussian_log_prob(demo_actions, mean, log_std).mean()
 
 
-# --------------------------------------------------------------------------- training
-def make_demo_term(cfg):
-    """Factory for ppo.train_ppo's ``extra_actor_loss_factory``: loads the demos once the env's spaces are known."""
+def weighted_action_mse(mean: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """E[sum_d w_d (mean_d - a_d)^2] / A: every action dimension weighs by 1/its demo variance (bc.py's weights)."""
+    return ((mean - actions).pow(2) * weights).mean()
 
-    def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> ExtraActorLoss:
+
+# --------------------------------------------------------------------------- training
+class DemoTerm:
+    """The demos on the learner's device: the decaying NLL term of every PPO minibatch, and the optional
+    behaviour-cloning pre-training of the actor's mean before the first env step (``dapg.bc_pretrain_steps``)."""
+
+    def __init__(self, cfg, vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device):
         check_demo_processing(cfg.demos.path, cfg.rollout)  # the cause of most shape mismatches: say it first
         demos = load_demo_transitions(cfg.demos.path, cfg.demos.obs_keys, cfg.demos.max_episodes)
         check_demo_shapes(demos, obs_shapes, cfg.demos.obs_keys, vec.action_dim, cfg.demos.path)
-        obs = {k: torch.as_tensor(v, device=device) for k, v in demos.obs.items()}
-        actions = torch.as_tensor(vec.to_policy_action(demos.actions), device=device)
-        rng = np.random.default_rng(cfg.run.seed + 7)
+        self.params, self.device = cfg.dapg, device
+        self.obs = {k: torch.as_tensor(v, device=device) for k, v in demos.obs.items()}
+        self.actions = torch.as_tensor(vec.to_policy_action(demos.actions), device=device)
+        self.rng = np.random.default_rng(cfg.run.seed + 7)
 
-        def demo_term(actor: GaussianActor, update_index: int):
-            weight = dapg_weight(cfg.dapg.dapg_lambda, cfg.dapg.dapg_damping, update_index)
-            idx = torch.as_tensor(rng.integers(0, len(actions), cfg.dapg.demo_batch_size), device=device)
-            nll = demo_nll(actor, {k: v[idx] for k, v in obs.items()}, actions[idx])
-            return weight * nll, {"dapg_weight": weight, "demo_nll": nll.item()}
+    def _sample(self, batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        idx = torch.as_tensor(self.rng.integers(0, len(self.actions), batch_size), device=self.device)
+        return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
 
-        return demo_term
+    def __call__(self, actor: GaussianActor, update_index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        weight = dapg_weight(self.params.dapg_lambda, self.params.dapg_damping, update_index)
+        obs, actions = self._sample(self.params.demo_batch_size)
+        nll = demo_nll(actor, obs, actions)
+        return weight * nll, {"dapg_weight": weight, "demo_nll": nll.item()}
+
+    def pretrain(self, actor: GaussianActor) -> dict[str, float]:
+        """Fit the actor's mean to the demo actions (standardised MSE, state noise as BC); log_std is untouched,
+        so PPO starts from the demonstrated behaviour with its configured exploration. Its own Adam optimizer."""
+        p = self.params
+        if p.bc_pretrain_steps == 0:
+            return {}
+        weights = action_loss_weights(self.actions.std(0).cpu().numpy()).to(self.device)
+        state_std = self.obs["state"].float().std(0) if "state" in self.obs else None
+        params = [q for name, q in actor.named_parameters() if name != "log_std"]
+        optimizer = torch.optim.Adam(params, lr=p.bc_pretrain_lr)
+        losses = []
+        for _ in range(p.bc_pretrain_steps):
+            obs, actions = self._sample(p.bc_pretrain_batch_size)
+            if state_std is not None and p.bc_pretrain_state_noise > 0:
+                state = obs["state"].float()
+                obs = {**obs, "state": state + torch.randn_like(state) * state_std * p.bc_pretrain_state_noise}
+            loss = weighted_action_mse(actor(obs)[0], actions, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        tail = losses[-max(1, len(losses) // 10):]
+        return {"bc_pretrain/loss_first": losses[0], "bc_pretrain/loss_last_10pct": float(np.mean(tail)),
+                "bc_pretrain/steps": float(p.bc_pretrain_steps)}
+
+
+def make_demo_term(cfg):
+    """Factory for ppo.train_ppo's ``extra_actor_loss_factory``: loads the demos once the env's spaces are known."""
+
+    def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> DemoTerm:
+        return DemoTerm(cfg, vec, obs_shapes, device)
 
     return factory
 

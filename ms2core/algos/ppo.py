@@ -250,7 +250,8 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
               actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
               algo_name: str = "ppo") -> common.TrainResult:
-    """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``.
+    """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``, whose term may
+    also have a ``pretrain(actor) -> stats`` method, run once before the first env step of a fresh run.
 
     ``backbone`` replaces the MLP encoder (e.g. ms2core.nn's PointNet); ``actor`` replaces the
     whole policy with any module of the GaussianActor interface (FrameMiner-MixAction is chosen
@@ -311,6 +312,11 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
         summary = EpisodeSummary.of([])
         last_eval = env_steps
+        pretrain = getattr(extra_loss, "pretrain", None)  # DAPG's optional BC pre-training (no env steps)
+        if pretrain is not None and not run.resume_from:
+            pretrain_stats = pretrain(actor)
+            if pretrain_stats:
+                metrics.log(pretrain_stats, 0)
         if run.eval_every_steps and env_steps == 0:
             periodic_eval()
         while env_steps < run.total_env_steps:

@@ -100,7 +100,7 @@ def test_sac_smoke(repo_root, tmp_path):
 def test_dapg_smoke(repo_root, tmp_path, real_demos):
     _run_twice(train_dapg, DAPGConfig, repo_root / "configs/dapg/pickcube_state.yaml", tmp_path,
                ["ppo.rollout_steps=100", "ppo.minibatch_size=50", "ppo.critic_warmup_epochs=1",
-                f"demos.path={real_demos}"], 200, 100)
+                "dapg.bc_pretrain_steps=50", f"demos.path={real_demos}"], 200, 100)
 
 
 def test_gail_smoke(repo_root, tmp_path, real_demos):
