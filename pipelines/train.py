@@ -46,7 +46,8 @@ def _online(algo: str) -> Callable[..., TrainResult]:
         return TrainResult(
             algo=algo, run_dir=str(run_dir), final_checkpoint=result.checkpoint or "", num_steps=result.env_steps,
             start_step=0, final_loss=None, updates_per_s=result.updates / elapsed if elapsed > 0 else 0.0,
-            env_steps=result.env_steps, eval_success_rate=result.eval_success_rate,
+            env_steps=result.env_steps, env_steps_per_s=result.env_steps / elapsed if elapsed > 0 else 0.0,
+            eval_success_rate=result.eval_success_rate,
             eval_mean_return=result.eval_mean_return,
         )
 

@@ -173,5 +173,6 @@ class TrainResult(StrictModel):
     skipped: bool = Field(False, description="the run was already complete with this config: nothing was done")
     evaluation: EvaluationResult | None = None
     env_steps: int | None = Field(None, description="online RL: environment transitions collected")
+    env_steps_per_s: float | None = Field(None, description="online RL: env_steps / wall time of the whole run")
     eval_success_rate: float | None = Field(None, description="online RL: success of its final deterministic evaluation")
     eval_mean_return: float | None = None

@@ -34,8 +34,11 @@ def _make_command(algo: str, model):
             console.print(f"[yellow]already trained[/yellow] with this config: {result.final_checkpoint}")
         else:
             loss = "" if result.final_loss is None else f", final loss {result.final_loss:.5g}"
-            console.print(f"[green]{algo}[/green] trained steps {result.start_step}..{result.num_steps} "
-                          f"at {result.updates_per_s:.1f} updates/s{loss}")
+            if algo == "bc":
+                rate = f"{result.updates_per_s:.1f} updates/s"
+            else:  # online RL: a few slow updates per rollout; the env-step rate is the informative one
+                rate = f"{result.env_steps_per_s or 0.0:.0f} env steps/s"
+            console.print(f"[green]{algo}[/green] trained steps {result.start_step}..{result.num_steps} at {rate}{loss}")
         console.print(f"run dir: {result.run_dir}\ncheckpoint: {result.final_checkpoint}")
         if result.eval_success_rate is not None:
             console.print(f"final evaluation: success {result.eval_success_rate:.1%}, "

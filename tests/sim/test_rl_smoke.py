@@ -70,7 +70,7 @@ def _run_twice(train, model, config, tmp_path, sets, steps, more):
     first = load_checkpoint(checkpoint, algo)
     out = cli(steps + more, "--resume-from", str(checkpoint))
     second = load_checkpoint(checkpoint, algo)
-    assert f"{algo} trained" in out
+    assert f"{algo} trained" in out and " env steps/s" in out and "0.0 updates/s" not in out
     assert first["env_steps"] >= steps and second["env_steps"] >= steps + more
     assert second["updates"] > first["updates"] and first["episodes"] >= 1
 
