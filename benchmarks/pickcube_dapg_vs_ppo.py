@@ -2,7 +2,10 @@
 
     python -m benchmarks.pickcube_dapg_vs_ppo \\
         --dataset ms2data/datasets/PickCube-v0/<...>.pd_ee_delta_pose.state.<version>.zarr \\
-        --env-steps 1000000 --seeds 0 1 2 --eval-every 50000 --eval-episodes 20
+        --env-steps 80000 --seeds 0 1 2 --eval-every 20000 --eval-episodes 20 --rollout-steps 4000 \\
+        --set net.init_log_std=-1.5
+
+(the DAPG config explores with init_log_std -1.5; the networks of both must match or the script refuses).
 
 SLOW: hours on a small CPU machine (PickCube state steps at a few hundred env
 steps/s per process); not part of CI. Issue 8's bar: DAPG with the generated
@@ -10,7 +13,7 @@ demos beats plain PPO at the same env-step budget.
 
 Both algorithms start from the repository's configs (configs/ppo/pickcube_state.yaml,
 configs/dapg/pickcube_state.yaml: ManiSkill2-Learn's PPO settings, gamma = lambda
-= 0.95, 2 epochs, KL early stop, critic warm-up; DAPG adds lambda_k = 0.1 * 0.995^k
+= 0.95, 2 epochs, KL early stop, critic warm-up; DAPG adds lambda_k = dapg_lambda * 0.995^k
 on the demo log-likelihood) with identical rollout, network and budget overrides,
 so the only difference is the demos: DAPG's decaying demo term and, with the
 config's ``dapg.bc_pretrain_steps``, a behaviour-cloning fit of the actor's mean before
@@ -152,6 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.dataset).exists():
         p.error(f"--dataset {args.dataset} does not exist")
     torch.set_num_threads(args.torch_threads)
+    if {"ppo", "dapg"} <= set(args.algos):  # a fair comparison: the same network, exploration noise included
+        nets = {algo: run_config(algo, 0, args, Path(".")).net.model_dump() for algo in ("ppo", "dapg")}
+        differ = {k: (nets["ppo"][k], nets["dapg"][k]) for k in nets["ppo"] if nets["ppo"][k] != nets["dapg"][k]}
+        if differ:
+            p.error("the PPO and DAPG configs use different networks: " + ", ".join(
+                f"net.{k} = {a!r} (ppo) vs {b!r} (dapg)" for k, (a, b) in differ.items())
+                + "; pass --set net.<key>=<value> so both use the same")
 
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dapg_vs_ppo_") as tmp:

@@ -18,7 +18,7 @@ def test_dapg_vs_ppo_benchmark_writes_curves_per_seed_and_a_summary(tmp_path, mo
     out = main(["--dataset", store, "--env-steps", "400", "--seeds", "0", "1", "--eval-every", "200",
                 "--eval-episodes", "2", "--num-envs", "2", "--num-procs", "0", "--rollout-steps", "200",
                 "--set", "rollout.env.backend=fake", "--set", "rollout.env.max_episode_steps=20",
-                "--set", "dapg.bc_pretrain_steps=20"])
+                "--set", "dapg.bc_pretrain_steps=20", "--set", "net.init_log_std=-1.5"])
     assert out["complete"] and (tmp_path / "results" / "pickcube_dapg_vs_ppo.json").exists()
     assert [(r["algo"], r["seed"]) for r in out["runs"]] == [("ppo", 0), ("dapg", 0), ("ppo", 1), ("dapg", 1)]
     for run in out["runs"]:
@@ -34,3 +34,14 @@ def test_missing_dataset_is_refused(tmp_path):
 
     with pytest.raises(SystemExit):
         main(["--dataset", str(tmp_path / "nope.zarr")])
+
+
+def test_different_networks_are_refused(tmp_path, capsys):
+    """PPO's config explores with init_log_std -0.5, DAPG's with -1.5: comparing them as they are is unfair."""
+    from benchmarks.pickcube_dapg_vs_ppo import main
+
+    store = tmp_path / "demos.zarr"
+    store.mkdir()
+    with pytest.raises(SystemExit):
+        main(["--dataset", str(store), "--env-steps", "400"])
+    assert "net.init_log_std = -0.5 (ppo) vs -1.5 (dapg)" in capsys.readouterr().err

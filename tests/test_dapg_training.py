@@ -79,7 +79,7 @@ def test_mismatched_demos_are_rejected(tmp_path):
 
 def test_example_config_loads(repo_root):
     cfg = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_state.yaml")
-    assert cfg.dapg.dapg_lambda == 0.1 and cfg.ppo.gamma == 0.95
+    assert cfg.dapg.dapg_lambda == 1.0 and cfg.dapg.bc_pretrain_steps > 0 and cfg.ppo.gamma == 0.95
 
 
 def _with_pretrain(cfg, steps, **run):
