@@ -13,7 +13,7 @@ travel bit-exact. The unpacked store records ``transport`` in its attributes.
     python scripts/ship_dataset.py pack STORE [STORE ...] --out .ship --part-mb 48
     python scripts/ship_dataset.py unpack .ship/part-000 [...] --out-dir /tmp/datasets
 
-``pack`` writes ``<out>/part-NNN/part.npz`` (each part at most ``--part-mb`` MB, whole episodes) and
+``pack`` writes ``<out>/part-NNN/part.npz`` (each at most ``--part-mb`` MB; one episode's arrays may span parts) and
 ``<out>/part-000/header.json``; ``unpack`` needs every part (it checks) and writes one store per packed store,
 under its original name, into ``--out-dir``.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -115,18 +116,20 @@ def pack(stores: list[str], out: Path, part_mb: float, quantum: float, level: in
             put(f"{s}/ep{e}/xyz", codec.encode(deltas))
             if rgb_planar is not None:
                 put(f"{s}/ep{e}/rgb", codec.encode(rgb_planar))
-        meta["rows"] = committed
         print(f"packed {path}: {len(ends)} episodes, {committed} rows", flush=True)
     header["parts"] = len(parts)
     written = []
-    for i, content in enumerate(parts):
-        d = out / f"part-{i:03d}"
-        d.mkdir(parents=True)
-        tmp = d / "part.tmp.npz"
-        np.savez(tmp, **{k.replace("/", "|"): v for k, v in content.items()})
-        tmp.rename(d / "part.npz")
-        written.append(d)
-    (out / "part-000" / "header.json").write_text(json.dumps(header))
+    try:
+        for i, content in enumerate(parts):
+            d = out / f"part-{i:03d}"
+            d.mkdir(parents=True)
+            written.append(d)
+            np.savez(d / "part.npz", **{k.replace("/", "|"): v for k, v in content.items()})
+        (out / "part-000" / "header.json").write_text(json.dumps(header))
+    except BaseException:  # a full disk or an interrupt: no partial pack is left to be mistaken for a whole one
+        for d in written:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
     total = sum(sizes)
     print(f"{len(parts)} parts, {total / 1e6:.1f} MB ({', '.join(f'{x / 1e6:.1f}' for x in sizes)})")
     return written
@@ -155,38 +158,48 @@ def unpack(part_dirs: list[Path], out_dir: Path) -> list[Path]:
         if target.exists():
             raise SystemExit(f"error: {target} exists (expected a new store path)")
         tmp = out_dir / (meta["name"] + ".unpacking")
-        root = zarr.open_group(str(tmp), mode="w")
-        ends = np.asarray(meta["episode_ends"], np.int64)
-        starts = np.concatenate([[0], ends[:-1]])
-        for name, info in meta["arrays"].items():
-            if name in POINT_KEYS:
-                continue
-            data = np.frombuffer(codec.decode(blobs[f"{s}/{name}"]), np.dtype(info["dtype"])).reshape(info["shape"])
-            root.create_array(name, data=data, chunks=tuple(info["chunks"]))
-        xyz_info = meta["arrays"]["data/obs/xyz"]
-        xyz_all = np.zeros(xyz_info["shape"], np.dtype(xyz_info["dtype"]))
-        rgb_info = meta["arrays"].get("data/obs/rgb")
-        rgb_all = np.zeros(rgb_info["shape"], np.uint8) if rgb_info else None
-        n_points = xyz_info["shape"][1]
-        for e, (a, b) in enumerate(zip(starts, ends)):
-            deltas = np.frombuffer(codec.decode(blobs[f"{s}/ep{e}/xyz"]), np.int16).reshape(b - a, 3, n_points)
-            origin = np.frombuffer(blobs[f"{s}/ep{e}/origin"].tobytes(), np.float64)
-            rgb_planar = None
-            if rgb_all is not None:
-                rgb_planar = np.frombuffer(codec.decode(blobs[f"{s}/ep{e}/rgb"]), np.uint8).reshape(b - a, 3, n_points)
-            xyz, rgb = decode_points(origin, deltas, rgb_planar, quantum, xyz_all.dtype)
-            xyz_all[a:b] = xyz
-            if rgb_all is not None:
-                rgb_all[a:b] = rgb
-        root.create_array("data/obs/xyz", data=xyz_all, chunks=tuple(xyz_info["chunks"]))
-        if rgb_all is not None:
-            root.create_array("data/obs/rgb", data=rgb_all, chunks=tuple(rgb_info["chunks"]))
-        root.attrs.update({**meta["attrs"], "transport": {"format": FORMAT, "xyz_quantum_m": quantum,
-                                                           "point_order": "morton"}})
+        try:
+            _write_store(tmp, meta, blobs, s, quantum, codec)
+        except BaseException:  # no partial store left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(target)
         written.append(target)
-        print(f"unpacked {target}: {len(ends)} episodes, {int(ends[-1]) if len(ends) else 0} rows", flush=True)
+        ends = meta["episode_ends"]
+        print(f"unpacked {target}: {len(ends)} episodes, {ends[-1] if ends else 0} rows", flush=True)
     return written
+
+
+def _write_store(tmp: Path, meta: dict, blobs: dict[str, np.ndarray], s: int, quantum: float, codec) -> None:
+    """Store ``s`` of the pack rebuilt at ``tmp`` (same layout, arrays and attributes, plus ``transport``)."""
+    root = zarr.open_group(str(tmp), mode="w")
+    ends = np.asarray(meta["episode_ends"], np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    for name, info in meta["arrays"].items():
+        if name in POINT_KEYS:
+            continue
+        data = np.frombuffer(codec.decode(blobs[f"{s}/{name}"]), np.dtype(info["dtype"])).reshape(info["shape"])
+        root.create_array(name, data=data, chunks=tuple(info["chunks"]))
+    xyz_info = meta["arrays"]["data/obs/xyz"]
+    xyz_all = np.zeros(xyz_info["shape"], np.dtype(xyz_info["dtype"]))
+    rgb_info = meta["arrays"].get("data/obs/rgb")
+    rgb_all = np.zeros(rgb_info["shape"], np.uint8) if rgb_info else None
+    n_points = xyz_info["shape"][1]
+    for e, (a, b) in enumerate(zip(starts, ends)):
+        deltas = np.frombuffer(codec.decode(blobs[f"{s}/ep{e}/xyz"]), np.int16).reshape(b - a, 3, n_points)
+        origin = np.frombuffer(blobs[f"{s}/ep{e}/origin"].tobytes(), np.float64)
+        rgb_planar = None
+        if rgb_all is not None:
+            rgb_planar = np.frombuffer(codec.decode(blobs[f"{s}/ep{e}/rgb"]), np.uint8).reshape(b - a, 3, n_points)
+        xyz, rgb = decode_points(origin, deltas, rgb_planar, quantum, xyz_all.dtype)
+        xyz_all[a:b] = xyz
+        if rgb_all is not None:
+            rgb_all[a:b] = rgb
+    root.create_array("data/obs/xyz", data=xyz_all, chunks=tuple(xyz_info["chunks"]))
+    if rgb_all is not None:
+        root.create_array("data/obs/rgb", data=rgb_all, chunks=tuple(rgb_info["chunks"]))
+    root.attrs.update({**meta["attrs"], "transport": {"format": FORMAT, "xyz_quantum_m": quantum,
+                                                       "point_order": "morton"}})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,9 @@ from torch import nn
 from ms2core.algos import _common as common
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import GaussianActor, gaussian_log_prob
-from ms2core.algos.bc import action_loss_weights
+from ms2core.algos.bc import action_loss_weights, perturb_state
 from ms2core.algos.ppo import train_ppo
+from ms2core.data import DemoBatch
 from ms2core.metrics import MetricsSink
 from ms2core.rollout import VectorEnv
 
@@ -79,11 +80,10 @@ class DemoTerm:
         optimizer = torch.optim.Adam(params, lr=p.bc_pretrain_lr)
         losses = []
         for _ in range(p.bc_pretrain_steps):
-            obs, actions = self._sample(p.bc_pretrain_batch_size)
-            if state_std is not None and p.bc_pretrain_state_noise > 0:
-                state = obs["state"].float()
-                obs = {**obs, "state": state + torch.randn_like(state) * state_std * p.bc_pretrain_state_noise}
-            loss = weighted_action_mse(actor(obs)[0], actions, weights)
+            batch = DemoBatch(*self._sample(p.bc_pretrain_batch_size))
+            if state_std is not None:
+                batch = perturb_state(batch, state_std, p.bc_pretrain_state_noise)
+            loss = weighted_action_mse(actor(batch.obs)[0], batch.actions, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
