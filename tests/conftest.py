@@ -27,3 +27,16 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs its script as ``__main__`` and leaves it there; spawned processes
+    (Dask workers, simulator workers) re-import ``__main__`` and then fail to start ("Nanny failed
+    to start"), so a test's outcome depended on which test ran before it in the same process."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
