@@ -121,9 +121,6 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
 
 def dump_config(cfg: BaseModel, path: str | os.PathLike) -> Path:
     """Save the fully resolved config as YAML (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from ms2core.fileio import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
