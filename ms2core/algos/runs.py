@@ -132,7 +132,7 @@ class RunDirClaim:
         from ms2core.fileio import write_text_atomic
 
         has_checkpoint = any(self.path.glob("checkpoints/ckpt_*.pt")) or (self.path / "checkpoint.pt").exists()
-        if self.fresh and not (keep or has_checkpoint) or self.displaced is not None:
+        if (self.fresh and not (keep or has_checkpoint)) or self.displaced is not None:
             shutil.rmtree(self.path, ignore_errors=True)
             if self.displaced is not None:
                 self.displaced.rename(self.path)
