@@ -112,6 +112,16 @@ def check_inputs(cfg) -> tuple[dict[str, str | None], list[str]]:
     return fingerprints, forced
 
 
+def _naming_inputs(exc: TrainingDivergedError, paths: list[str]) -> TrainingDivergedError:
+    """The divergence hint with this run's inputs in place of the generic `ms2 validate PATH`."""
+    hint = exc.hint or ""
+    if paths:
+        hint = hint.replace("`ms2 validate PATH`", " and ".join(f"`ms2 validate {p} --recheck`" for p in paths))
+    else:  # online RL without demos: no dataset to check
+        hint = hint.replace(", and check the inputs with `ms2 validate PATH`", "")
+    return TrainingDivergedError(exc.message, hint, step=exc.step, value=exc.value)
+
+
 def _failure(exc: BaseException) -> dict:
     status = "diverged" if isinstance(exc, TrainingDivergedError) else "failed"
     return {"status": status, "error": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
@@ -141,8 +151,12 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
         result.inputs, result.forced_inputs = inputs, forced
         write_text_atomic(claim.path / "resolved_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
         write_text_atomic(claim.path / "train_result.json", result.model_dump_json(indent=2))
+    except TrainingDivergedError as exc:
+        named = _naming_inputs(exc, list(inputs))
+        claim.failed(_failure(named), keep=True)
+        raise named from None
     except BaseException as exc:
-        claim.failed(_failure(exc), keep=isinstance(exc, TrainingDivergedError))
+        claim.failed(_failure(exc), keep=False)
         raise
     claim.succeeded()
     return result
