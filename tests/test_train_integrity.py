@@ -296,7 +296,7 @@ def test_bc_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data
     monkeypatch.setattr(bc, "bc_loss", loss_nan_from_step_13)
     with pytest.raises(TrainingDivergedError, match="nan at step 13") as info:
         stage.run(bc_cfg(store, steps=20), progress=False)
-    assert "learning rate" in info.value.hint and "ms2 validate" in info.value.hint
+    assert "learning rate" in info.value.hint and f"ms2 validate {store} --recheck" in info.value.hint
     (run_dir,) = (data_dir / "runs" / "bc" / "PickCube-v0" / "X").iterdir()
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["ckpt_00000005.pt", "ckpt_00000010.pt"] and "ckpt_00000010.pt" in info.value.hint
