@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ms2core.algos import runs
-from ms2core.errors import Ms2Error, TrainingDivergedError, unknown_choice
+from ms2core.errors import DiskFullError, Ms2Error, TrainingDivergedError, unknown_choice
 from ms2core.fileio import write_text_atomic
 from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, TrainResult
@@ -153,10 +153,11 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
         write_text_atomic(claim.path / "train_result.json", result.model_dump_json(indent=2))
     except TrainingDivergedError as exc:
         named = _naming_inputs(exc, list(inputs))
-        claim.failed(_failure(named), keep=True)
+        claim.failed(_failure(named), record=True, keep=True)
         raise named from None
     except BaseException as exc:
-        claim.failed(_failure(exc), keep=False)
+        # a user error found before training (config, checkpoint, dataset) is no failure of the run itself
+        claim.failed(_failure(exc), record=isinstance(exc, DiskFullError) or not isinstance(exc, Ms2Error))
         raise
     claim.succeeded()
     return result

@@ -420,3 +420,13 @@ def test_yaml_key_typo_lists_the_allowed_keys(tmp_path):
         load_config(BCConfig, path)
     assert str(path) in info.value.message
     assert "did you mean num_steps" in info.value.hint and "batch_size" in info.value.hint
+
+
+def test_a_refused_resume_leaves_the_finished_run_untouched(data_dir, store):
+    from ms2core.errors import CheckpointError
+
+    first = stage.run(bc_cfg(store, steps=10), progress=False)
+    before = snapshot(Path(first.run_dir))
+    with pytest.raises(CheckpointError, match="different config"):
+        stage.run(bc_cfg(store, steps=20, train={"lr": 5e-4}), resume_from=first.final_checkpoint, progress=False)
+    assert snapshot(Path(first.run_dir)) == before  # no failure.json, nothing truncated

@@ -126,21 +126,23 @@ class RunDirClaim:
         if self.displaced is not None:
             shutil.rmtree(self.displaced, ignore_errors=True)
 
-    def failed(self, failure: dict, keep: bool) -> None:
-        """Record the failure in the run (``keep``: a diverged run keeps its record), or remove a fresh run
-        that wrote no checkpoint; an overwritten run comes back."""
+    def failed(self, failure: dict, record: bool, keep: bool = False) -> None:
+        """A failed run: an overwritten run comes back; a fresh run that wrote no checkpoint is removed
+        (unless ``keep``: a diverged run keeps its record); otherwise, with ``record``, failure.json says why
+        (a refused resume leaves the run it was refused for untouched)."""
         from ms2core.fileio import write_text_atomic
 
         has_checkpoint = any(self.path.glob("checkpoints/ckpt_*.pt")) or (self.path / "checkpoint.pt").exists()
-        if (self.fresh and not (keep or has_checkpoint)) or self.displaced is not None:
+        if self.displaced is not None or (self.fresh and not (keep or has_checkpoint)):
             shutil.rmtree(self.path, ignore_errors=True)
             if self.displaced is not None:
                 self.displaced.rename(self.path)
             return
-        try:
-            write_text_atomic(self.path / FAILURE_FILE, json.dumps(failure, indent=2))
-        except OSError:
-            pass  # a full disk: the error itself says so
+        if record or keep:
+            try:
+                write_text_atomic(self.path / FAILURE_FILE, json.dumps(failure, indent=2))
+            except OSError:
+                pass  # a full disk: the error itself says so
 
 
 def claim_run_dir(algo: str, cfg, resume_from: str | None, overwrite: bool) -> RunDirClaim:
