@@ -12,7 +12,7 @@ read or written, ``run``:
    on resume, an explicit one only if empty or ``overwrite``.
 
 The stage is idempotent: an identical finished run (same resolved config, same validated inputs) is
-returned as is, without training again. A run that fails records ``failure.json`` in its directory
+returned as is (``skipped``), without training again, unless ``overwrite``. A run that fails records ``failure.json`` in its directory
 (a fresh run that wrote no checkpoint is removed instead).
 """
 
@@ -136,9 +136,10 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
     if not isinstance(cfg, model):
         cfg = model.model_validate(cfg)
     inputs, forced = check_inputs(cfg)
-    if resume_from is None and (done := runs.find_completed(algo, cfg, inputs)) is not None:
+    overwrite = _flag(cfg, "overwrite")  # asks for a new training even where an identical one finished
+    if resume_from is None and not overwrite and (done := runs.find_completed(algo, cfg, inputs)) is not None:
         return done
-    claim = runs.claim_run_dir(algo, cfg, resume_from, _flag(cfg, "overwrite"))
+    claim = runs.claim_run_dir(algo, cfg, resume_from, overwrite)
     cfg = runs.with_run_dir(cfg, claim.path)
     try:
         result = train_fn(cfg, resume_from, progress, sink)
