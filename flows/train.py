@@ -1,4 +1,8 @@
-"""Training flows: validate input -> train -> evaluate -> register, one flow per algorithm.
+"""Training flows: train -> evaluate -> register, one flow per algorithm.
+
+Input validation is decided in one place, ``pipelines.train.run`` (it refuses datasets that failed,
+were never validated, changed since or are incomplete); a flow's ``force=True`` sets the config's
+force field, so it is recorded in the MLflow params and in train_result.json.
 
 Every flow run is one MLflow run in the task's experiment: params = the resolved
 config, metrics streamed in batches during training, artifacts = checkpoint,
@@ -18,11 +22,9 @@ from flows import stages
 from flows.registry import register_policy
 from flows.settings import mlflow_tracking_uri
 from flows.tracking import MlflowSink, tracked_run
-from ms2core.algos import run_dir_for
-from ms2core.errors import DatasetError
+from ms2core.algos.runs import run_label
 from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, EvaluationResult, TrainResult
-from storage_schemas.validation import ValidationConfig
 
 
 @task(name="train", retries=0)
@@ -65,12 +67,13 @@ def _with_task(config, task: str):
     return config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
 
 
-def _check_datasets(paths: list[str], force: bool) -> None:
-    for path in paths:
-        result = stages.validate_dataset(ValidationConfig(path=path, progress=False))
-        if result.report.status != "passed" and not force:
-            raise DatasetError(f"training input {path} failed validation with {result.report.n_errors} errors",
-                               hint="fix the dataset (see the validation-findings artifact) or pass force=True")
+def _with_force(config, force: bool):
+    """force=True as the config's own field (BC: force; online RL: run.force), so the run records it."""
+    if not force:
+        return config
+    if hasattr(config, "run") and not hasattr(config, "run_name"):
+        return config.model_copy(update={"run": config.run.model_copy(update={"force": True})})
+    return config.model_copy(update={"force": True})
 
 
 def _log_evaluation(result: EvaluationResult, eval_dir: Path) -> None:
@@ -95,17 +98,19 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
     log = get_run_logger()
     if task:
         config = _with_task(config, task)
+    config = _with_force(config, force)
     env_id = task_of(config)
-    dataset_paths = list(getattr(getattr(config, "dataset", None), "paths", []) or [])
-    dataset_paths += [demos.path for demos in [getattr(config, "demos", None)] if demos is not None]
-    _check_datasets(dataset_paths, force)
 
-    run_name = f"{algo}-{Path(run_dir_for(algo, config)).name}"
+    run_name = f"{algo}-{run_label(config)}"
     with tracked_run(env_id, run_name, config.model_dump(mode="json"), tags={"algo": algo, "task": env_id}) as run:
         run_id = run.info.run_id
         result = train_policy(config, algo, resume_from, run_id)
         run_dir = Path(result.run_dir)
-        for name in ("config.yaml", "metrics.jsonl", "train_result.json"):
+        mlflow.set_tags({"run_dir": str(run_dir), "skipped": str(result.skipped)})
+        if result.forced_inputs:
+            log.warning("force=True: trained on inputs that did not pass validation: %s", result.forced_inputs)
+            mlflow.set_tag("forced_inputs", "; ".join(result.forced_inputs)[:5000])
+        for name in ("config.yaml", "resolved_config.json", "metrics.jsonl", "train_result.json"):
             if (run_dir / name).exists():
                 mlflow.log_artifact(str(run_dir / name))
         mlflow.log_artifact(result.final_checkpoint, "checkpoint")

@@ -62,15 +62,38 @@ def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | N
     return data
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> ConfigError:
-    lines = []
+def _override_for(loc: tuple, overrides: list[str]) -> str | None:
+    """The last ``--set`` that wrote the key at ``loc`` (or a parent or child of it), if any."""
+    key = ".".join(str(p) for p in loc)
+    found = None
+    for item in overrides:
+        set_key = item.split("=", 1)[0].strip()
+        if key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + "."):
+            found = item
+    return found
+
+
+def _format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None,
+                             overrides: list[str] | None = None) -> ConfigError:
+    """Each problem names its key, the value and where it came from (the YAML file or the ``--set``);
+    an unknown key lists the allowed keys at its level."""
+    lines, hints = [], []
     for err in exc.errors()[:5]:
-        key = ".".join(str(p) for p in err["loc"])
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        override = _override_for(loc, overrides or [])
+        origin = f" (from --set {override})" if override else ""
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}")
+            lines.append(f"unknown key {key!r}{origin}")
+            allowed = _allowed_keys(model, [str(p) for p in loc[:-1]]) if model is not None else None
+            if allowed:
+                where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+                hints.append(f"at {where}: " + unknown_choice("key", str(loc[-1]), allowed).hint)
         else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return ConfigError(f"invalid config {source}: " + "; ".join(lines))
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}){origin}")
+    from_file = any(_override_for(tuple(e["loc"]), overrides or []) is None for e in exc.errors()[:5])
+    where = source if from_file else "(--set overrides)"
+    return ConfigError(f"invalid config {where}: " + "; ".join(lines), hint="; ".join(hints) or None)
 
 
 def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> M:
@@ -93,14 +116,11 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation_error(exc, source) from exc
+        raise _format_validation_error(exc, source, model, overrides or []) from exc
 
 
 def dump_config(cfg: BaseModel, path: str | os.PathLike) -> Path:
     """Save the fully resolved config as YAML (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from ms2core.fileio import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -65,3 +65,16 @@ def unknown_choice(kind: str, value: str, allowed: Iterable[str], cls=ConfigErro
     near = closest(value, allowed)
     hint = (f"did you mean {', '.join(near)}? " if near else "") + f"allowed: {', '.join(allowed)}"
     return cls(f"unknown {kind} {value!r}", hint=hint)
+
+
+class DiskFullError(Ms2Error, OSError):
+    """A write ran out of space (ENOSPC); the file it was replacing is unchanged."""
+
+
+class TrainingDivergedError(Ms2Error, ArithmeticError):
+    """A loss or a parameter became NaN/Inf; training stopped and the last good checkpoint was kept."""
+
+    def __init__(self, message: str, hint: str | None = None, step: int | None = None, value: float | None = None):
+        super().__init__(message, hint)
+        self.step = step
+        self.value = value

@@ -1,27 +1,46 @@
 """Atomic file writes: write a temporary sibling, fsync, then os.replace, so a killed process
-leaves either the old file or the new one, never a torn one."""
+leaves either the old file or the new one, never a torn one. A full disk (ENOSPC) is a
+:class:`~ms2core.errors.DiskFullError` naming the file, with the temporary removed."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ms2core.errors import DiskFullError
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT, or torch's stream writer failing on a full disk (it reports a RuntimeError)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("No space left", "file write failed"))
+
+
+def disk_full_error(path: str | os.PathLike, exc: BaseException, what: str = "file") -> DiskFullError:
+    return DiskFullError(f"no space left on the device writing {what} {path} ({exc})",
+                         hint=f"free space under {Path(path).parent} (or write elsewhere) and run again; "
+                              "the previous version of the file is unchanged")
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> Path:
     """Call ``write(file)`` on a temporary sibling of ``path``, then move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc, what) from exc
         raise
     return path
 
@@ -33,4 +52,4 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def torch_save_atomic(payload, path: str | os.PathLike) -> Path:
     import torch
 
-    return write_atomic(path, lambda f: torch.save(payload, f))
+    return write_atomic(path, lambda f: torch.save(payload, f), what="checkpoint")

@@ -39,8 +39,15 @@ class JsonlSink:
         self._file = open(self.path, "a", buffering=1)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        from ms2core.fileio import disk_full_error, is_disk_full
+
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self._file.write(json.dumps({"step": int(step), "metrics": clean}) + "\n")
+        try:
+            self._file.write(json.dumps({"step": int(step), "metrics": clean}) + "\n")
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.path, exc, "metrics") from exc
+            raise
 
     def close(self) -> None:
         if not self._file.closed:

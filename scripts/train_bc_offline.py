@@ -4,7 +4,8 @@ for a GPU machine that can neither run the simulator nor reach a package index. 
     python scripts/train_bc_offline.py RUN_NAME STEPS STORE[,STORE...] [--config configs/bc/pickcube_pointcloud.yaml] \\
         [dotted.override=value ...]
 
-Checkpoints and metrics.jsonl go to $MS2FLOW_DATA_DIR/runs/bc/<env>/<RUN_NAME>/ as with `ms2 train bc`;
+Checkpoints and metrics.jsonl go to a new $MS2FLOW_DATA_DIR/runs/bc/<env>/<RUN_NAME>/<run id>/ as with `ms2 train bc`
+(no validation gate here: validate the stores first, where `ms2 validate` runs);
 evaluate the checkpoint where the simulator runs (`ms2 evaluate --checkpoint ...`).
 """
 

@@ -87,7 +87,14 @@ class RunConfig(StrictModel):
     seed: int = Field(0, description="seeds torch, numpy and the envs (env i gets seed + i)")
     total_env_steps: int = Field(100_000, gt=0, description="stop after this many env transitions (all envs)")
     device: str = Field("cpu", description="learner device ('cpu', 'cuda', 'cuda:1'); envs always run on CPU")
-    run_dir: str | None = Field(None, description="where checkpoints and metrics.jsonl go; None = no files")
+    run_dir: str | None = Field(
+        None, description="where checkpoints and metrics.jsonl go. ms2 train / pipelines.train: None = a new "
+        "$MS2FLOW_DATA_DIR/runs/<algo>/<task>/seed<seed>/<run id> per run, and an explicit run_dir that holds a run is "
+        "refused unless overwrite; train_<algo>() called directly: None = no files")
+    overwrite: bool = Field(False, description="replace the run in an explicit run_dir (kept until the new one finished)")
+    force: bool = Field(
+        False, description="train on demo datasets that failed validation, were never validated, changed since or "
+        "are incomplete (logged as a warning, recorded in train_result.json as forced_inputs)")
     checkpoint_every_steps: int = Field(0, ge=0, description="save a checkpoint every this many env steps (0 = end only)")
     resume_from: str | None = Field(None, description="checkpoint file to continue from (same config)")
     log_every_steps: int = Field(2_000, gt=0, description="log metrics at most this often (env steps)")

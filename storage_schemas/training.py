@@ -118,8 +118,14 @@ class BCConfig(StrictModel):
     train: TrainLoopConfig = Field(default_factory=TrainLoopConfig)
     eval_episodes: int = Field(0, ge=0, description="evaluate the final checkpoint for this many episodes (0 = skip)")
     eval_num_procs: int = Field(1, gt=0)
-    run_dir: str | None = Field(None, description="default: $MS2FLOW_DATA_DIR/runs/bc/<env_id>/<run_name>")
+    run_dir: str | None = Field(
+        None, description="default: a new $MS2FLOW_DATA_DIR/runs/bc/<env_id>/<run_name>/<run id> per run; an explicit "
+        "run_dir that already holds a run is refused unless overwrite")
     run_name: str = "default"
+    overwrite: bool = Field(False, description="replace the run in an explicit run_dir (kept until the new one finished)")
+    force: bool = Field(
+        False, description="train on inputs that failed validation, were never validated, changed since or are "
+        "incomplete (logged as a warning, recorded in train_result.json as forced_inputs)")
 
 
 class Stat(StrictModel):
@@ -176,3 +182,6 @@ class TrainResult(StrictModel):
     env_steps_per_s: float | None = Field(None, description="online RL: env_steps / wall time of the whole run")
     eval_success_rate: float | None = Field(None, description="online RL: success of its final deterministic evaluation")
     eval_mean_return: float | None = None
+    inputs: dict[str, str | None] = Field(
+        default_factory=dict, description="input dataset path -> the validation fingerprint it was trained on")
+    forced_inputs: list[str] = Field(default_factory=list, description="validation problems a --force overrode")

@@ -137,10 +137,18 @@ def test_every_example_config_trains_with_tiny_overrides(tmp_path, name):
     assert result.num_steps == 3 and Path(result.final_checkpoint).exists()
 
 
-def test_train_stage_is_idempotent(tmp_path, expert_state_dataset, monkeypatch):
+@pytest.fixture(scope="module")
+def validated_state_store(tmp_path_factory):
+    """A store made and validated by the real writers (pipelines.train refuses unvalidated ones)."""
+    from tests.train_fixtures import build_validated_store
+
+    return build_validated_store(tmp_path_factory.mktemp("ms2data"), "state", num_episodes=4)
+
+
+def test_train_stage_is_idempotent(tmp_path, validated_state_store, monkeypatch):
     from pipelines import train as stage
 
-    cfg = state_cfg(tmp_path, expert_state_dataset, 5)
+    cfg = state_cfg(tmp_path, validated_state_store, 5)
     first = stage.run(cfg, progress=False)
     assert not first.skipped
 
@@ -170,12 +178,12 @@ def test_config_errors_name_key_and_allowed_values(tmp_path):
             bc.resolve_device("cuda")
 
 
-def test_cli_train(tmp_path, expert_state_dataset):
+def test_cli_train(tmp_path, validated_state_store):
     from flows.cli import app
 
     res = CliRunner().invoke(app, [
         "train", "bc", "--config", str(REPO / "configs/bc/pickcube_state.yaml"),
-        "--set", f"dataset.paths=[{expert_state_dataset}]", "--set", "train.num_steps=20",
+        "--set", f"dataset.paths=[{validated_state_store}]", "--set", "train.num_steps=20",
         "--set", "train.log_every_steps=10", "--set", "eval_episodes=0",
         "--set", "env.backend=fake", "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.cpu_threads=1", "--device", "cpu",
     ])

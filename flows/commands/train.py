@@ -19,17 +19,24 @@ def _make_command(algo: str, model):
         set_: list[str] = typer.Option([], "--set", help="dotted override, repeatable: --set train.batch_size=256"),
         resume_from: Path = typer.Option(None, "--resume-from", help="checkpoint to continue from (same config)"),
         device: str = typer.Option(None, help="shortcut for --set train.device=..."),
+        force: bool = typer.Option(False, "--force", help="train on inputs that failed validation, were never "
+                                   "validated, changed since or are incomplete (a warning, recorded in the run)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in an explicit run_dir "
+                                       "(the old run is kept until the new one finished)"),
     ) -> None:
         from rich.console import Console
 
         from ms2core.config import load_config
         from pipelines.train import run
 
-        device_key = "train.device" if algo == "bc" else "run.device"
+        device_key, prefix = ("train.device", "") if algo == "bc" else ("run.device", "run.")
         overrides = list(set_) + ([f"{device_key}={device}"] if device else [])
+        overrides += ([f"{prefix}force=true"] if force else []) + ([f"{prefix}overwrite=true"] if overwrite else [])
         cfg = load_config(model, config, overrides)
         result = run(cfg, algo=algo, resume_from=str(resume_from) if resume_from else None)
         console = Console()
+        for problem in result.forced_inputs:
+            console.print(f"[yellow]warning: --force[/yellow] trained on {problem}")
         if result.skipped:
             console.print(f"[yellow]already trained[/yellow] with this config: {result.final_checkpoint}")
         else:

@@ -17,13 +17,8 @@ def task_of(cfg) -> str:
 
 
 def run_dir_for(algo: str, cfg) -> Path:
-    """Where a run writes config, metrics and checkpoints: the config's run_dir, else
-    $MS2FLOW_DATA_DIR/runs/<algo>/<task>/<run name> (online RL: run name ``seed<seed>``)."""
-    from ms2core.paths import runs_dir
+    """Where a run writes config, metrics and checkpoints: the config's run_dir, else a NEW directory
+    $MS2FLOW_DATA_DIR/runs/<algo>/<task>/<run name>/<run id> (a fresh id per call; see ms2core.algos.runs)."""
+    from ms2core.algos.runs import explicit_run_dir, new_run_id, run_group_dir
 
-    run = getattr(cfg, "run", None)
-    explicit = getattr(cfg, "run_dir", None) or getattr(run, "run_dir", None)
-    if explicit:
-        return Path(explicit)
-    name = getattr(cfg, "run_name", None) or f"seed{run.seed}"
-    return runs_dir() / algo / task_of(cfg) / name
+    return explicit_run_dir(cfg) or run_group_dir(algo, cfg) / new_run_id()

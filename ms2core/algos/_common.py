@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 
 from ms2core.checkpoint import read_checkpoint_file, restore_rng_states, rng_states
-from ms2core.errors import ConfigError
+from ms2core.errors import ConfigError, TrainingDivergedError  # noqa: F401  (re-exported for the loops)
 from ms2core.fileio import torch_save_atomic
 from ms2core.metrics import JsonlSink, MetricsSink, MultiSink, NullSink
 
@@ -70,7 +70,12 @@ def open_sink(run_cfg, sink: MetricsSink | None) -> tuple[MetricsSink, bool]:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Atomically write ``state`` (+ RNG states) to ``path``."""
+    """Atomically write ``state`` (+ RNG states) to ``path``; refuses non-finite weights (TrainingDivergedError),
+    so the file at ``path`` is always the last good checkpoint."""
+    from ms2core.algos._checks import assert_finite_parameters
+
+    assert_finite_parameters({k: v for k, v in state.items() if k != "buffer"}, int(state.get("env_steps") or 0),
+                             what="checkpoint tensor")
     return torch_save_atomic({**state, "rng": rng_states()}, path)
 
 

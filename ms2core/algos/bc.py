@@ -24,10 +24,17 @@ import numpy as np
 import torch
 
 from ms2core.algos import run_dir_for
+from ms2core.algos._checks import (
+    assert_finite_loss,
+    assert_finite_parameters,
+    first_nonfinite,
+    with_last_checkpoint,
+)
 from ms2core.checkpoint import checkpoint_name, load_checkpoint, restore_rng_states, save_checkpoint
 from ms2core.config import dump_config
 from ms2core.data import BatchStream, DemoBatch, DemoDataset
-from ms2core.errors import CheckpointError, ConfigError
+from ms2core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from ms2core.fileio import disk_full_error, is_disk_full, write_atomic
 from ms2core.metrics import MetricsSink
 from ms2core.nn import Policy, build_policy
 from ms2core.nn.heads import ActionDist
@@ -133,7 +140,7 @@ def _comparable(config: dict) -> dict:
     out = json.loads(json.dumps(config))
     for key in ("num_steps", "log_every_steps", "checkpoint_every_steps", "device", "cpu_threads"):
         out.get("train", {}).pop(key, None)
-    for key in ("eval_episodes", "eval_num_procs", "run_dir", "run_name"):
+    for key in ("eval_episodes", "eval_num_procs", "run_dir", "run_name", "overwrite", "force"):
         out.pop(key, None)
     out.get("dataset", {}).pop("mode", None)
     out.get("dataset", {}).pop("prefetch_batches", None)
@@ -189,12 +196,22 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
                             cfg.train.state_noise_std, action_weights)
 
+    pending: list[torch.Tensor] = []  # losses of the steps since the last host sync, still on the device
+
+    def check_pending(done: int) -> None:
+        """NaN/Inf in a pending loss: stop, naming the first bad step (one sync, at log/checkpoint steps)."""
+        if pending and (bad := first_nonfinite(torch.stack(pending).float())) is not None:
+            step = done - len(pending) + bad + 1
+            assert_finite_loss(pending[bad], f"the BC loss (train.lr={cfg.train.lr:g})", step)
+
     def checkpoint(step: int, name: str) -> Path:
+        check_pending(step)
+        assert_finite_parameters([policy], step)  # never write a checkpoint with non-finite weights
         return save_checkpoint(ckpt_dir / name, model=policy, optimizer=optimizer, step=step, config=config_dict,
                                sampler=stream.state_dict(), extra=extra)
 
     losses: list[float] = []
-    pending: list[torch.Tensor] = []
+    check_every_step = device.type == "cpu"  # free on CPU; on CUDA it would add a host sync per step
     bar = _progress(range(start_step, cfg.train.num_steps), progress)
     policy.train()
     t0 = time.perf_counter()
@@ -203,27 +220,31 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
             for step in bar:
                 pending.append(update(next(stream)))
                 done = step + 1
+                if check_every_step:
+                    assert_finite_loss(pending[-1], f"the BC loss (train.lr={cfg.train.lr:g})", done)
                 if done % cfg.train.log_every_steps == 0 or done == cfg.train.num_steps:
+                    check_pending(done)
+                    assert_finite_parameters([policy], done)
                     values = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
                     losses += values
                     pending.clear()
-                    metrics.write(json.dumps({"step": done, "loss": values[-1],
-                                              "loss_mean": float(np.mean(values))}) + "\n")
-                    metrics.flush()
+                    _write_metrics_line(metrics, metrics_path, {"step": done, "loss": values[-1],
+                                                                "loss_mean": float(np.mean(values))})
                     if sink is not None:
                         sink.log({"train/loss": values[-1], "train/loss_mean": float(np.mean(values))}, done)
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{values[-1]:.4g}")
                 if done % cfg.train.checkpoint_every_steps == 0 and done != cfg.train.num_steps:
                     checkpoint(done, checkpoint_name(done))
+    except TrainingDivergedError as exc:
+        raise with_last_checkpoint(exc, latest_good_checkpoint(ckpt_dir)) from None
     finally:
         stream.close()
     elapsed = time.perf_counter() - t0
     final = checkpoint(cfg.train.num_steps, checkpoint_name(cfg.train.num_steps))
     final_link = ckpt_dir / FINAL_CHECKPOINT
-    tmp = final_link.with_name(f".{FINAL_CHECKPOINT}.tmp")
-    tmp.write_bytes(final.read_bytes())
-    tmp.replace(final_link)
+    data = final.read_bytes()
+    write_atomic(final_link, lambda f: f.write(data), what="checkpoint")
     steps_run = cfg.train.num_steps - start_step
     return TrainResult(
         algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), num_steps=cfg.train.num_steps,
@@ -232,14 +253,30 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     )
 
 
+def _write_metrics_line(file, path: Path, record: dict) -> None:
+    try:
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc, "metrics") from exc
+        raise
+
+
+def latest_good_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest ckpt_*.pt (every checkpoint written is finite: checkpoint() refuses others)."""
+    from ms2core.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+
+
 def _truncate_metrics(path: Path, keep_up_to_step: int) -> None:
     """A resumed run rewrites what the killed run logged after its last checkpoint."""
     if not path.exists():
         return
     kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= keep_up_to_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in kept))
-    tmp.replace(path)
+    text = "".join(ln + "\n" for ln in kept)
+    write_atomic(path, lambda f: f.write(text.encode()), what="metrics")
 
 
 def _progress(steps: range, enabled: bool):

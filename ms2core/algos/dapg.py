@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
+from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import GaussianActor, gaussian_log_prob
 from ms2core.algos.bc import action_loss_weights, perturb_state
@@ -66,6 +67,7 @@ class DemoTerm:
         weight = dapg_weight(self.params.dapg_lambda, self.params.dapg_damping, update_index)
         obs, actions = self._sample(self.params.demo_batch_size)
         nll = demo_nll(actor, obs, actions)
+        assert_finite_loss(nll, "the DAPG demo NLL", update_index)
         return weight * nll, {"dapg_weight": weight, "demo_nll": nll.item()}
 
     def pretrain(self, actor: GaussianActor) -> dict[str, float]:
@@ -84,6 +86,8 @@ class DemoTerm:
             if state_std is not None:
                 batch = perturb_state(batch, state_std, p.bc_pretrain_state_noise)
             loss = weighted_action_mse(actor(batch.obs)[0], batch.actions, weights)
+            assert_finite_loss(loss, f"the DAPG BC pre-training loss (dapg.bc_pretrain_lr={p.bc_pretrain_lr:g})",
+                               len(losses) + 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ms2core.algos import _common as common
+from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.algos._nets import Discriminator
 from ms2core.algos.sac import SACHooks, run_sac
@@ -77,6 +78,8 @@ def make_gail_hooks(cfg):
                 loss = discriminator_loss(demo_logits, agent_logits)
                 if cfg.gail.gradient_penalty > 0:
                     loss = loss + cfg.gail.gradient_penalty * gradient_penalty(disc, d_obs, demo_actions[idx])
+                assert_finite_loss(loss, f"the GAIL discriminator loss (gail.discriminator_lr="
+                                   f"{cfg.gail.discriminator_lr:g})", env_steps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
+from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
 from ms2core.algos._nets import (
     GaussianActor,
     ValueCritic,
@@ -228,6 +229,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
                 if params.max_kl is not None and pol.approx_kl.item() > params.max_kl:
                     early_stopped = True  # this minibatch moved the policy too far: do not apply it
                     break
+            assert_finite_loss(loss, f"the PPO loss of update {update_index} (ppo.lr={params.lr:g})", update_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(parameters, params.max_grad_norm)
@@ -259,6 +261,8 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     no ``policy_spec`` and cannot be reloaded as policies (ms2core.algos.policies).
     """
     params, run = cfg.ppo, cfg.run
+    if cfg.rollout.gym_env_id is None:
+        check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
     common.seed_everything(run.seed)
     device = common.setup_torch(run)
     metrics, own_sink = common.open_sink(run, sink)
@@ -293,13 +297,17 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         def save() -> str | None:
             if ckpt_path is None:
                 return None
+            with diverged_at(ckpt_path, env_steps):
+                write_checkpoint()
+            return str(ckpt_path)
+
+        def write_checkpoint() -> None:
             common.save_checkpoint(ckpt_path, dict(
                 algo=algo_name, config=cfg.model_dump(mode="json"), actor=actor.state_dict(),
                 critic=critic.state_dict(), optimizer=optimizer.state_dict(),
                 normalizer=normalizer.state_dict() if normalizer else None, env_steps=env_steps, updates=updates,
                 episodes=n_episodes, curve=curve, eval_curve=eval_curve, generator=generator.bit_generator.state,
                 policy_spec=spec))
-            return str(ckpt_path)
 
         def periodic_eval() -> None:
             """Deterministic success rate every run.eval_every_steps (ManiSkill2-Learn's n_eval) for learning curves."""
@@ -314,7 +322,8 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         last_eval = env_steps
         pretrain = getattr(extra_loss, "pretrain", None)  # DAPG's optional BC pre-training (no env steps)
         if pretrain is not None and not run.resume_from:
-            pretrain_stats = pretrain(actor)
+            with diverged_at(ckpt_path, 0):
+                pretrain_stats = pretrain(actor)
             if pretrain_stats:
                 metrics.log(pretrain_stats, 0)
         if run.eval_every_steps and env_steps == 0:
@@ -325,8 +334,11 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
             env_steps += steps_per_env * vec.num_envs
             n_episodes += len(episodes)
             recent.extend(episodes)
-            stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss)
-            updates += 1
+            with diverged_at(ckpt_path, env_steps):
+                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss)
+                updates += 1
+                if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                    assert_finite_parameters([actor, critic], updates)
             if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                 summary = EpisodeSummary.of(recent) if recent else summary
                 fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)

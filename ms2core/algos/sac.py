@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
+from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
 from ms2core.algos._nets import MLPBackbone, TanhGaussianActor, TwinQ
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink
@@ -105,7 +106,8 @@ def build_sac_agent(obs_dims: dict[str, int], action_dim: int, net_cfg, params, 
                     torch.optim.Adam([log_alpha], lr=params.alpha_lr), target_entropy)
 
 
-def sac_update(agent: SACAgent, batch: TransitionBatch, params, update_actor: bool) -> dict[str, float]:
+def sac_update(agent: SACAgent, batch: TransitionBatch, params, update_actor: bool, step: int = 0) -> dict[str, float]:
+    """One critic step (and, with ``update_actor``, one actor and alpha step); ``step`` names the update in errors."""
     alpha = agent.alpha.detach()
     with torch.no_grad():
         next_action, next_log_prob = agent.actor.sample(batch.next_obs)
@@ -113,6 +115,7 @@ def sac_update(agent: SACAgent, batch: TransitionBatch, params, update_actor: bo
         target = sac_critic_target(batch.rewards, batch.discounts, batch.terminated, nq1, nq2, next_log_prob, alpha)
     q1, q2 = agent.critic(batch.obs, batch.actions)
     critic_loss = 0.5 * ((q1 - target).pow(2).mean() + (q2 - target).pow(2).mean())
+    assert_finite_loss(critic_loss, f"the SAC critic loss (sac.critic_lr={params.critic_lr:g})", step)
     agent.critic_opt.zero_grad(set_to_none=True)
     critic_loss.backward()
     agent.critic_opt.step()
@@ -123,6 +126,7 @@ def sac_update(agent: SACAgent, batch: TransitionBatch, params, update_actor: bo
         q1_pi, q2_pi = agent.critic(batch.obs, action)
         agent.critic.requires_grad_(True)
         actor_loss = sac_actor_loss(q1_pi, q2_pi, log_prob, alpha)
+        assert_finite_loss(actor_loss, f"the SAC actor loss (sac.actor_lr={params.actor_lr:g})", step)
         agent.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         agent.actor_opt.step()
@@ -159,6 +163,8 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
             algo_name: str = "sac") -> tuple[common.TrainResult, SACAgent]:
     """The SAC loop, returning the trained agent too; GAIL passes ``hooks_factory``."""
     check_sac_config(cfg)
+    if cfg.rollout.gym_env_id is None:
+        check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
     params, run = cfg.sac, cfg.run
     common.seed_everything(run.seed)
     device = common.setup_torch(run)
@@ -189,12 +195,16 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         def save() -> str | None:
             if ckpt_path is None:
                 return None
+            with diverged_at(ckpt_path, env_steps):
+                write_checkpoint()
+            return str(ckpt_path)
+
+        def write_checkpoint() -> None:
             common.save_checkpoint(ckpt_path, dict(
                 algo=algo_name, config=cfg.model_dump(mode="json"), agent=agent.state_dict(),
                 buffer=buffer.state_dict(), env_steps=env_steps, updates=updates, episodes=n_episodes,
                 curve=curve, owed_updates=owed_updates, generator=generator.bit_generator.state,
                 hooks=hooks.state[0]() if hooks.state is not None else None, policy_spec=spec))
-            return str(ckpt_path)
 
         recent: list[EpisodeStats] = []
         stats: dict[str, float] = {}
@@ -214,16 +224,22 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
             recent.extend(batch.episodes)
             if env_steps >= params.learning_starts and len(buffer) >= params.batch_size:
                 if hooks.after_env_step is not None:
-                    stats.update(hooks.after_env_step(buffer, env_steps))
+                    with diverged_at(ckpt_path, env_steps):
+                        stats.update(hooks.after_env_step(buffer, env_steps))
                 owed_updates += params.updates_per_env_step * vec.num_envs
                 while owed_updates >= 1.0:
                     owed_updates -= 1.0
                     sample = buffer.sample(params.batch_size, device)
                     if hooks.relabel_rewards is not None:
                         sample.rewards = hooks.relabel_rewards(sample)
-                    stats.update(sac_update(agent, sample, params, updates % params.actor_update_interval == 0))
+                    with diverged_at(ckpt_path, env_steps):
+                        stats.update(sac_update(agent, sample, params, updates % params.actor_update_interval == 0,
+                                                updates))
                     updates += 1
             if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                with diverged_at(ckpt_path, env_steps):
+                    assert_finite_parameters({"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
+                                              "log_alpha": agent.log_alpha.detach()}, updates)
                 summary = EpisodeSummary.of(recent) if recent else summary
                 fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
                 metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,

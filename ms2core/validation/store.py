@@ -122,28 +122,67 @@ def current_fingerprint(root: zarr.Group) -> str:
     return manifest_fingerprint(raw, ends)
 
 
-def require_validated(store_url: str, force: bool = False,
-                      storage_options: Mapping[str, Any] | None = None) -> ValidationRecord | None:
-    """Refuse a dataset that was never validated, failed validation, or changed since (unless ``force``).
+def failing_codes(store_url: str, record: ValidationRecord,
+                  storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The error codes of the report the record points at (empty when the report is gone or unreadable)."""
+    if is_remote(store_url):
+        report = read_remote_report(store_url, storage_options)
+    else:
+        report = load_report(record.report_path) if record.report_path else None
+    if report is None or report_digest(report) != record.report_digest:
+        return []
+    return sorted({c.code for c in report.counts if c.severity == "error" and c.count > 0}
+                  or {f.code for f in report.findings if f.severity == "error"})
 
-    Returns the record (None when forced past a missing one).
-    """
+
+def _incomplete(root: zarr.Group) -> tuple[int, int] | None:
+    """(committed, planned) episodes when the manifest says rendering has not finished."""
+    raw = root.attrs.get(MANIFEST_ATTR)
+    if not isinstance(raw, Mapping):
+        return None
+    committed, episodes = raw.get("n_committed_episodes"), raw.get("episodes")
+    if isinstance(committed, int) and isinstance(episodes, list) and committed < len(episodes):
+        return committed, len(episodes)
+    return None
+
+
+def validation_problem(store_url: str, storage_options: Mapping[str, Any] | None = None,
+                       name: str | None = None) -> tuple[ValidationRecord | None, DatasetError | None]:
+    """(record, the reason a consumer must not use the dataset, or None): never validated, failed,
+    changed since validation, or incomplete (fewer committed episodes than the manifest plans)."""
     root = open_root(store_url, storage_options)
     record = read_record(root)
-    hint = f"run `ms2 validate {store_url}` or pass --force"
+    what = f"{name} {store_url}" if name else f"dataset {store_url}"
+    hint = f"run `ms2 validate {store_url}`, or pass --force to use it anyway (recorded in the run)"
+    if (counts := _incomplete(root)) is not None:
+        return record, DatasetError(
+            f"{what} is incomplete: {counts[0]} of {counts[1]} episodes are committed (check code: incomplete)",
+            hint=f"finish it with `ms2 render` (it resumes), then run `ms2 validate {store_url}`; "
+                 "or pass --force to train on the committed episodes")
     if record is None:
-        problem = DatasetError(f"dataset {store_url} has not been validated", hint=hint)
-    elif record.status != "passed":
-        problem = DatasetError(f"dataset {store_url} failed validation with {record.n_errors} errors"
-                               + (f" (report: {record.report_path})" if record.report_path else ""), hint=hint)
-    elif record.fingerprint != current_fingerprint(root):
-        problem = DatasetError(f"dataset {store_url} has changed since it was validated at {record.validated_at}",
-                               hint=hint)
-    else:
-        return record
-    if force:
-        return record
-    raise problem
+        return None, DatasetError(f"{what} has not been validated", hint=hint)
+    if record.status != "passed":
+        codes = failing_codes(store_url, record, storage_options)
+        return record, DatasetError(
+            f"{what} failed validation with {record.n_errors} errors"
+            + (f" (check codes: {', '.join(codes)})" if codes else "")
+            + (f"; report: {record.report_path}" if record.report_path else ""),
+            hint=f"fix or re-render the dataset and run `ms2 validate {store_url}` again, or pass --force")
+    if record.fingerprint != current_fingerprint(root):
+        return record, DatasetError(f"{what} has changed since it was validated at {record.validated_at}",
+                                    hint=hint)
+    return record, None
+
+
+def require_validated(store_url: str, force: bool = False,
+                      storage_options: Mapping[str, Any] | None = None,
+                      name: str | None = None) -> ValidationRecord | None:
+    """Refuse a dataset that was never validated, failed validation, changed since, or is incomplete
+    (unless ``force``). Returns the record (None when forced past a missing one)."""
+    record, problem = validation_problem(store_url, storage_options, name)
+    if problem is not None and not force:
+        raise problem
+    return record
 
 
 def load_report(path: str) -> ValidationReport | None:

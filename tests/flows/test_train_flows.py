@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ms2core.config import load_config
@@ -83,16 +85,28 @@ def test_ppo_flows_register_candidates_promote_champions_and_export(prefect_serv
 
 
 def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_dir):
+    """One place decides (pipelines.train.run): the flow refuses what the CLI refuses; force=True trains and
+    is recorded in the MLflow params and the run's train_result.json."""
+    import json
+
     import zarr
+    from mlflow.tracking import MlflowClient
 
     from flows.train import train_bc
+    from pipelines.validate import run as validate
+    from storage_schemas.validation import ValidationConfig
 
     store = build_fake_dataset("state", num_episodes=3)
-    ends = zarr.open_group(store, mode="r+")["meta/episode_ends"]
-    ends[:] = ends[:][::-1].copy()  # no longer increasing: a validation error
+    zarr.open_array(f"{store}/data/actions", mode="r+")[1] = 5.0  # outside the action bounds
+    assert validate(ValidationConfig(path=store, progress=False, recheck=True)).report.status == "failed"
     cfg = BCConfig.model_validate({"env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram"},
                                    "train": {"num_steps": 5, "batch_size": 4, "device": "cpu"}})
-    state = train_bc(cfg, return_state=True)
+    state = train_bc(cfg, return_state=True, register_model=False)
     assert state.is_failed()
-    with pytest.raises(Exception, match="failed validation"):
+    with pytest.raises(Exception, match="failed validation with .* action_bounds"):
         state.result()
+    summary = train_bc(cfg, register_model=False, force=True)
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.data.params["force"] == "True" and "action_bounds" in run.data.tags["forced_inputs"]
+    assert run.data.tags["run_dir"] == summary["run_dir"] and run.info.run_name == "bc-default"
+    assert json.loads((Path(summary["run_dir"]) / "train_result.json").read_text())["forced_inputs"]

@@ -236,7 +236,7 @@ def test_restarting_the_prefect_worker_crashes_the_run_and_a_rerun_reuses_finish
 
 
 def _metrics_file(topology, run_name: str) -> Path | None:
-    found = list((topology.data_dir / "runs" / "bc").rglob(f"{run_name}/metrics.jsonl"))
+    found = list((topology.data_dir / "runs" / "bc").rglob(f"{run_name}/*/metrics.jsonl"))  # <run name>/<run id>/
     return found[0] if found else None
 
 

@@ -46,6 +46,11 @@ def real_demos(tmp_path_factory):
     return write_demo_zarr(path, episodes)
 
 
+#: the demos here are written by hand (no manifest, never validated): pipelines.train refuses them unless forced
+#: (the validation gate itself is tested in tests/test_train_integrity.py)
+FORCE_HANDMADE_DEMOS = ["run.force=true"]
+
+
 def _run_twice(train, model, config, tmp_path, sets, steps, more):
     """`ms2 train <algo>` for ``steps``, then `--resume-from` its checkpoint to ``steps + more``; each under a minute."""
     from typer.testing import CliRunner
@@ -100,10 +105,10 @@ def test_sac_smoke(repo_root, tmp_path):
 def test_dapg_smoke(repo_root, tmp_path, real_demos):
     _run_twice(train_dapg, DAPGConfig, repo_root / "configs/dapg/pickcube_state.yaml", tmp_path,
                ["ppo.rollout_steps=100", "ppo.minibatch_size=50", "ppo.critic_warmup_epochs=1",
-                "dapg.bc_pretrain_steps=50", f"demos.path={real_demos}"], 200, 100)
+                "dapg.bc_pretrain_steps=50", f"demos.path={real_demos}", *FORCE_HANDMADE_DEMOS], 200, 100)
 
 
 def test_gail_smoke(repo_root, tmp_path, real_demos):
     _run_twice(train_gail, GAILConfig, repo_root / "configs/gail/pickcube_state.yaml", tmp_path,
                ["sac.learning_starts=100", "sac.batch_size=32", "sac.buffer_capacity=1000",
-                "gail.discriminator_batch_size=32", f"demos.path={real_demos}"], 200, 100)
+                "gail.discriminator_batch_size=32", f"demos.path={real_demos}", *FORCE_HANDMADE_DEMOS], 200, 100)
