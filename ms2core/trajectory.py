@@ -80,6 +80,7 @@ class DemoPair:
 
     def __init__(self, path: str | os.PathLike, check_episodes: bool = True):
         self.h5_path, self.json_path = pair_paths(path)
+        recover_pair(path)  # an overwrite killed mid-swap: the old pair comes back
         for p in (self.h5_path, self.json_path):
             if not p.exists():
                 raise DemoFileError(f"demo file {p} does not exist", hint="a demo pair is NAME.h5 + NAME.json side by side")
@@ -100,7 +101,15 @@ class DemoPair:
         except OSError as exc:
             raise DemoFileError(f"{self.h5_path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
         if check_episodes:
-            self.check_structure()
+            try:
+                self.check_structure()
+            except (KeyError, OSError, RuntimeError) as exc:  # h5py: damaged object headers, bad checksums
+                self._h5.close()
+                raise DemoFileError(f"{self.h5_path} has damaged HDF5 metadata: {exc}",
+                                    hint="the file is corrupt: re-download or regenerate the pair") from exc
+            except BaseException:
+                self._h5.close()
+                raise
 
     # -- structure ------------------------------------------------------------
     def check_structure(self) -> None:
@@ -154,8 +163,11 @@ class DemoPair:
                 raise DemoFileError(f"{where}: env_states has {n_states} rows, expected actions+1 = {n_actions + 1}")
         extra = h5_ids - {ep.episode_id for ep in self.meta.episodes}
         if extra:
+            names = [f"traj_{i}" for i in sorted(extra)]
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
             raise DemoFileError(
-                f"{self.h5_path}: h5 groups {sorted(f'traj_{i}' for i in extra)[:5]} are not listed in {self.json_path.name}",
+                f"{self.h5_path}: h5 groups {shown} are not listed in {self.json_path.name}"
+                + (" (its episode list is empty)" if not self.meta.episodes else ""),
                 hint="h5 and json were written by different runs",
             )
 
@@ -189,7 +201,7 @@ class DemoPair:
             for key in ("rewards", "dones", "terminated", "truncated"):
                 if key in group:
                     episode.extras[key] = group[key][()]
-        except (OSError, RuntimeError, KeyError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError) as exc:  # TypeError: a group where an array belongs
             raise DemoFileError(f"{self.h5_path} episode {meta.episode_id}: cannot read data: {exc}") from exc
         return episode
 
@@ -406,6 +418,7 @@ def disk_error(exc: OSError, path: Path, doing: str) -> DemoFileError:
 def read_json_extra(path: str | os.PathLike, key: str = "ms2flow") -> dict | None:
     """The ms2flow block of a committed pair's json (None if the pair is incomplete, unreadable or has none)."""
     h5_path, json_path = pair_paths(path)
+    recover_pair(path)
     if not (h5_path.exists() and json_path.exists()):
         return None
     try:

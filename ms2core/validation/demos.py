@@ -149,8 +149,9 @@ def _check_env_info(meta: TrajectoryJson, sink: FindingSink, backend: str) -> se
     for ep in meta.episodes:
         mode = ep.control_mode or meta.control_mode
         if mode is None or (modes and mode not in modes):
-            what = "no control_mode (episodes or env_info.env_kwargs)" if mode is None else f"control mode {mode!r}"
-            sink.add("control_mode", f"episode {ep.episode_id}: {what}; {env_id} supports {', '.join(modes)}",
+            what = "has no control_mode (episodes or env_info.env_kwargs)" if mode is None else \
+                f"has control mode {mode!r}, which {env_id}'s robot does not support"
+            sink.add("control_mode", f"episode {ep.episode_id} {what}",
                      episode=ep.episode_id, key=f"episodes.{ep.episode_id}.control_mode", value=mode,
                      expected=modes)
             bad.add(ep.episode_id)
@@ -419,8 +420,7 @@ def require_sound_demos(path, *, backend: str = "auto", force: bool = False) -> 
     the check codes, unless ``force`` (then the result says so, for the caller to record).
     """
     h5_path, _ = pair_paths(path)
-    if not all(p.exists() for p in pair_paths(path)):
-        DemoPair(path).close()  # raises the usual "does not exist" error
+    DemoPair(path).close()  # layout first: missing files, damaged h5, another ManiSkill version's layout
     digest = demo_digest(path)
     if _cached_pass(path, digest):
         return DemoCheck(str(h5_path), digest, passed=True, cached=True)
@@ -445,4 +445,5 @@ def _describe(f) -> str:
                                   f"key {f.key}" if f.key else "",
                                   f"step {f.index}" if f.index is not None else "") if x)
     value = f", value {f.value!r}" if f.value is not None else ""
-    return f"[{f.code}] {where}{value}: {f.message}"
+    expected = f" (expected {f.expected})" if f.expected is not None and len(str(f.expected)) < 400 else ""
+    return f"[{f.code}] {where}{value}: {f.message}{expected}"
