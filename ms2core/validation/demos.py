@@ -431,8 +431,12 @@ def require_sound_demos(path, *, backend: str = "auto", force: bool = False) -> 
         return DemoCheck(str(h5_path), digest, passed=True)
     if force:
         return DemoCheck(str(h5_path), digest, passed=False, error_codes=codes, forced=True)
-    errors = [f for f in sink.sorted_findings() if f.severity == "error"]
-    shown = "; ".join(_describe(f) for f in errors[:3]) + ("; ..." if sink.n_errors > 3 else "")
+    first: dict[str, object] = {}  # the first finding of each failing check
+    for f in sink.sorted_findings():
+        if f.severity == "error":
+            first.setdefault(f.code, f)
+    shown = "; ".join(_describe(f) + (f" (and {sink.total[code] - 1} more)" if sink.total[code] > 1 else "")
+                      for code, f in list(first.items())[:3]) + ("; ..." if len(first) > 3 else "")
     raise DemoFileError(
         f"{h5_path} fails the demo-pair checks ({sink.n_errors} error(s): {', '.join(codes)}): {shown}",
         hint=f"run `ms2 validate {h5_path}` for the full report; regenerate or fix the pair, or pass --force "
