@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ms2core.envs.planner as planner
-from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError
+from ms2core.errors import DemoFileError, UnknownEnvError
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths
 from pipelines import demos
 from storage_schemas.demos import GenerateDemosConfig, ImportDemosConfig, MergeDemosConfig

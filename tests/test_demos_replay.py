@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import ms2core.envs.replay as replay_env
 from ms2core.envs.fake import fake_action_space
-from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError
+from ms2core.errors import DemoFileError, UnsupportedModeError
 from ms2core.trajectory import DemoPair, pair_paths
 from pipelines import demos, replay
 from storage_schemas.demos import GenerateDemosConfig, ReplayConfig, ReplayReport

@@ -19,7 +19,7 @@ import zarr
 
 from ms2core import zarr_io
 from ms2core.envs import make_env
-from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError
+from ms2core.errors import DatasetError, DemoFileError
 from ms2core.obs import process_observation
 from ms2core.trajectory import DemoPair, pair_paths
 from pipelines import export, render
