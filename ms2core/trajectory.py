@@ -363,11 +363,11 @@ def commit_pair(path: str | os.PathLike, write_h5: Callable[[IO[bytes]], None], 
     restores the old pair; after 3 it deletes it.
     """
     h5_path, json_path = pair_paths(path)
-    h5_path.parent.mkdir(parents=True, exist_ok=True)
     refuse_existing(path, overwrite)
     sidecars = dict(sidecars or {})
     staged = {h5_path: _staged(h5_path), json_path: _staged(json_path), **{p: _staged(p) for p in sidecars}}
     try:
+        h5_path.parent.mkdir(parents=True, exist_ok=True)
         _write_synced(staged[h5_path], write_h5)
         _write_synced(staged[json_path], lambda f: f.write(json_bytes))
         for target, data in sidecars.items():
