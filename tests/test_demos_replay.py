@@ -91,7 +91,7 @@ def test_wrong_action_width_is_excluded_with_reason(source, tmp_path):
         n = f["traj_0/actions"].shape[0]
         del f["traj_0/actions"]
         f["traj_0/actions"] = np.zeros((n, 7), np.float32)
-    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*\[shape\] episode 0, key "
+    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*shape \(episode 0, key "
                                             r"traj_0/actions.*ms2 validate"):
         convert(source)  # the demo gate refuses it before any work
     forced = convert(source, force=True)  # forced through: the converter excludes it, the output records it
@@ -192,7 +192,7 @@ def test_unknown_env_id_names_the_json(source, tmp_path):
     meta = json.loads(json_path.read_text())
     meta["env_info"]["env_id"] = "PickCub-v0"
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*\[env_id\] key env_info.env_id, "
+    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*env_id \(key env_info.env_id, "
                                             r"value 'PickCub-v0'.*did you mean PickCube-v0"):
         convert(source)
 

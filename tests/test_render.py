@@ -239,11 +239,11 @@ def test_unsupported_modes_are_clear_errors(demo, tmp_path):
         ep["control_mode"] = "pd_teleport"
     js.write_text(json.dumps(meta))
     # the demo gate at the start of render refuses both, before any store exists
-    with pytest.raises(DemoFileError, match=r"(?s)demo-pair checks.*\[control_mode\].*'pd_teleport'"):
+    with pytest.raises(DemoFileError, match=r"(?s)demo-pair checks.*control_mode \(.*'pd_teleport'"):
         render.run(_cfg(demo, tmp_path))
     meta["env_info"]["env_id"] = "OpenCabinetDrawer-v1"
     js.write_text(json.dumps(meta))
-    with pytest.raises(DemoFileError, match=r"(?s)demo-pair checks.*\[env_id\].*OpenCabinetDrawer-v1"):
+    with pytest.raises(DemoFileError, match=r"(?s)demo-pair checks.*env_id \(.*OpenCabinetDrawer-v1"):
         render.run(_cfg(demo, tmp_path))
     with pytest.raises(Exception, match="include_seg needs obs_mode pointcloud or rgbd"):
         _cfg(demo, tmp_path, obs=dict(obs_mode="state", include_seg=True))

@@ -450,4 +450,5 @@ def _describe(f) -> str:
                                   f"step {f.index}" if f.index is not None else "") if x)
     value = f", value {f.value!r}" if f.value is not None else ""
     expected = f" (expected {f.expected})" if f.expected is not None and len(str(f.expected)) < 400 else ""
-    return f"[{f.code}] {where}{value}: {f.message}{expected}"
+    # no [brackets]: the CLI prints through rich, which reads them as markup
+    return f"{f.code} ({where}{value}): {f.message}{expected}"
