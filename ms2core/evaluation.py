@@ -269,7 +269,9 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
                                info={"success": res.success_at_end, "success_once": res.success_once})
             demo_episodes.append(Episode(meta=meta, actions=traj["actions"], success=traj["success"],
                                          env_states=traj["env_states"]))
-        h5_path, _ = write_demo_pair(out_dir / "trajectory", env_info, demo_episodes)
+        # The evaluation's own output directory: a rerun of it replaces its trajectories as it replaces its
+        # videos and result json (what it did before demo pairs became immutable by default).
+        h5_path, _ = write_demo_pair(out_dir / "trajectory", env_info, demo_episodes, overwrite=True)
         traj_path = str(h5_path)
 
     result = EvaluationResult(

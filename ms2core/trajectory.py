@@ -15,20 +15,23 @@ and ours are interchangeable)::
        "episodes": [{"episode_id", "episode_seed", "reset_kwargs", "control_mode",
                      "elapsed_steps", "info"}, ...]}
 
-Writes are atomic: the h5 is written under a temporary name and renamed, then
-the json likewise. The json is the commit marker: a pair whose json is missing
-is incomplete and never read.
+Writes go through :func:`commit_pair`: the h5 is built in memory, both files are
+written under temporary names, then renamed, the json last. The json is the
+commit marker: a pair whose json is missing is incomplete and never read. An
+existing pair is refused unless ``overwrite``, and then kept (moved aside) until
+the new one is committed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import h5py
 import numpy as np
@@ -77,6 +80,7 @@ class DemoPair:
 
     def __init__(self, path: str | os.PathLike, check_episodes: bool = True):
         self.h5_path, self.json_path = pair_paths(path)
+        recover_pair(path)  # an overwrite killed mid-swap: the old pair comes back
         for p in (self.h5_path, self.json_path):
             if not p.exists():
                 raise DemoFileError(f"demo file {p} does not exist", hint="a demo pair is NAME.h5 + NAME.json side by side")
@@ -97,7 +101,15 @@ class DemoPair:
         except OSError as exc:
             raise DemoFileError(f"{self.h5_path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
         if check_episodes:
-            self.check_structure()
+            try:
+                self.check_structure()
+            except (KeyError, OSError, RuntimeError) as exc:  # h5py: damaged object headers, bad checksums
+                self._h5.close()
+                raise DemoFileError(f"{self.h5_path} has damaged HDF5 metadata: {exc}",
+                                    hint="the file is corrupt: re-download or regenerate the pair") from exc
+            except BaseException:
+                self._h5.close()
+                raise
 
     # -- structure ------------------------------------------------------------
     def check_structure(self) -> None:
@@ -151,8 +163,11 @@ class DemoPair:
                 raise DemoFileError(f"{where}: env_states has {n_states} rows, expected actions+1 = {n_actions + 1}")
         extra = h5_ids - {ep.episode_id for ep in self.meta.episodes}
         if extra:
+            names = [f"traj_{i}" for i in sorted(extra)]
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
             raise DemoFileError(
-                f"{self.h5_path}: h5 groups {sorted(f'traj_{i}' for i in extra)[:5]} are not listed in {self.json_path.name}",
+                f"{self.h5_path}: h5 groups {shown} are not listed in {self.json_path.name}"
+                + (" (its episode list is empty)" if not self.meta.episodes else ""),
                 hint="h5 and json were written by different runs",
             )
 
@@ -186,7 +201,7 @@ class DemoPair:
             for key in ("rewards", "dones", "terminated", "truncated"):
                 if key in group:
                     episode.extras[key] = group[key][()]
-        except (OSError, RuntimeError, KeyError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError) as exc:  # TypeError: a group where an array belongs
             raise DemoFileError(f"{self.h5_path} episode {meta.episode_id}: cannot read data: {exc}") from exc
         return episode
 
@@ -228,85 +243,182 @@ def _write_tree(group: h5py.Group, key: str, value, compress: bool) -> None:
     group.create_dataset(key, data=value, dtype=value.dtype, **kwargs)
 
 
+def h5_image(episodes: Iterable[Episode]) -> tuple[bytes, list[dict]]:
+    """The h5 half of a pair built in memory (h5py's core driver): (file bytes, json episode entries).
+
+    In memory because HDF5 crashes the process (SIGSEGV) when its own writes hit a full disk; the
+    finished bytes are then written with plain file I/O, where ENOSPC is an ordinary OSError.
+    """
+    metas = []
+    with h5py.File(f"ms2flow-pair-{id(metas)}", "w", driver="core", backing_store=False, track_order=True) as f:
+        for ep in episodes:
+            group = f.create_group(f"traj_{ep.meta.episode_id}", track_order=True)
+            if ep.obs is not None:
+                _write_tree(group, "obs", ep.obs, compress=True)
+            group.create_dataset("actions", data=np.asarray(ep.actions, np.float32))
+            group.create_dataset("success", data=np.asarray(ep.success, bool))
+            if ep.env_states is not None:
+                group.create_dataset("env_states", data=np.asarray(ep.env_states, np.float32))
+            if ep.env_init_state is not None:
+                group.create_dataset("env_init_state", data=np.asarray(ep.env_init_state, np.float32))
+            for key, value in ep.extras.items():
+                group.create_dataset(key, data=np.asarray(value))
+            metas.append(ep.meta.model_dump(mode="json"))
+        f.flush()
+        return f.id.get_file_image(), metas
+
+
 def write_demo_pair(
     path: str | os.PathLike,
     env_info: EnvInfo | dict,
     episodes: Iterable[Episode],
     extra_json: dict | None = None,
+    overwrite: bool = False,
+    sidecars: dict[Path, bytes] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``episodes`` as a demo pair, atomically (temporary names, then rename; json last).
+    """Write ``episodes`` as a demo pair through :func:`commit_pair` (refuses an existing pair unless ``overwrite``).
 
     Episode ids are taken from each ``Episode.meta.episode_id``.
     """
-    h5_path, json_path = pair_paths(path)
-    h5_path.parent.mkdir(parents=True, exist_ok=True)
     env_info = env_info if isinstance(env_info, EnvInfo) else EnvInfo.model_validate(env_info)
-    tmp_h5 = h5_path.with_name(f".{h5_path.name}.tmp-{os.getpid()}")
-    tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-    metas = []
+    image, metas = h5_image(episodes)
+    payload = {"env_info": env_info.model_dump(mode="json"), **(extra_json or {}), "episodes": metas}
+    return commit_pair(path, lambda f: f.write(image), json.dumps(payload, indent=2).encode(),
+                       overwrite=overwrite, sidecars=sidecars)
+
+
+def copy_demo_pair(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> tuple[Path, Path]:
+    """Copy a pair byte for byte (digest unchanged) through :func:`commit_pair`."""
+    import shutil
+
+    src_h5, src_json = pair_paths(src)
+
+    def copy_h5(f) -> None:
+        with open(src_h5, "rb") as source:
+            shutil.copyfileobj(source, f, 1 << 20)
+
+    return commit_pair(dst, copy_h5, src_json.read_bytes(), overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- #
+# Committing a pair: never a torn pair, never a silently replaced one
+# --------------------------------------------------------------------------- #
+def _staged(path: Path) -> Path:
+    # ".NAME.h5.tmp-staged-PID": remove_stale_temporaries finds it by the ".tmp-" prefix and the trailing pid
+    return path.with_name(f".{path.name}.tmp-staged-{os.getpid()}")
+
+
+def _aside(path: Path) -> Path:
+    """Where an overwritten pair waits until its replacement is complete (fixed name: found after a kill)."""
+    return path.with_name(f".{path.name}.replaced")
+
+
+def derived_paths(path: str | os.PathLike) -> list[Path]:
+    """Files made from a pair's content that an overwrite makes stale (``NAME.validation.json``)."""
+    h5_path, _ = pair_paths(path)
+    return [h5_path.with_name(h5_path.name.removesuffix(".h5") + ".validation.json")]
+
+
+def pair_exists(path: str | os.PathLike) -> bool:
+    """A committed pair: the h5 and its json (the commit marker) are both there."""
+    return all(p.exists() for p in pair_paths(path))
+
+
+def recover_pair(path: str | os.PathLike) -> None:
+    """Finish what a killed :func:`commit_pair` left: restore the old pair, or drop it if the new one is in."""
+    h5_path, json_path = pair_paths(path)
+    old_h5, old_json = _aside(h5_path), _aside(json_path)
+    if json_path.exists():  # the new pair was committed (or nothing was moved aside): the old one can go
+        old_h5.unlink(missing_ok=True)
+        old_json.unlink(missing_ok=True)
+    elif old_json.exists():  # killed mid-swap: the old pair comes back (h5 first, json, the marker, last)
+        if old_h5.exists():
+            os.replace(old_h5, h5_path)
+        os.replace(old_json, json_path)
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool, what: str = "demo pair") -> None:
+    """Raise unless ``path`` is free or ``overwrite`` is set: outputs are immutable unless asked."""
+    recover_pair(path)
+    h5_path, _ = pair_paths(path)
+    if pair_exists(path) and not overwrite:
+        raise DemoFileError(
+            f"{what} {h5_path} (+ .json) already exists and was made from other inputs; nothing written",
+            hint="pass --overwrite to replace it (the old pair is kept until the new one is complete), "
+                 "or choose another output (-o)",
+        )
+
+
+def commit_pair(path: str | os.PathLike, write_h5: Callable[[IO[bytes]], None], json_bytes: bytes,
+                overwrite: bool = False, sidecars: dict[Path, bytes] | None = None) -> tuple[Path, Path]:
+    """Write a pair so that a kill at any moment leaves one complete pair (old or new) and nothing torn.
+
+    1. the new h5, json and ``sidecars`` (e.g. a replay report) are written under staged temporary
+       names and fsynced; a full disk fails here, with the old pair untouched;
+    2. an existing pair is moved aside (``.NAME.json.replaced`` first: the pair stops being committed),
+    3. the new h5 moves in, then the new json (the commit point), then the sidecars;
+    4. the old pair and what was derived from it (``NAME.validation.json``) are deleted.
+
+    A kill during 2-3 is undone by :func:`recover_pair` (run by the next writer or reader), which
+    restores the old pair; after 3 it deletes it.
+    """
+    h5_path, json_path = pair_paths(path)
+    refuse_existing(path, overwrite)
+    sidecars = dict(sidecars or {})
+    staged = {h5_path: _staged(h5_path), json_path: _staged(json_path), **{p: _staged(p) for p in sidecars}}
     try:
-        # An old json beside a new h5 would look complete: remove the commit marker first.
-        json_path.unlink(missing_ok=True)
-        with h5py.File(tmp_h5, "w", track_order=True) as f:
-            for ep in episodes:
-                group = f.create_group(f"traj_{ep.meta.episode_id}", track_order=True)
-                if ep.obs is not None:
-                    _write_tree(group, "obs", ep.obs, compress=True)
-                group.create_dataset("actions", data=np.asarray(ep.actions, np.float32))
-                group.create_dataset("success", data=np.asarray(ep.success, bool))
-                if ep.env_states is not None:
-                    group.create_dataset("env_states", data=np.asarray(ep.env_states, np.float32))
-                if ep.env_init_state is not None:
-                    group.create_dataset("env_init_state", data=np.asarray(ep.env_init_state, np.float32))
-                for key, value in ep.extras.items():
-                    group.create_dataset(key, data=np.asarray(value))
-                metas.append(ep.meta.model_dump(mode="json"))
-        _fsync(tmp_h5)
-        os.replace(tmp_h5, h5_path)
-        payload = {"env_info": env_info.model_dump(mode="json"), **(extra_json or {}), "episodes": metas}
-        with open(tmp_json, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_json, json_path)
+        h5_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(staged[h5_path], write_h5)
+        _write_synced(staged[json_path], lambda f: f.write(json_bytes))
+        for target, data in sidecars.items():
+            _write_synced(staged[target], lambda f, data=data: f.write(data))
+    except OSError as exc:
+        _unlink_all(staged.values())
+        raise disk_error(exc, h5_path, "write the demo pair") from exc
     except BaseException:
-        for p in (tmp_h5, tmp_json):
-            p.unlink(missing_ok=True)
+        _unlink_all(staged.values())
         raise
+    if json_path.exists():
+        os.replace(json_path, _aside(json_path))
+        if h5_path.exists():
+            os.replace(h5_path, _aside(h5_path))
+    os.replace(staged[h5_path], h5_path)
+    os.replace(staged[json_path], json_path)
+    for target in sidecars:
+        os.replace(staged[target], target)
+    _unlink_all([_aside(h5_path), _aside(json_path), *derived_paths(path)])
     return h5_path, json_path
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _write_synced(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def copy_demo_pair(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, Path]:
-    """Copy a pair byte for byte (digest unchanged), atomically: h5 then json (the commit marker), via temp names."""
-    import shutil
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
 
-    (src_h5, src_json), (dst_h5, dst_json) = pair_paths(src), pair_paths(dst)
-    dst_h5.parent.mkdir(parents=True, exist_ok=True)
-    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (dst_h5, dst_json)]
-    try:
-        dst_json.unlink(missing_ok=True)
-        for s, tmp, d in zip((src_h5, src_json), tmps, (dst_h5, dst_json)):
-            shutil.copyfile(s, tmp)
-            _fsync(tmp)
-            os.replace(tmp, d)
-    except BaseException:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
-        raise
-    return dst_h5, dst_json
+
+def disk_error(exc: OSError, path: Path, doing: str) -> DemoFileError:
+    """A DemoFileError saying what failed (disk full, permission, read-only) and what to do."""
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or write elsewhere (-o); nothing was written and an "
+                      "existing pair at this path is unchanged",
+        errno.EDQUOT: "the disk quota is exceeded: free space or write elsewhere (-o); nothing was written",
+        errno.EACCES: "the directory is not writable: choose another output (-o) or fix its permissions",
+        errno.EROFS: "the file system is read-only: choose another output (-o)",
+    }
+    name = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return DemoFileError(f"cannot {doing} {path}: {name}", hint=hints.get(exc.errno, "check the output path"))
 
 
 def read_json_extra(path: str | os.PathLike, key: str = "ms2flow") -> dict | None:
     """The ms2flow block of a committed pair's json (None if the pair is incomplete, unreadable or has none)."""
     h5_path, json_path = pair_paths(path)
+    recover_pair(path)
     if not (h5_path.exists() and json_path.exists()):
         return None
     try:

@@ -9,9 +9,11 @@ processes that each keep one env and planner alive, and keeps the first
 ``num_episodes`` successful ones, in seed order. Each seed's outcome depends
 only on the seed, so the output is the same for any ``num_workers``.
 
-Every output is committed atomically (temporary names, then rename; the json
-last) and records a digest of the inputs that made it in its json under
-``"ms2flow"``; rerunning with the same inputs finds it and does no work.
+Every output is committed through ms2core.trajectory.commit_pair (temporary
+names, then rename; the json last) and records a digest of the inputs that made
+it in its json under ``"ms2flow"``; rerunning with the same inputs finds it and
+does no work. An existing pair made from other inputs is refused unless
+``overwrite`` (which keeps the old pair until the new one is complete).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from ms2core.trajectory import (
     demo_digest,
     pair_paths,
     read_json_extra,
+    refuse_existing,
     write_demo_pair,
 )
+from ms2core.validation.demos import require_sound_demos
 from storage_schemas.demos import (
     DemoRecord,
     EnvInfo,
@@ -167,6 +171,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
     done = read_json_extra(stem)
     if done and done.get("config_digest") == digest_of_key:
         return GenerateDemosResult.model_validate({**done["result"], "digest": demo_digest(stem), "skipped": True})
+    refuse_existing(stem, cfg.overwrite)  # before minutes of planning, not after
     remove_stale_temporaries(stem)
 
     max_attempts = cfg.max_attempts or 3 * cfg.num_episodes
@@ -211,7 +216,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
     env_info = EnvInfo(env_id=cfg.env_id, max_episode_steps=cfg.max_episode_steps or _registered_limit(cfg),
                        env_kwargs={"obs_mode": "none", "control_mode": RECORD_CONTROL_MODE, "reward_mode": "dense"})
     extra = {"ms2flow": {"config_digest": digest_of_key, "key": key, "result": result.model_dump(mode="json")}}
-    write_demo_pair(stem, env_info, kept, extra_json=extra)
+    write_demo_pair(stem, env_info, kept, extra_json=extra, overwrite=cfg.overwrite)
     # The digest covers the json, so it is computed after writing and returned (not stored inside itself).
     return result.model_copy(update=dict(digest=demo_digest(stem)))
 
@@ -275,8 +280,16 @@ def _check_env_and_mode(env_id: str, control_mode: str | None, backend: str, jso
 
 
 def import_demos(cfg: ImportDemosConfig) -> DemoRecord:
-    """Validate a pair and register it as ``demos_dir(env_id)/<name>.{h5,json}`` (byte copy, digest kept)."""
-    record = validate_pair(cfg.path, check_env=cfg.check_env, backend=cfg.backend)
+    """Check a pair and register it as ``demos_dir(env_id)/<name>.{h5,json}`` (byte copy, digest kept).
+
+    The demo-pair checks (``ms2 validate PAIR.h5`` without replay) run first and refuse a failing pair
+    unless ``force``; ``check_env=False`` skips them (no simulator to check against). The record says
+    which happened; the copy stays byte-identical, so it is not written into the json.
+    """
+    checks = {"demo_checks": "skipped", "demo_check_errors": []}
+    if cfg.check_env:
+        checks = require_sound_demos(cfg.path, backend=cfg.backend, force=cfg.force).provenance()
+    record = validate_pair(cfg.path, check_env=cfg.check_env, backend=cfg.backend).model_copy(update=checks)
     src_h5, _ = pair_paths(cfg.path)
     name = cfg.name or src_h5.name[: -len(".h5")]
     dst = demos_dir(record.env_id) / name
@@ -286,10 +299,12 @@ def import_demos(cfg: ImportDemosConfig) -> DemoRecord:
     if dst_h5.exists() and dst_json.exists():
         if demo_digest(dst) == record.digest:
             return record.model_copy(update=dict(h5_path=str(dst_h5), json_path=str(dst_json), skipped=True))
-        raise DemoFileError(f"{dst_h5} is already registered with different content",
-                            hint="pass another --name, or delete the registered pair first")
+        if not cfg.overwrite:
+            raise DemoFileError(f"{dst_h5} is already registered with different content; nothing written",
+                                hint="pass another --name, or --overwrite to replace it (the old pair is kept "
+                                     "until the new one is complete)")
     remove_stale_temporaries(dst)
-    copy_demo_pair(src_h5, dst)
+    copy_demo_pair(src_h5, dst, overwrite=cfg.overwrite)
     return record.model_copy(update=dict(h5_path=str(dst_h5), json_path=str(dst_json)))
 
 
@@ -311,6 +326,7 @@ def merge(cfg: MergeDemosConfig) -> MergeDemosResult:
     if done and done.get("config_digest") == key:
         return MergeDemosResult(h5_path=str(h5_path), json_path=str(json_path), digest=demo_digest(stem),
                                 num_episodes=done["num_episodes"], sources=sources, skipped=True)
+    refuse_existing(stem, cfg.overwrite)
 
     pairs = [DemoPair(p) for p in sources]
     try:
@@ -337,7 +353,7 @@ def merge(cfg: MergeDemosConfig) -> MergeDemosResult:
         remove_stale_temporaries(stem)
         extra = {"ms2flow": {"config_digest": key, "stage": "demos.merge", "sources": sources,
                              "source_digests": digests, "num_episodes": total}}
-        write_demo_pair(stem, env_info, renumbered(), extra_json=extra)
+        write_demo_pair(stem, env_info, renumbered(), extra_json=extra, overwrite=cfg.overwrite)
     finally:
         for p in pairs:
             p.close()

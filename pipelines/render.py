@@ -50,6 +50,7 @@ from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, Unsuppo
 from ms2core.obs import observe_env, process_observation
 from ms2core.paths import datasets_url
 from ms2core.trajectory import DemoPair, Episode
+from ms2core.validation.demos import require_sound_demos
 from storage_schemas.dataset import (
     DatasetManifest,
     EpisodeStatus,
@@ -481,7 +482,12 @@ def close_dask(client, cluster=None) -> None:
 def run(cfg: RenderConfig) -> RenderResult:
     """Render (or resume rendering) the dataset ``cfg`` names; nothing to do if it is complete."""
     started = time.perf_counter()
+    # The demo gate, before anything is created: a pair that fails its checks (NaN, wrong dtype or action
+    # dimension, wrong seed, damaged h5) is refused here, not rendered into a dataset or a partial store.
+    checked = require_sound_demos(cfg.source, backend=cfg.options.backend, force=cfg.force)
     plan = plan_render(cfg)
+    plan.manifest.source.demo_checks = "forced" if checked.forced else "passed"
+    plan.manifest.source.demo_check_errors = checked.error_codes
     root, manifest = _open_or_create(plan, cfg)
     version = manifest.dataset_version
     if manifest.complete:

@@ -11,23 +11,25 @@ pd_joint_delta_pos. Output, beside it by default (ManiSkill2's naming)::
 Episodes are split over spawned worker processes (each keeps its envs alive
 and reads its episodes from the h5 itself); results come back in episode
 order. An episode that does not convert is excluded from the pair and listed
-in the report with the reason. The whole input is validated before any work,
-and nothing is written unless the run completes: report first, then the pair
-(h5, then json as the commit marker), each via a temporary name. The json
-records a digest of (source digest, target mode, options); a rerun with the
-same ones returns the existing output without work.
+in the report with the reason. The input passes the demo-pair checks
+(``require_sound_demos``) before any work, and nothing is written unless the
+run completes: pair and report are staged under temporary names and committed
+together (ms2core.trajectory.commit_pair; json last, then the report). The json
+records a digest of (source digest, target mode, options) and of the report; a
+rerun with the same ones returns the existing output without work. An existing
+output made from other inputs is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
-from ms2core.fileio import write_text_atomic
-from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, write_demo_pair
+from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, refuse_existing, write_demo_pair
+from ms2core.validation.demos import require_sound_demos
 from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
 
@@ -48,11 +50,18 @@ def report_path(stem: Path) -> Path:
     return stem.with_name(stem.name + ".report.json")
 
 
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run(cfg: ReplayConfig) -> ReplayResult:
     from ms2core.envs import registered_env_ids, supported_control_modes
     from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
 
     source_h5, source_json = pair_paths(cfg.input)
+    # The demo gate first: NaN/huge/int actions, wrong dims, a wrong seed or damaged h5 are refused here,
+    # not converted and reported as converted.
+    checked = require_sound_demos(source_h5, backend=cfg.backend, force=cfg.force)
     record = validate_pair(source_h5, check_env=False)  # layout + every array readable, before any work
     with DemoPair(source_h5) as demos:
         env_info = demos.env_info
@@ -77,13 +86,17 @@ def run(cfg: ReplayConfig) -> ReplayResult:
     key = dict(stage="replay", version=REPLAY_VERSION, source_digest=record.digest,
                target_control_mode=cfg.target_control_mode, max_episodes=cfg.max_episodes,
                verify_open_loop=cfg.verify_open_loop, require_open_loop_success=cfg.require_open_loop_success,
-               backend=cfg.backend)
+               backend=cfg.backend, **({"forced_demo_checks": checked.error_codes} if checked.forced else {}))
     key_digest = options_digest(key)
     done = read_json_extra(stem)
-    if done and done.get("config_digest") == key_digest and report_path(stem).exists():
-        report = ReplayReport.model_validate_json(report_path(stem).read_text())
+    same_inputs = bool(done) and done.get("config_digest") == key_digest
+    report_text = report_path(stem).read_text() if report_path(stem).exists() else None
+    if same_inputs and report_text is not None and done.get("report_digest") == _text_digest(report_text):
         return ReplayResult(h5_path=str(out_h5), json_path=str(out_json), report_path=str(report_path(stem)),
-                            digest=demo_digest(stem), report=report, skipped=True)
+                            digest=demo_digest(stem), report=ReplayReport.model_validate_json(report_text),
+                            skipped=True)
+    # Our own output of these very inputs whose report went missing may be redone; anything else is kept.
+    refuse_existing(stem, cfg.overwrite or same_inputs)
     remove_stale_temporaries(stem)
 
     tasks = [ConvertTask(str(source_h5), i, env_id, source_mode, cfg.target_control_mode,
@@ -130,11 +143,13 @@ def run(cfg: ReplayConfig) -> ReplayResult:
     new_info = EnvInfo(env_id=env_id, max_episode_steps=env_info.max_episode_steps,
                        env_kwargs={**env_info.env_kwargs, "obs_mode": "none",
                                    "control_mode": cfg.target_control_mode})
-    out_h5.parent.mkdir(parents=True, exist_ok=True)
-    out_json.unlink(missing_ok=True)  # the old commit marker must not vouch for a new report
-    write_text_atomic(report_path(stem), report.model_dump_json(indent=2))
+    # The report is staged with the pair and moved in after its json; the json records the report's
+    # digest, so a report of another run beside this pair is never taken for this one's.
+    report_text = report.model_dump_json(indent=2)
     extra = {"ms2flow": {"config_digest": key_digest, "key": key, "report": report_path(stem).name,
+                         "report_digest": _text_digest(report_text), **checked.provenance(),
                          "excluded_episode_ids": [s.episode_id for s in statuses if not s.converted]}}
-    write_demo_pair(stem, new_info, kept, extra_json=extra)
+    write_demo_pair(stem, new_info, kept, extra_json=extra, overwrite=True,
+                    sidecars={report_path(stem): report_text.encode()})
     return ReplayResult(h5_path=str(out_h5), json_path=str(out_json), report_path=str(report_path(stem)),
                         digest=demo_digest(stem), report=report)

@@ -110,6 +110,8 @@ class RenderConfig(StrictModel):
     workers: int = Field(1, ge=0, description="Dask LocalCluster worker processes; 0 renders in this process")
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler (tcp://host:port)")
     overwrite: bool = Field(False, description="replace a store at this path whose manifest differs")
+    force: bool = Field(False, description="render a demo pair that fails the demo-pair checks anyway "
+                                           "(recorded in the manifest's source)")
     progress: bool = True
 
 
@@ -147,6 +149,9 @@ class SourceInfo(StrictModel):
     control_mode: str | None
     n_episodes: int = Field(description="episodes in the demo pair (before max_episodes)")
     replay: Literal["env_states", "actions"]
+    demo_checks: Literal["passed", "forced"] = Field(
+        "passed", description="the source failed the demo-pair checks and was rendered with force")
+    demo_check_errors: list[str] = Field(default_factory=list, description="the failing check codes, when forced")
 
 
 class DatasetManifest(StrictModel):

@@ -73,6 +73,8 @@ class GenerateDemosConfig(StrictModel):
     )
     backend: Backend = "sapien"
     progress: bool = True
+    overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "
+                                               "complete); without it an existing pair made from other inputs is refused")
 
 
 class GenerateDemosResult(BaseModel):
@@ -97,6 +99,9 @@ class ImportDemosConfig(StrictModel):
     name: str | None = Field(None, description="registered name; None keeps the file's stem")
     check_env: bool = Field(True, description="check the env id and control mode against ManiSkill2's registry")
     backend: Backend = "sapien"
+    overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "
+                                               "complete); without it an existing pair made from other inputs is refused")
+    force: bool = Field(False, description="use a pair that fails the demo-pair checks anyway (recorded in the output)")
 
 
 class DemoRecord(BaseModel):
@@ -112,6 +117,9 @@ class DemoRecord(BaseModel):
     source: str
     has_env_states: bool
     skipped: bool = False
+    demo_checks: Literal["passed", "forced", "skipped"] = Field(
+        "passed", description="the demo-pair checks: passed, failed but forced, or not run (check_env=False)")
+    demo_check_errors: list[str] = Field(default_factory=list, description="failing check codes when forced")
 
 
 class MergeDemosConfig(StrictModel):
@@ -119,6 +127,8 @@ class MergeDemosConfig(StrictModel):
 
     inputs: list[str] = Field(min_length=1)
     output: str
+    overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "
+                                               "complete); without it an existing pair made from other inputs is refused")
 
 
 class MergeDemosResult(BaseModel):
@@ -146,6 +156,9 @@ class ReplayConfig(StrictModel):
     )
     backend: Backend = "sapien"
     progress: bool = True
+    overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "
+                                               "complete); without it an existing pair made from other inputs is refused")
+    force: bool = Field(False, description="use a pair that fails the demo-pair checks anyway (recorded in the output)")
 
 
 class EpisodeReplayStatus(BaseModel):

@@ -24,7 +24,7 @@ VALIDATION_ATTR = "ms2flow_validation"
 REPORT_FORMAT = "ms2flow.validation"
 REPORT_FORMAT_VERSION = 1
 #: Bump when checks change what they accept: reports from older checkers are not reused.
-CHECKER_VERSION = 1
+CHECKER_VERSION = 2  # 2: demo pairs: env id, control mode, reset seed, float32/64 actions are errors
 
 Severity = Literal["error", "warning"]
 
@@ -65,6 +65,10 @@ CHECKS: dict[str, tuple[Severity, str]] = {
     "replay_failed": ("error", "an episode could not be re-simulated (env refuses its seed, states or actions)"),
     "replay_skipped": ("warning", "replay consistency was asked for but could not run (no env or no source)"),
     "env_unavailable": ("warning", "the env could not be built: action bounds (and replay) were not checked"),
+    # demo pairs against the task
+    "env_id": ("error", "the demo json's env id is not a registered task"),
+    "control_mode": ("error", "a demo episode's control mode is missing or not one the task's robot supports"),
+    "reset_state": ("error", "resetting with the recorded seed does not give the recorded initial env state"),
 }
 
 CheckCode = Literal[
@@ -72,7 +76,8 @@ CheckCode = Literal[
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
     "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward",
-    "replay_success", "replay_failed", "replay_skipped", "env_unavailable",
+    "replay_success", "replay_failed", "replay_skipped", "env_unavailable", "env_id", "control_mode",
+    "reset_state",
 ]
 
 

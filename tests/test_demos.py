@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ms2core.envs.planner as planner
-from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError
+from ms2core.errors import DemoFileError, UnknownEnvError
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths
 from pipelines import demos
 from storage_schemas.demos import GenerateDemosConfig, ImportDemosConfig, MergeDemosConfig
@@ -131,7 +131,7 @@ def test_import_rejects_a_control_mode_the_robot_lacks(tmp_path, monkeypatch):
     for ep in meta["episodes"]:
         ep["control_mode"] = "pd_base_vel"
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(UnsupportedModeError, match=r"gen\.json.*pd_base_vel"):
+    with pytest.raises(DemoFileError, match=r"(?s)gen\.h5 fails the demo-pair checks.*control_mode.*pd_base_vel"):
         demos.import_demos(ImportDemosConfig(path=src.h5_path, backend="fake"))
     assert not (tmp_path / "data").exists()
 

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import ms2core.envs.replay as replay_env
-from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError
+from ms2core.envs.fake import fake_action_space
+from ms2core.errors import DemoFileError, UnsupportedModeError
 from ms2core.trajectory import DemoPair, pair_paths
 from pipelines import demos, replay
 from storage_schemas.demos import GenerateDemosConfig, ReplayConfig, ReplayReport
@@ -22,6 +23,14 @@ def source(tmp_path):
     cfg = GenerateDemosConfig(env_id="PickCube-v0", backend="fake", num_episodes=4, output=str(tmp_path / "src"),
                               progress=False)
     return demos.run(cfg).h5_path
+
+
+def hold_still(h5_path, episode_ids):
+    """In-bounds actions that never reach the goal (the middle of every pd_joint_pos joint range)."""
+    space = fake_action_space("pd_joint_pos")
+    with h5py.File(h5_path, "a") as f:
+        for i in episode_ids:
+            f[f"traj_{i}/actions"][...] = ((space.low + space.high) / 2).astype(np.float32)
 
 
 def convert(path, **kw):
@@ -58,13 +67,14 @@ def test_convert_rerun_does_no_work_and_option_change_redoes(source, monkeypatch
     again = convert(source)
     assert again.skipped and again.digest == first.digest and os.path.getmtime(first.h5_path) == mtime
     monkeypatch.setattr(replay_env.EpisodeConverter, "convert", real)
-    fewer = convert(source, max_episodes=2)
+    with pytest.raises(DemoFileError, match=r"(?s)already exists and was made from other inputs.*--overwrite"):
+        convert(source, max_episodes=2)  # other options, same output: not replaced silently
+    fewer = convert(source, max_episodes=2, overwrite=True)
     assert not fewer.skipped and fewer.report.num_episodes == 2
 
 
 def test_failed_episodes_are_excluded_and_listed(source, tmp_path):
-    with h5py.File(source, "a") as f:  # episode 2 no longer reaches its goal
-        f["traj_2/actions"][...] = 0.0
+    hold_still(source, [2])  # episode 2 no longer reaches its goal
     result = convert(source)
     report = result.report
     assert report.num_converted == 3
@@ -81,14 +91,18 @@ def test_wrong_action_width_is_excluded_with_reason(source, tmp_path):
         n = f["traj_0/actions"].shape[0]
         del f["traj_0/actions"]
         f["traj_0/actions"] = np.zeros((n, 7), np.float32)
-    [bad] = convert(source).report.excluded
+    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*shape \(episode 0, key "
+                                            r"traj_0/actions.*ms2 validate"):
+        convert(source)  # the demo gate refuses it before any work
+    forced = convert(source, force=True)  # forced through: the converter excludes it, the output records it
+    [bad] = forced.report.excluded
     assert bad.episode_id == 0 and "shape" in bad.reason and "takes 8 numbers" in bad.reason
+    extra = json.loads(pair_paths(forced.h5_path)[1].read_text())["ms2flow"]
+    assert extra["demo_checks"] == "forced" and extra["demo_check_errors"] == ["shape"]
 
 
 def test_no_episode_converting_writes_nothing(source, tmp_path):
-    with h5py.File(source, "a") as f:
-        for i in range(4):
-            f[f"traj_{i}/actions"][...] = 0.0
+    hold_still(source, range(4))
     before = files_in(tmp_path)
     with pytest.raises(DemoFileError, match=r"no episode converted.*nothing written"):
         convert(source)
@@ -178,7 +192,8 @@ def test_unknown_env_id_names_the_json(source, tmp_path):
     meta = json.loads(json_path.read_text())
     meta["env_info"]["env_id"] = "PickCub-v0"
     json_path.write_text(json.dumps(meta))
-    with pytest.raises(UnknownEnvError, match=r"(?s)src\.json: env_info.env_id: unknown env id 'PickCub-v0'.*PickCube"):
+    with pytest.raises(DemoFileError, match=r"(?s)src\.h5 fails the demo-pair checks.*env_id \(key env_info.env_id, "
+                                            r"value 'PickCub-v0'.*did you mean PickCube-v0"):
         convert(source)
 
 
@@ -194,8 +209,7 @@ def test_other_version_layout(source, tmp_path):
 def test_cli_replay_prints_summary_and_exclusions(source, tmp_path):
     from flows.cli import app
 
-    with h5py.File(source, "a") as f:
-        f["traj_1/actions"][...] = 0.0
+    hold_still(source, [1])
     res = CliRunner().invoke(app, ["replay", str(source), "--target-control-mode", "pd_ee_delta_pos",
                                    "--set", "backend=fake", "--set", "progress=false"])
     assert res.exit_code == 0, res.output

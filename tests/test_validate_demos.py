@@ -146,10 +146,31 @@ def test_action_dim_of_another_controller(demos):
     assert (f.episode, f.key, f.value, f.expected) == (0, "traj_0/actions", [7], [4])
 
 
-def test_unknown_control_mode_is_a_warning(demos):
+def test_unknown_control_mode_is_an_error(demos):
     edit_json(demos, lambda raw: raw["episodes"][0].update(control_mode="pd_teleport"))
     report = validate(demos)
-    assert only(report, "env_unavailable")[0].episode == 0
+    (f,) = only(report, "control_mode")
+    assert (f.episode, f.value, f.severity, report.status) == (0, "pd_teleport", "error", "failed")
+
+
+def test_unknown_env_id_is_an_error(demos):
+    edit_json(demos, lambda raw: raw["env_info"].update(env_id="PickCub-v0"))
+    report = validate(demos)
+    (f,) = only(report, "env_id")
+    assert (f.value, f.severity, report.status) == ("PickCub-v0", "error", "failed")
+    assert "PickCube-v0" in f.message  # the did-you-mean
+
+
+def test_float16_actions_are_an_error(demos):
+    def change(f):
+        a = f["traj_1/actions"][()]
+        del f["traj_1/actions"]
+        f["traj_1/actions"] = a.astype(np.float16)
+
+    edit_h5(demos, change)
+    report = validate(demos)
+    (f,) = only(report, "dtype")
+    assert (f.episode, f.key, f.value, report.status) == (1, "traj_1/actions", "float16", "failed")
 
 
 def test_last_step_not_success(demos):
@@ -190,10 +211,13 @@ def test_replay_detects_states_that_do_not_follow(demos):
     assert (f.episode, f.key, f.index) == (2, "traj_2/env_states", 2)
 
 
-def test_replay_detects_wrong_seed(demos):
+def test_wrong_seed_is_caught_without_and_with_replay(demos):
     edit_json(demos, lambda raw: raw["episodes"][0].update(episode_seed=999, reset_kwargs={"seed": 999}))
-    found = only(validate(demos, replay_sample=4), "replay_state")
-    assert found[0].episode == 0 and found[0].index == 0
+    (f,) = only(validate(demos), "reset_state")  # the structural checks reset the first episodes
+    assert (f.episode, f.index, f.key) == (0, 0, "traj_0/env_states")
+    report = validate(demos, replay_sample=4, recheck=True)
+    assert [f.episode for f in report.findings if f.code == "reset_state"] == [0]  # reported once
+    assert report.replayed_episodes == [1, 2, 3] and "replay_state" not in {f.code for f in report.findings}
 
 
 def test_replay_detects_wrong_success_flags(demos):

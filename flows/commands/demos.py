@@ -8,6 +8,9 @@ import typer
 
 SetOption = typer.Option(None, "--set", help="dotted override, e.g. --set num_episodes=100 (repeatable)")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (configs/demos/*.yaml)")
+OverwriteOption = typer.Option(False, "--overwrite", help="replace an existing output pair (kept until the new one "
+                               "is complete); without it an existing pair made from other inputs is refused")
+ForceOption = typer.Option(False, "--force", help="use a pair that fails the demo-pair checks anyway (recorded)")
 
 
 def _overrides(sets: list[str] | None, **named) -> list[str]:
@@ -29,6 +32,7 @@ def register(app: typer.Typer) -> None:
         seed_start: int = typer.Option(None, help="first seed tried"),
         workers: int = typer.Option(None, "--workers", "-j", help="simulator processes"),
         output: str = typer.Option(None, "--output", "-o", help="path stem of the pair"),
+        overwrite: bool = OverwriteOption,
         sets: list[str] = SetOption,
     ) -> None:
         """Generate successful expert demos with the mplib planner, recorded in pd_joint_pos with env states."""
@@ -40,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(GenerateDemosConfig, config, _overrides(
             sets, env_id=env_id, num_episodes=num_episodes, seed_start=seed_start, num_workers=workers,
-            output=output))
+            output=output, overwrite=overwrite or None))
         result = demos.run(cfg)
         console = Console()
         if result.skipped:
@@ -55,16 +59,23 @@ def register(app: typer.Typer) -> None:
     def import_(
         path: Path = typer.Argument(..., help="NAME.h5 (or NAME.json) of an existing ManiSkill2 demo pair"),
         name: str = typer.Option(None, help="registered name (default: the file's stem)"),
-        check_env: bool = typer.Option(True, help="check env id and control mode against ManiSkill2's registry"),
+        check_env: bool = typer.Option(True, help="run the demo-pair checks (env id, control mode, seeds, values) "
+                                       "against ManiSkill2's registry"),
+        overwrite: bool = OverwriteOption,
+        force: bool = ForceOption,
     ) -> None:
-        """Validate a ManiSkill2 demo pair (official or ours) and register it under the data directory."""
+        """Check a ManiSkill2 demo pair (official or ours; `ms2 validate PAIR.h5` without replay) and register it
+        under the data directory; a pair that fails the checks is refused unless --force."""
         from rich.console import Console
 
         from pipelines import demos
         from storage_schemas.demos import ImportDemosConfig
 
-        record = demos.import_demos(ImportDemosConfig(path=str(path), name=name, check_env=check_env))
+        record = demos.import_demos(ImportDemosConfig(path=str(path), name=name, check_env=check_env,
+                                                      overwrite=overwrite, force=force))
         state = "already registered" if record.skipped else "registered"
+        if record.demo_checks != "passed":
+            state += f" ({record.demo_checks} checks{': ' + ', '.join(record.demo_check_errors) if record.demo_check_errors else ''})"
         Console().print(f"[green]{state}:[/green] {record.h5_path}: {record.env_id}, {record.control_mode}, "
                         f"{record.num_episodes} episodes, {record.total_steps} steps\ndigest {record.digest}")
 
@@ -72,6 +83,7 @@ def register(app: typer.Typer) -> None:
     def merge(
         inputs: list[Path] = typer.Argument(..., help="demo pairs (NAME.h5) of one task and control mode"),
         output: str = typer.Option(..., "--output", "-o", help="path stem of the merged pair"),
+        overwrite: bool = OverwriteOption,
     ) -> None:
         """Merge demo pairs into one (episodes renumbered), like ManiSkill2's merge_h5."""
         from rich.console import Console
@@ -79,7 +91,8 @@ def register(app: typer.Typer) -> None:
         from pipelines import demos
         from storage_schemas.demos import MergeDemosConfig
 
-        result = demos.merge(MergeDemosConfig(inputs=[str(p) for p in inputs], output=output))
+        result = demos.merge(MergeDemosConfig(inputs=[str(p) for p in inputs], output=output,
+                                                    overwrite=overwrite))
         state = "up to date" if result.skipped else "wrote"
         Console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
                         f"{len(result.sources)} pairs\ndigest {result.digest}")
@@ -92,6 +105,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", "-j", help="simulator processes"),
         output: str = typer.Option(None, "--output", "-o", help="path stem (default NAME.none.<mode>)"),
         max_episodes: int = typer.Option(None, "--count", help="convert only the first N episodes"),
+        overwrite: bool = OverwriteOption,
+        force: bool = ForceOption,
         config: Path = ConfigOption,
         sets: list[str] = SetOption,
     ) -> None:
@@ -105,7 +120,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(ReplayConfig, config, _overrides(
             sets, input=str(path) if path else None, target_control_mode=target_control_mode,
-            num_workers=workers, output=output, max_episodes=max_episodes))
+            num_workers=workers, output=output, max_episodes=max_episodes, overwrite=overwrite or None,
+            force=force or None))
         result = replay_stage.run(cfg)
         report = result.report
         console = Console()

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = typer.Option(None, help="existing Dask scheduler, tcp://host:port"),
         max_episodes: int | None = typer.Option(None, help="render only the first N trajectories"),
         overwrite: bool = typer.Option(False, help="replace a store at this path holding a different dataset"),
+        force: bool = typer.Option(False, "--force", help="render a demo pair that fails the demo-pair checks "
+                                   "(recorded in the manifest)"),
     ) -> None:
         """Render demos into a Zarr v3 dataset (resumable; same inputs and options -> nothing to do)."""
         from rich.console import Console
@@ -35,6 +37,8 @@ def register(app: typer.Typer) -> None:
                 sets.append(f"{key}={value}")
         if overwrite:
             sets.append("overwrite=true")
+        if force:
+            sets.append("force=true")
         cfg = load_config(RenderConfig, config, sets)
         result = render_stage.run(cfg)
         console = Console()

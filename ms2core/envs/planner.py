@@ -266,7 +266,8 @@ def _solve_fake(env, rec: _Recorder) -> None:
         step = np.clip((base._goal - base._tcp) / 0.05, -1.0, 1.0) * 3.0
         action = np.zeros(env.action_space.shape, np.float32)
         action[:3] = step
-        rec.step(action)
+        # inside the action space (Panda joint limits), as the demo-pair checks require of every action
+        rec.step(np.clip(action, env.action_space.low, env.action_space.high).astype(np.float32))
 
 
 class EpisodeSolver:

@@ -87,7 +87,9 @@ def test_options_the_task_cannot_honour_and_mismatched_states_fail_clearly(demo,
     wrong = tmp_path / "wrong.h5"
     wrong.write_bytes(h5.read_bytes())
     pair_paths(wrong)[1].write_text(js.read_text().replace("PickCube-v0", "StackCube-v0"))
-    with pytest.raises(DemoFileError, match=r"wrong\.h5 episode 0: env state 0 .* does not fit"):
+    # (refused by the demo gate at the start of render: the state dimension does not fit the task)
+    with pytest.raises(DemoFileError, match=r"wrong\.h5 fails the demo-pair checks.*shape \(episode 0, "
+                                            r"key traj_0/env_states.*have \[73\] components.*has \[70\]"):
         render.run(_cfg(wrong, tmp_path, dict(obs_mode="state")))
 
 
