@@ -32,7 +32,7 @@ from ms2core.validation.replay import (
     Bounds, action_bounds, env_error_text, replay_dataset_episode, replay_env_obs_mode, sample_positions,
 )
 from ms2core.validation.store import is_remote, open_root
-from storage_schemas.dataset import MANIFEST_ATTR, DatasetManifest
+from storage_schemas.dataset import MANIFEST_ATTR, RENDER_VERSION, DatasetManifest
 
 EPISODE_ENDS = "meta/episode_ends"
 
@@ -237,6 +237,10 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                          value=repr(err.get("input"))[:200], expected=err["msg"])
     if manifest is not None:
         outcome.dataset_version = manifest.dataset_version
+        if manifest.render_version != RENDER_VERSION:
+            sink.add("old_layout", f"the manifest says render version {manifest.render_version}; this ms2flow reads "
+                     f"render version {RENDER_VERSION} (see storage_schemas.dataset.RENDER_VERSION)",
+                     key=f"{MANIFEST_ATTR}.render_version", value=manifest.render_version, expected=RENDER_VERSION)
         if not manifest.complete:
             sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
                      f"{len(manifest.episodes)} episodes committed)", key=MANIFEST_ATTR,
