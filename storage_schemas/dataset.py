@@ -185,15 +185,13 @@ class DatasetManifest(StrictModel):
 
 def identity_payload(source_digest: str, options: RenderOptions, versions: dict[str, str],
                      render_version: int = RENDER_VERSION) -> dict:
-    payload = {
+    return {
         "format_version": MANIFEST_FORMAT_VERSION,
+        "render_version": render_version,
         "source_digest": source_digest,
         "options": options.model_dump(mode="json"),
         "versions": {k: versions.get(k, "") for k in ("mani_skill2", "sapien")},
     }
-    if render_version != 1:  # version-1 payloads hashed without the key: their versions stay what they were
-        payload["render_version"] = render_version
-    return payload
 
 
 def dataset_version(source_digest: str, options: RenderOptions, versions: dict[str, str]) -> str:
