@@ -1,5 +1,6 @@
 """Render real PickCube-v0 demos (SAPIEN on the CPU): point clouds and RGB-D match what the env shows,
-rewards equal env.step from the recorded states (and are close to the recorded rollout's), success matches, Dask workers render real envs, and bad inputs fail clearly."""
+rewards equal env.step from the recorded states (and are close to the recorded rollout's), success matches,
+Dask workers render real envs, and bad inputs fail clearly."""
 
 from __future__ import annotations
 
