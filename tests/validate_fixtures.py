@@ -1,7 +1,8 @@
 """Small real datasets for the validation tests: fake-env demo pairs (written with
 ms2core.trajectory.write_demo_pair) and Zarr datasets rendered from them the way pipelines.render
-does (obs before each action from the recorded env state, success/reward after it, dones =
-success | last row, Blosc zstd chunks along time, DatasetManifest in attrs["ms2flow"]).
+does (ms2core.envs.episode_sim: obs at each recorded env state, reward/success/terminated from stepping
+its action, truncated at a last row not terminated; Blosc zstd chunks along time, DatasetManifest in
+attrs["ms2flow"]).
 
 pipelines.render lives on another branch; this builder follows the shared layout contract
 (see ms2core/validation/zarr_dataset.py) so the validator is tested on real files on disk.
