@@ -36,7 +36,8 @@ def write_synthetic_pointcloud_dataset(path: str | Path, rows: int, points: int 
     specs = {
         "data/obs/xyz": ((points, 3), np.float32), "data/obs/rgb": ((points, 3), np.uint8),
         "data/obs/state": ((state_dim,), np.float32), "data/actions": ((action_dim,), np.float32),
-        "data/rewards": ((), np.float32), "data/success": ((), bool), "data/dones": ((), bool),
+        "data/rewards": ((), np.float32), "data/success": ((), bool), "data/terminated": ((), bool),
+        "data/truncated": ((), bool),
     }
     arrays = {}
     for name, (shape, dtype) in specs.items():
@@ -56,9 +57,10 @@ def write_synthetic_pointcloud_dataset(path: str | Path, rows: int, points: int 
     ends = np.arange(episode_len, rows + episode_len, episode_len).clip(max=rows)
     ends = np.unique(ends).astype(np.int64)
     root.create_array("meta/episode_ends", data=ends)
-    dones = np.zeros(rows, bool)
-    dones[ends - 1] = True
-    arrays["data/dones"][:] = dones
+    truncated = np.zeros(rows, bool)  # no success: every episode is cut at its last row
+    truncated[ends - 1] = True
+    arrays["data/terminated"][:] = False
+    arrays["data/truncated"][:] = truncated
     root.attrs["ms2flow"] = {"env_id": "PickCube-v0", "obs_mode": "pointcloud", "synthetic": True,
                              "num_points": points}
     return path

@@ -4,7 +4,8 @@ convert_state-style baseline (one process, gzip HDF5), on the same PickCube-v0 e
 The baseline does what ManiSkill2-Learn's tools/convert_state.py does with one
 process: for each trajectory reset with its seed, set every recorded state,
 take and process the observation (the same ms2core.obs processing, so only the
-pipeline and the storage differ), then write ``traj_i/{obs/*, actions,
+pipeline and the storage differ), step the recorded action for the reward
+(``env.step``, which renders the observation a second time), then write ``traj_i/{obs/*, actions,
 rewards, dones}`` with h5py gzip (level 4, h5py's automatic chunks).
 
 Both sides are measured warm: the baseline env and every Dask worker's env
@@ -66,16 +67,15 @@ def baseline_render(demo: Path, out: Path, cfg: RenderConfig, env) -> tuple[floa
         for i, ep in enumerate(pair.iter_episodes()):
             env.reset(seed=ep.meta.seed)
             rng = np.random.default_rng([cfg.options.seed, ep.meta.episode_id])
-            rows, rewards = [], []
-            for t in range(ep.num_steps + 1):
+            rows, rewards, dones = [], [], []
+            for t in range(ep.num_steps):
                 env.unwrapped.set_state(ep.env_states[t])
-                if t > 0:
-                    info = env.unwrapped.evaluate()
-                    rewards.append(env.unwrapped.get_reward(obs=None, action=ep.actions[t - 1], info=info))
-                if t < ep.num_steps:
-                    rows.append(process_observation(observe_env(env), obs_cfg, rng))
-            dones = np.zeros(ep.num_steps, bool)
-            dones[-1] = True
+                rows.append(process_observation(observe_env(env), obs_cfg, rng))
+                # convert_state steps for the reward (contacts), observing again inside env.step
+                _, reward, terminated, _, _ = env.step(ep.actions[t])
+                rewards.append(reward)
+                dones.append(terminated)
+            dones = np.asarray(dones, bool)
             write_h5_trajectory(f, i, {key: np.stack([r[key] for r in rows]) for key in rows[0]}, ep.actions,
                                 np.asarray(rewards, np.float32), dones)
             frames += ep.num_steps
@@ -101,7 +101,7 @@ def h5_from_store(store: str, out: Path) -> Path:
     with h5py.File(out, "w") as f:
         for i, (lo, hi) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
             obs = {key[4:]: value[lo:hi] for key, value in data.items() if key.startswith("obs/")}
-            write_h5_trajectory(f, i, obs, data["actions"][lo:hi], data["rewards"][lo:hi], data["dones"][lo:hi])
+            write_h5_trajectory(f, i, obs, data["actions"][lo:hi], data["rewards"][lo:hi], data["terminated"][lo:hi])
     return out
 
 

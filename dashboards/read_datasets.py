@@ -6,7 +6,7 @@ The layout (written by pipelines.render, see DESIGN.md)::
       data/obs/<key>          (T_total, ...) time-major: state, xyz, rgb, seg, depth
       data/actions            (T_total, A) float32
       data/rewards            (T_total,) float32
-      data/success, dones     (T_total,) bool
+      data/success, terminated, truncated     (T_total,) bool
       meta/episode_ends       (E,) int64, cumulative transition counts
       zarr.json               root attrs["ms2flow"] = DatasetManifest, optionally
                               attrs["ms2flow_validation"] = the latest validation report
@@ -107,7 +107,8 @@ class EpisodeSeries:
     actions: np.ndarray | None
     rewards: np.ndarray | None
     success: np.ndarray | None
-    dones: np.ndarray | None
+    terminated: np.ndarray | None
+    truncated: np.ndarray | None
 
     @property
     def length(self) -> int:
@@ -235,7 +236,8 @@ def read_episode_series(entry: DatasetEntry, episode: int) -> EpisodeSeries:
     def rows(name: str) -> np.ndarray | None:
         return np.asarray(data[name][start:end]) if name in data else None
 
-    return EpisodeSeries(episode, start, end, rows("actions"), rows("rewards"), rows("success"), rows("dones"))
+    return EpisodeSeries(episode, start, end, rows("actions"), rows("rewards"), rows("success"),
+                         rows("terminated"), rows("truncated"))
 
 
 def camera_names(manifest: dict[str, Any], count: int) -> list[str]:

@@ -113,13 +113,18 @@ class NStepWriter:
         out.append((obs, action, ret, next_obs, terminated, self.gamma ** len(rewards)))
 
     def push(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
-             next_obs: dict[str, np.ndarray], terminated: np.ndarray, dones: np.ndarray) -> Transitions | None:
-        """Add one vector step; ``next_obs`` is s_{t+1} of the same episode (final obs where it ended)."""
+             next_obs: dict[str, np.ndarray], terminated: np.ndarray, episode_over: np.ndarray) -> Transitions | None:
+        """Add one vector step; ``next_obs`` is s_{t+1} of the same episode (final obs where it ended).
+
+        ``terminated``: the env ended the episode (windows through it do not bootstrap); ``episode_over``:
+        terminated or truncated (the rollout's ``StepBatch.dones``: the queue is flushed, and truncated
+        windows bootstrap from ``next_obs``). Demo datasets store terminated and truncated, never this.
+        """
         out: list = []
         for i, queue in enumerate(self.queues):
             queue.append(({k: v[i] for k, v in obs.items()}, actions[i], float(rewards[i])))
             nxt = {k: v[i] for k, v in next_obs.items()}
-            if dones[i]:
+            if episode_over[i]:
                 while queue:
                     self._emit(queue, nxt, bool(terminated[i]), out)
                     queue.popleft()
@@ -147,8 +152,8 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.storage.size
 
-    def add_step(self, obs, actions, rewards, next_obs, terminated, dones) -> None:
-        t = self.writer.push(obs, actions, rewards, next_obs, terminated, dones)
+    def add_step(self, obs, actions, rewards, next_obs, terminated, episode_over) -> None:
+        t = self.writer.push(obs, actions, rewards, next_obs, terminated, episode_over)
         if t is not None:
             self.storage.add(t)
 

@@ -192,6 +192,8 @@ class StepBatch:
 
     @property
     def dones(self) -> np.ndarray:
+        """The episode is over (terminated or truncated): the env was reset. A rollout signal only; datasets
+        store ``terminated`` and ``truncated`` (ManiSkill2's meaning), never their union."""
         return self.terminated | self.truncated
 
 

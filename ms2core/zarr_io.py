@@ -7,9 +7,12 @@ On-disk tree of a dataset (``pipelines.render`` writes it, everything else reads
     <store>/                        root group; attrs["ms2flow"] = DatasetManifest
       data/obs/<key>                (T_total, ...) time-major, e.g. obs/xyz, obs/rgb, obs/state
       data/actions                  (T_total, A) float32
-      data/rewards                  (T_total,)   float32
-      data/success                  (T_total,)   bool
-      data/dones                    (T_total,)   bool
+      data/rewards                  (T_total,)   float32  env.step(a_t)'s reward from the recorded state s_t
+      data/success                  (T_total,)   bool     info["success"] after that step
+      data/terminated               (T_total,)   bool     env.step's terminated there (no bootstrap)
+      data/truncated                (T_total,)   bool     last step of an episode not terminated there
+                                                          (stores rendered before render version 2 hold
+                                                          data/dones instead: readers refuse them)
       meta/episode_ends             (E,) int64 cumulative transition counts
       ranges/<e000012-n4>/          staging of one episode range while a render runs
         data/...                    same keys, only this range's rows (its own chunks)

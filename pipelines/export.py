@@ -7,8 +7,12 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
         obs/xyz, obs/rgb, [obs/seg], obs/state     pointcloud (T, N, ...) as in the Zarr store
         obs/rgb (T, 3C, H, W) uint8, obs/depth (T, C, H, W) float32, [obs/seg]   rgbd: channels first
         obs/state (T, S)                           state
-        actions (T, A) float32, rewards (T,) float32, dones (T,) bool,
-        episode_dones (T,) bool (True at the last step), success (T,) bool
+        actions (T, A) float32, rewards (T,) float32, success (T,) bool,
+        dones (T,) bool          = terminated (ManiSkill2-Learn: the env ended the episode; no bootstrap)
+        episode_dones (T,) bool  True at the last step (terminated or cut)
+        is_truncated (T,) bool   all False, as convert_state writes it: in ManiSkill2-Learn it marks a
+                                 rollout segment cut by the sampler, not a time limit (a cut episode is
+                                 episode_dones & ~dones there), so import derives truncated from those two
       attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
 
 Only committed episodes are exported; the output is written under a temporary
@@ -65,11 +69,15 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
             for i, (start, end) in enumerate(zip(starts, ends)):
                 group = f.create_group(f"traj_{i}")
                 for key, arr in arrays.items():
+                    if key == "truncated":
+                        continue  # ManiSkill2-Learn has no such key: episode_dones & ~dones says it
                     values = _to_h5_layout(key.split("/")[-1], np.asarray(arr[start:end]), obs_mode)
-                    group.create_dataset(key, data=values, **(kwargs if values.ndim >= 2 else {}))
+                    name = "dones" if key == "terminated" else key
+                    group.create_dataset(name, data=values, **(kwargs if values.ndim >= 2 else {}))
                 episode_dones = np.zeros(end - start, bool)
                 episode_dones[-1] = True
                 group.create_dataset("episode_dones", data=episode_dones)
+                group.create_dataset("is_truncated", data=np.zeros(end - start, bool))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -95,13 +103,15 @@ def import_h5(path: str, store: str) -> str:
         columns: dict[str, list[np.ndarray]] = {}
 
         def visit(name, item):
-            if isinstance(item, h5py.Dataset) and name != "episode_dones":
-                columns.setdefault(name, []).append(_from_h5_layout(name.split("/")[-1], item[()], obs_mode))
+            if isinstance(item, h5py.Dataset) and name not in ("episode_dones", "is_truncated"):
+                key = "terminated" if name == "dones" else name
+                columns.setdefault(key, []).append(_from_h5_layout(name.split("/")[-1], item[()], obs_mode))
 
         lengths = []
         for name in names:
             f[name].visititems(visit)
             lengths.append(f[name]["actions"].shape[0])
+            columns.setdefault("truncated", []).append(f[name]["episode_dones"][()] & ~f[name]["dones"][()])
     data = {k: np.concatenate(v) for k, v in columns.items()}
     root = zarr.open_group(zarr_io.open_store(store), mode="w")
     zarr_io.create_time_arrays(root.require_group("data"), manifest.arrays, manifest.options.compression_level)

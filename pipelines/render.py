@@ -4,10 +4,12 @@ What ManiSkill2-Learn's tools/convert_state.py does (state demos -> visual
 observations), as a resumable, idempotent stage:
 
 * Each episode is rendered by resetting the env with the recorded seed and,
-  for rigid-body tasks, setting every recorded env state and taking the
-  observation (``ms2core.obs.observe_env``); soft-body tasks (no env_states)
-  replay the actions from the seed. Rewards use the configured reward mode and
-  success comes from ``env.evaluate()`` after each step.
+  for rigid-body tasks, setting every recorded env state s_t, taking the
+  observation (``ms2core.obs.observe_env``, rendered once) and stepping the
+  recorded action a_t without observing again; soft-body tasks (no env_states)
+  replay the actions from the seed (``ms2core.envs.episode_sim``). Rewards (in
+  the configured reward mode), success and terminated are what ``env.step(a_t)``
+  returns from s_t; truncated marks a last step the env did not terminate.
 * Episodes are split into ranges (``episodes_per_range``). A Dask worker renders
   a whole range into its own staging group ``ranges/<name>/`` (so it owns every
   chunk it writes, with no sharing between writers) and marks it complete last.
@@ -21,20 +23,20 @@ observations), as a resumable, idempotent stage:
 Store tree (drawn in full in ms2core.zarr_io)::
 
     <output_dir>/<demo>.<obs_mode>.<version>.zarr/
-      data/obs/<key> data/actions data/rewards data/success data/dones
+      data/obs/<key> data/actions data/rewards data/success data/terminated data/truncated
       meta/episode_ends
       ranges/e000004-n4/...        only while a render is unfinished
       zarr.json                    attrs["ms2flow"] = DatasetManifest
 
 Identity: ``version = hash(demo digest, every render option, mani_skill2/sapien
-versions)``; the default store name carries it, so changed options or new
+versions, RENDER_VERSION)`` (RENDER_VERSION: what a stored step means, in
+storage_schemas.dataset); the default store name carries it, so changed options or new
 demos make a new dataset and the old one stays readable. A store path that
 holds a different manifest is an error unless ``overwrite``.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ import numpy as np
 import zarr
 
 from ms2core import zarr_io
+from ms2core.envs.episode_sim import simulate_recorded_episode
 from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
 from ms2core.obs import observe_env, process_observation
 from ms2core.paths import datasets_url
@@ -160,67 +163,25 @@ def _cached_env(key: EnvKey):
     return env
 
 
-def _reward(env_u, action: np.ndarray, info: dict) -> float:
-    params = inspect.signature(env_u.get_reward).parameters
-    if "action" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return float(env_u.get_reward(obs=None, action=action, info=info))
-    return float(env_u.get_reward(info))
-
-
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
-def episode_env_id(env) -> str:
-    spec = getattr(env.unwrapped, "spec", None)
-    return getattr(spec, "id", None) or getattr(env.unwrapped, "env_id", type(env.unwrapped).__name__)
-
-
 def render_episode(env, episode: Episode, obs_cfg: ObsProcessConfig, rng: np.random.Generator,
                    where: str = "") -> dict[str, np.ndarray]:
-    """Time-major arrays of one episode: obs/<key>, actions, rewards, success, dones (T rows each)."""
-    u = env.unwrapped
-    n_steps = episode.num_steps
-    if n_steps == 0:
-        raise DemoFileError(f"{where}: episode has no steps", hint="drop empty episodes from the demo pair")
-    options = episode.meta.reset_kwargs.get("options")
-    reset_obs, _ = env.reset(seed=episode.meta.seed, **({"options": options} if options else {}))
-    obs_rows: list[dict[str, np.ndarray]] = []
-    rewards = np.zeros(n_steps, np.float32)
-    success = np.zeros(n_steps, bool)
-    if episode.env_states is not None:  # rigid body: every state was recorded, set it and look
-        env_state_shape = np.shape(u.get_state())
-        if episode.env_states.shape[1:] != env_state_shape:
-            raise DemoFileError(
-                f"{where}: env state 0 has shape {episode.env_states.shape[1:]} which does not fit "
-                f"{episode_env_id(env)} (its states have shape {env_state_shape})",
-                hint="render demos recorded with the same task (and robot) the demo json names",
-            )
-        for t in range(n_steps + 1):
-            try:
-                u.set_state(episode.env_states[t])
-            except (ValueError, RuntimeError, IndexError) as exc:
-                raise DemoFileError(
-                    f"{where}: env state {t} (shape {episode.env_states[t].shape}) does not fit "
-                    f"{episode_env_id(env)}: {exc}",
-                    hint="render demos recorded with the same task (and robot) the render config names",
-                ) from exc
-            if t > 0:
-                info = u.evaluate()
-                rewards[t - 1] = _reward(u, episode.actions[t - 1], info)
-                success[t - 1] = bool(info["success"])
-            if t < n_steps:
-                obs_rows.append(process_observation(observe_env(env), obs_cfg, rng))
-    else:  # soft body: no states to set; replay the actions from the recorded seed
-        obs = reset_obs
-        for t in range(n_steps):
-            obs_rows.append(process_observation(obs, obs_cfg, rng))
-            obs, reward, _, _, info = env.step(episode.actions[t])
-            rewards[t], success[t] = reward, bool(info["success"])
-    dones = success.copy()
-    dones[-1] = True
-    out = {f"obs/{k}": v for k, v in _stack(obs_rows).items()}
-    out.update(actions=np.asarray(episode.actions, np.float32), rewards=rewards, success=success, dones=dones)
+    """Time-major arrays of one episode: obs/<key>, actions, rewards, success, terminated, truncated (T rows each).
+
+    The simulation is ``ms2core.envs.episode_sim.simulate_recorded_episode`` (shared with ``ms2 validate``):
+    row t is observed once at the recorded state s_t, and its reward/success/terminated are what
+    ``env.step(a_t)`` returns from s_t.
+    """
+    def observe(env_now, raw):
+        return process_observation(observe_env(env_now) if raw is None else raw, obs_cfg, rng)
+
+    sim = simulate_recorded_episode(env, episode, observe, where)
+    out = {f"obs/{k}": v for k, v in _stack(sim.observations).items()}
+    out.update(actions=np.asarray(episode.actions, np.float32), rewards=sim.rewards.astype(np.float32),
+               success=sim.success, terminated=sim.terminated, truncated=sim.truncated)
     return out
 
 

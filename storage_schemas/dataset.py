@@ -22,6 +22,12 @@ from storage_schemas.env import RewardMode, StrictModel
 MANIFEST_ATTR = "ms2flow"
 MANIFEST_FORMAT = "ms2flow.dataset"
 MANIFEST_FORMAT_VERSION = 1
+#: What a stored step means; part of every dataset's identity (so of its version and default store name).
+#: 1: rewards evaluated after set_state(s_{t+1}) with no physics step (contact-based rewards such as PickCube's
+#:    grasp bonus never seen), ``dones`` = success | last step.
+#: 2: rewards, success and terminated from stepping a_t from s_t (what env.step returns there), and
+#:    ``success``/``terminated``/``truncated`` with ManiSkill2's meaning instead of ``dones``.
+RENDER_VERSION = 2
 MiB = 1 << 20
 
 #: The observation modes a dataset can be rendered in (ManiSkill2-Learn's convert_state modes).
@@ -167,15 +173,26 @@ class DatasetManifest(StrictModel):
     n_committed_episodes: int = 0
     n_committed_rows: int = 0
     complete: bool = False
+    render_version: int = Field(RENDER_VERSION, description="what a stored step means (see RENDER_VERSION)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_render_version(cls, data: Any) -> Any:
+        # A stored manifest (it always has "format") without render_version was written by render version 1.
+        if isinstance(data, dict) and "format" in data and "render_version" not in data:
+            data = {**data, "render_version": 1}
+        return data
 
     def identity(self) -> dict:
         """The fields that define the dataset (hashed into dataset_version)."""
-        return identity_payload(self.source.digest, self.options, self.versions)
+        return identity_payload(self.source.digest, self.options, self.versions, self.render_version)
 
 
-def identity_payload(source_digest: str, options: RenderOptions, versions: dict[str, str]) -> dict:
+def identity_payload(source_digest: str, options: RenderOptions, versions: dict[str, str],
+                     render_version: int = RENDER_VERSION) -> dict:
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
+        "render_version": render_version,
         "source_digest": source_digest,
         "options": options.model_dump(mode="json"),
         "versions": {k: versions.get(k, "") for k in ("mani_skill2", "sapien")},

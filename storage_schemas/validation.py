@@ -24,7 +24,7 @@ VALIDATION_ATTR = "ms2flow_validation"
 REPORT_FORMAT = "ms2flow.validation"
 REPORT_FORMAT_VERSION = 1
 #: Bump when checks change what they accept: reports from older checkers are not reused.
-CHECKER_VERSION = 2  # 2: demo pairs: env id, control mode, reset seed, float32/64 actions are errors
+CHECKER_VERSION = 3  # 2: demo pairs: env id, control mode, reset seed, float32/64 actions are errors; 3: terminated/truncated, rewards replayed
 
 Severity = Literal["error", "warning"]
 
@@ -53,14 +53,18 @@ CHECKS: dict[str, tuple[Severity, str]] = {
     "obs_keys": ("error", "the observation key set does not match the obs mode"),
     "success": ("error", "the last step of an episode of a success-only dataset is not a success"),
     "success_claim": ("error", "a recorded per-episode success disagrees with the success flags"),
-    "dones": ("error", "the last row of an episode is not marked done"),
+    "dones": ("error", "an episode's last row is not exactly one of terminated / truncated, or truncated is set "
+                       "before the last row"),
+    "old_layout": ("error", "the store was rendered before render version 2 (data/dones, rewards without a physics "
+                            "step): re-render it"),
     "duplicate": ("warning", "two episodes have the same seed and the same actions"),
     # provenance and replay
     "provenance": ("error", "the source demo digest recorded in the manifest differs from the demos on disk"),
     "provenance_missing": ("warning", "the source demos recorded in the manifest are not on disk (not checked)"),
     "replay_state": ("error", "re-simulating an episode gives states that differ beyond the tolerance"),
     "replay_actions": ("error", "stored actions differ from the source demo's actions"),
-    "replay_reward": ("error", "stored rewards differ from the re-simulated ones beyond the tolerance"),
+    "replay_reward": ("error", "stored rewards differ from the re-simulated ones (bit for bit for state replays)"),
+    "replay_terminated": ("error", "stored terminated/truncated flags differ from the re-simulated ones"),
     "replay_success": ("error", "re-simulating an episode gives different success flags"),
     "replay_failed": ("error", "an episode could not be re-simulated (env refuses its seed, states or actions)"),
     "replay_skipped": ("warning", "replay consistency was asked for but could not run (no env or no source)"),
@@ -75,9 +79,9 @@ CheckCode = Literal[
     "unreadable", "manifest_schema", "json_schema", "incomplete", "missing_array", "unexpected_array",
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
-    "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions", "replay_reward",
-    "replay_success", "replay_failed", "replay_skipped", "env_unavailable", "env_id", "control_mode",
-    "reset_state",
+    "old_layout", "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions",
+    "replay_reward", "replay_terminated", "replay_success", "replay_failed", "replay_skipped", "env_unavailable",
+    "env_id", "control_mode", "reset_state",
 ]
 
 

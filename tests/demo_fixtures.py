@@ -19,7 +19,7 @@ CONTROL_MODE = "pd_ee_delta_pose"
 
 
 def record_episode(env, episode_id: int, seed: int, n_steps: int, rng: np.random.Generator,
-                   with_states: bool = True) -> Episode:
+                   with_states: bool = True, stop_at_termination: bool = True) -> Episode:
     env.reset(seed=seed)
     u = env.unwrapped
     states = [u.get_state()]
@@ -38,7 +38,7 @@ def record_episode(env, episode_id: int, seed: int, n_steps: int, rng: np.random
         rewards.append(reward)
         successes.append(bool(info["success"]))
         states.append(u.get_state())
-        if terminated:
+        if terminated and stop_at_termination:
             break
     n = len(actions)
     meta = EpisodeMeta(episode_id=episode_id, episode_seed=seed, reset_kwargs={"seed": seed},
@@ -59,13 +59,14 @@ def write_pair(path: Path, env_id: str, episodes: list[Episode], control_mode: s
 
 def fake_demo_pair(path: Path, n_episodes: int = 5, steps: tuple[int, int] = (6, 14), seed: int = 0,
                    with_states: bool = True) -> Path:
-    """A demo pair recorded on the fake PickCube env (10-dim states); episode lengths vary."""
+    """A demo pair recorded on the fake PickCube env (10-dim states); episode lengths vary (n steps each, going on
+    after success: some episodes end terminated, others are cut while not at the goal)."""
     env = make_env("PickCube-v0", "state", CONTROL_MODE, backend="fake")
     rng = np.random.default_rng(seed)
     episodes = []
     for i in range(n_episodes):
         n = int(rng.integers(steps[0], steps[1] + 1))
-        episodes.append(record_episode(env, i, 1000 + seed * 100 + i, n, rng, with_states))
+        episodes.append(record_episode(env, i, 1000 + seed * 100 + i, n, rng, with_states, stop_at_termination=False))
     return write_pair(path, "PickCube-v0", episodes)
 
 

@@ -108,7 +108,8 @@ def test_pointnet_bc_runs_end_to_end_on_cpu(tmp_path):
     assert type(policy.encoder).__name__ == "PointNetEncoder" and ckpt["extra"]["obs_shapes"]["xyz"] == [32, 3]
     ev = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=10), obs_processor=pointcloud_processor,
                   progress=False)
-    assert ev.obs_mode == "pointcloud" and all(e.length == 20 for e in ev.episodes)
+    # ManiSkill2 (and the fake env) terminate at success: an episode is 20 steps or ends in success
+    assert ev.obs_mode == "pointcloud" and all(e.length == 20 or e.success_at_end for e in ev.episodes)
     assert ev.success_once.mean >= 0.7
 
 

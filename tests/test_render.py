@@ -75,8 +75,12 @@ def test_pointcloud_dataset_layout_contents_and_manifest(demo, tmp_path):
     assert root["data/obs/xyz"].shape == (total, 64, 3) and root["data/obs/xyz"].dtype == np.float32
     assert root["data/obs/rgb"].dtype == np.uint8 and root["data/obs/state"].shape[0] == total
     np.testing.assert_array_equal(root["data/actions"][:], np.concatenate([e.actions for e in episodes]))
-    dones = root["data/dones"][:]
-    assert dones[np.cumsum(lengths) - 1].all()
+    assert "dones" not in root["data"]
+    terminated, truncated = root["data/terminated"][:], root["data/truncated"][:]
+    last = np.zeros(total, bool)
+    last[np.cumsum(lengths) - 1] = True
+    np.testing.assert_array_equal(terminated, root["data/success"][:])  # ManiSkill2 0.5: get_done = success
+    np.testing.assert_array_equal(truncated, last & ~terminated)
     # Observation t of episode 1 is the processed observation of env state t.
     env = make_env("PickCube-v0", "pointcloud", "pd_ee_delta_pose", backend="fake")
     env.reset(seed=episodes[1].meta.seed)
@@ -260,11 +264,13 @@ def test_export_h5_has_maniskill2_learn_layout_and_imports_back(tmp_path, demo):
     with h5py.File(out, "r") as f:
         assert sorted(k for k in f) == [f"traj_{i}" for i in range(5)]
         t1 = f["traj_1"]
-        assert set(t1) == {"obs", "actions", "rewards", "dones", "success", "episode_dones"}
+        assert set(t1) == {"obs", "actions", "rewards", "dones", "success", "episode_dones", "is_truncated"}
         assert t1["obs/rgb"].shape == (ends[1] - ends[0], 6, 12, 16)  # channels first, like ManiSkill2-Learn
         assert t1["obs/rgb"].compression == "gzip"
         np.testing.assert_array_equal(t1["obs/rgb"][()].transpose(0, 2, 3, 1), root["data/obs/rgb"][ends[0]:ends[1]])
-        assert t1["episode_dones"][-1] and not t1["episode_dones"][0]
+        assert t1["episode_dones"][-1] and not t1["episode_dones"][0] and not t1["is_truncated"][()].any()
+        # ManiSkill2-Learn's dones = terminated (convert_state: the recorded success), never "last step"
+        np.testing.assert_array_equal(t1["dones"][()], root["data/terminated"][ends[0]:ends[1]])
     with pytest.raises(DatasetError, match="already exists"):
         export.run(ExportConfig(store=result.store, output=str(out)))
     back = export.import_h5(str(out), str(tmp_path / "back.zarr"))

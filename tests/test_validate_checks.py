@@ -58,10 +58,12 @@ def test_episode_ends_rules():
 
 def test_last_steps_and_duplicates():
     sink = FindingSink()
-    check_last_steps(sink, [7, 8], np.array([True, False]), np.array([False, True]), np.array([3, 4]),
-                     success_only=True, claimed_success=[True, True])
+    # (terminated, truncated) at the last rows: 7 neither, 8 truncated, 9 both
+    ends = (np.array([False, False, True]), np.array([False, True, True]))
+    check_last_steps(sink, [7, 8, 9], np.array([True, False, True]), ends, np.array([3, 4, 2]),
+                     success_only=True, claimed_success=[True, True, None])
     got = sorted((f.code, f.episode, f.index) for f in sink.findings)
-    assert got == [("dones", 7, 2), ("success", 8, 3), ("success_claim", 8, 3)]
+    assert got == [("dones", 7, 2), ("dones", 9, 1), ("success", 8, 3), ("success_claim", 8, 3)]
     sink = FindingSink()
     check_duplicates(sink, [0, 1, 2, 3], [5, 5, 6, 5], ["a", "b", "a", "a"])
     assert [(f.code, f.episode) for f in sink.findings] == [("duplicate", 3)]  # same seed 5 and digest "a" as 0

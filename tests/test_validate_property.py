@@ -2,7 +2,7 @@
 and never passes a corrupted array silently.
 
 What "never silently" can promise, and is tested here:
-- any changed value of an array the validator can re-derive (actions, rewards, success, dones,
+- any changed value of an array the validator can re-derive (actions, rewards, success, terminated, truncated,
   obs/state: replay of every episode against the source demos) is reported on that array;
 - contract-breaking values (NaN/Inf) in arrays it cannot re-derive (points) are reported;
 - random bytes written over the compressed chunk files of a store written with a crc32c codec are
@@ -30,7 +30,7 @@ from storage_schemas.validation import ValidationConfig, ValidationReport
 from tests.validate_fixtures import build, set_manifest
 
 N_ROWS_MIN = 8
-REDERIVABLE = ("actions", "rewards", "success", "dones", "obs/state")
+REDERIVABLE = ("actions", "rewards", "success", "terminated", "truncated", "obs/state")
 # MS2FLOW_HYPOTHESIS_EXAMPLES=300 for a long hunt; CI keeps the fast tier fast.
 SETTINGS = settings(max_examples=int(os.environ.get("MS2FLOW_HYPOTHESIS_EXAMPLES", "25")), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -86,7 +86,7 @@ def test_changed_values_are_always_reported(templates, tmp_path, data):
     arr[:] = flat.reshape(values.shape)
     report = validate_all(store)
     assert report.status == "failed", f"{key}[{row}, {col}] {old!r} -> {new!r} passed silently"
-    related = {"success": {"success", "dones"}, "dones": {"dones"}}.get(key, {key})
+    related = {"terminated": {"terminated", "truncated"}}.get(key, {key})
     assert any(f.severity == "error" and f.key in related for f in report.findings), \
         [(f.code, f.key) for f in report.findings]
 

@@ -197,12 +197,37 @@ def test_last_step_not_success(dataset):
     assert "success" not in codes(report) and "success_claim" in codes(report)
 
 
-def test_dones_not_set_at_episode_end(dataset):
+def test_episode_end_flags_neither_terminated_nor_truncated_or_truncated_early(dataset):
     store = dataset()
-    last = int(ends_of(store)[0]) - 1
-    write_rows(store, "data/dones", last, False)
+    ends = ends_of(store)
+    last = int(ends[0]) - 1
+    write_rows(store, "data/terminated", last, False)
+    write_rows(store, "data/truncated", last, False)
+    write_rows(store, "data/truncated", int(ends[1]) + 1, True)  # episode 2, step 1: not its last row
     found = only(validate(store), "dones")
-    assert all(f.episode == 0 and f.key == "dones" for f in found)
+    got = sorted((f.episode, f.index, f.key) for f in found)
+    assert got == [(0, last, "truncated"), (2, 1, "truncated")]
+
+
+def test_a_store_rendered_before_terminated_and_truncated_is_refused_with_a_rerender_hint(dataset):
+    store = dataset()
+    root = zarr.open_group(str(store), mode="r+")
+    last = np.zeros(root["data/success"].shape[0], bool)
+    last[ends_of(store) - 1] = True
+    root.create_array("data/dones", data=root["data/success"][:] | last, chunks=(4,))
+    for key in ("terminated", "truncated"):
+        del root[f"data/{key}"]
+    raw = dict(root.attrs[MANIFEST_ATTR])
+    raw["arrays"] = {k: v for k, v in raw["arrays"].items() if k not in ("terminated", "truncated")}
+    raw["arrays"]["dones"] = raw["arrays"]["success"]
+    del raw["render_version"]  # written before the field existed
+    root.attrs.update({MANIFEST_ATTR: raw})
+    report = validate(store)
+    assert report.status == "failed"
+    found = {f.key: f for f in only(report, "old_layout")}
+    assert set(found) == {"dones", "ms2flow.render_version"} and "re-render" in str(found["dones"].expected)
+    assert found["ms2flow.render_version"].value == 1
+    assert not codes(report) & {"missing_array", "unexpected_array"}
 
 
 def test_duplicate_episode(tmp_path):
@@ -258,11 +283,23 @@ def test_replay_detects_changed_action_reward_and_success(dataset):
     ends = ends_of(store)
     write_rows(store, "data/actions", (int(ends[1]) + 1, 0), 0.123)
     write_rows(store, "data/rewards", int(ends[2]) + 1, 0.5)
-    write_rows(store, "data/success", int(ends[0]), True)  # episode 1 step 0 (and dones then disagree)
+    write_rows(store, "data/success", int(ends[0]), True)  # episode 1 step 0
+    write_rows(store, "data/terminated", 2, True)  # episode 0 step 2
     report = validate(store, replay_sample=4)
     assert only(report, "replay_actions")[0].episode == 2
     assert only(report, "replay_reward")[0].episode == 3
     assert only(report, "replay_success")[0].episode == 1
+    (f,) = only(report, "replay_terminated")
+    assert (f.episode, f.key, f.index, f.value, f.expected) == (0, "terminated", 2, True, False)
+
+
+def test_replay_compares_rewards_bit_for_bit(dataset):
+    store = dataset()
+    row = int(ends_of(store)[1]) + 2  # episode 2 step 2
+    rewards = zarr.open_group(str(store), mode="r")["data/rewards"][:]
+    write_rows(store, "data/rewards", row, np.nextafter(rewards[row], np.float32(np.inf)))  # one ulp off
+    (f,) = only(validate(store, replay_sample=4), "replay_reward")
+    assert (f.episode, f.index) == (2, 2) and "bit for bit" in f.message
 
 
 def test_unreadable_chunk_is_a_finding(dataset):

@@ -1,7 +1,8 @@
 """Small real datasets for the validation tests: fake-env demo pairs (written with
 ms2core.trajectory.write_demo_pair) and Zarr datasets rendered from them the way pipelines.render
-does (obs before each action from the recorded env state, success/reward after it, dones =
-success | last row, Blosc zstd chunks along time, DatasetManifest in attrs["ms2flow"]).
+does (ms2core.envs.episode_sim: obs at each recorded env state, reward/success/terminated from stepping
+its action, truncated at a last row not terminated; Blosc zstd chunks along time, DatasetManifest in
+attrs["ms2flow"]).
 
 pipelines.render lives on another branch; this builder follows the shared layout contract
 (see ms2core/validation/zarr_dataset.py) so the validator is tested on real files on disk.
@@ -17,9 +18,9 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ms2core.envs import make_env
+from ms2core.envs.episode_sim import simulate_recorded_episode
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import DemoPair, Episode, demo_digest, write_demo_pair
-from ms2core.validation.replay import task_reward
 from storage_schemas.dataset import (
     MANIFEST_ATTR, ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
     dataset_version,
@@ -78,25 +79,18 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
         env_id, control_mode = pair.env_info.env_id, pair.meta.control_mode
     env = make_env(env_id, obs_cfg.env_obs_mode, control_mode, "dense", backend=backend,
                    camera_size=options.camera_size)
-    u = env.unwrapped
     columns: dict[str, list] = {}
     ends, statuses = [], []
     with DemoPair(demos) as pair:
         for ep in pair.iter_episodes():
-            env.reset(seed=ep.meta.seed)
             rng = np.random.default_rng(ep.meta.episode_id)
             n = ep.num_steps
-            rows = {"actions": ep.actions.astype(np.float32), "rewards": np.zeros(n, np.float32),
-                    "success": np.zeros(n, bool)}
-            obs_rows = []
-            for t in range(n):
-                u.set_state(ep.env_states[t])
-                obs_rows.append(process_observation(observe_env(env), obs_cfg, rng))
-                u.set_state(ep.env_states[t + 1])
-                info = u.evaluate()
-                rows["rewards"][t], rows["success"][t] = task_reward(u, ep.actions[t], info), info["success"]
-            rows["dones"] = rows["success"].copy()
-            rows["dones"][-1] = True
+            sim = simulate_recorded_episode(
+                env, ep, lambda env_now, raw, rng=rng: process_observation(observe_env(env_now) if raw is None else raw,
+                                                                          obs_cfg, rng))
+            obs_rows = sim.observations
+            rows = {"actions": ep.actions.astype(np.float32), "rewards": sim.rewards.astype(np.float32),
+                    "success": sim.success, "terminated": sim.terminated, "truncated": sim.truncated}
             for key in obs_rows[0]:
                 rows[f"obs/{key}"] = np.stack([o[key] for o in obs_rows])
             for key, value in rows.items():

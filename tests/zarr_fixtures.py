@@ -18,7 +18,8 @@ from ms2core.envs.fake import STEP_SIZE_M
 
 
 def write_demo_zarr(path: str | Path, episodes: list[dict], manifest: dict | None = None, chunk_rows: int = 64) -> Path:
-    """episodes: dicts with obs {key: (T, ...)}, actions (T, A), rewards, success, dones (T,)."""
+    """episodes: dicts with obs {key: (T, ...)}, actions (T, A), rewards, success (T,) and optionally terminated,
+    truncated (T,) (default ManiSkill2's: terminated = success, truncated = a last step not terminated)."""
     path = Path(path)
     root = zarr.open_group(str(path), mode="w")
     data = root.require_group("data")
@@ -31,8 +32,16 @@ def write_demo_zarr(path: str | Path, episodes: list[dict], manifest: dict | Non
     for key in episodes[0]["obs"]:
         arr = cat(lambda ep: ep["obs"][key])
         obs_group.create_array(key, data=arr, chunks=(chunk_rows, *arr.shape[1:]))
-    for key, dtype in (("actions", np.float32), ("rewards", np.float32), ("success", bool), ("dones", bool)):
-        arr = cat(lambda ep: np.asarray(ep[key], dtype))
+    def flag(ep, key):
+        terminated = np.asarray(ep.get("terminated", ep["success"]), bool)
+        if key == "terminated":
+            return terminated
+        return np.asarray(ep["truncated"], bool) if "truncated" in ep else \
+            (np.arange(len(terminated)) == len(terminated) - 1) & ~terminated
+
+    for key, dtype in (("actions", np.float32), ("rewards", np.float32), ("success", bool), ("terminated", bool),
+                       ("truncated", bool)):
+        arr = cat(lambda ep: flag(ep, key) if key in ("terminated", "truncated") else np.asarray(ep[key], dtype))
         data.create_array(key, data=arr, chunks=(chunk_rows, *arr.shape[1:]))
     ends = np.cumsum([len(ep["actions"]) for ep in episodes]).astype(np.int64)
     meta.create_array("episode_ends", data=ends, chunks=(max(1, len(ends)),))

@@ -5,9 +5,14 @@ The layout (written by ``pipelines.render``)::
 
     <store>/data/obs/<key>      (T_total, ...)   processed observation before action t
     <store>/data/actions        (T_total, A)     float32, in the env's action units
+    <store>/data/rewards        (T_total,)       float32, env.step's reward for a_t from s_t
+    <store>/data/terminated     (T_total,)       bool, env.step said the episode ended: no bootstrap
+    <store>/data/truncated      (T_total,)       bool, the episode was cut after this step: bootstrap
     <store>/meta/episode_ends   (E,)             cumulative transition counts, strictly increasing
 
-Only rows inside committed episodes (``< episode_ends[-1]``) are read.
+Only rows inside committed episodes (``< episode_ends[-1]``) are read. ``demo_replay_transitions``
+turns demos into n-step replay transitions (a demo buffer for off-policy learners): windows stop at
+terminated steps and bootstrap through truncated ones, never at a mere episode end.
 ``write_demo_zarr`` writes the same layout for test fixtures and benchmarks.
 """
 
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ms2core.errors import DatasetError
+from ms2core.replay_buffer import NStepWriter, Transitions
 
 
 @dataclass
@@ -28,6 +34,9 @@ class DemoTransitions:
     obs: dict[str, np.ndarray]   # (T, ...) per key
     actions: np.ndarray          # (T, A) env units
     episode_ends: np.ndarray     # (E,)
+    rewards: np.ndarray | None = None      # (T,) float32   (with_returns=True)
+    terminated: np.ndarray | None = None   # (T,) bool
+    truncated: np.ndarray | None = None    # (T,) bool
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -37,17 +46,20 @@ class DemoTransitions:
         return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
 
 
-def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None) -> DemoTransitions:
+def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None,
+                          with_returns: bool = False) -> DemoTransitions:
     """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes).
 
     Opening and checking the store is ms2core.data's ``open_demo_store`` (the one reader of the layout).
+    ``with_returns`` also reads rewards, terminated and truncated (what bootstrapping needs).
     """
     import zarr
 
     from ms2core.data.demo_dataset import open_demo_store
 
     store = open_demo_store(path)
-    ends = np.asarray(zarr.open_group(str(store.path), mode="r")["meta/episode_ends"][:], np.int64)
+    group = zarr.open_group(str(store.path), mode="r")
+    ends = np.asarray(group["meta/episode_ends"][:], np.int64)
     ends = ends[ends <= store.num_rows]
     if max_episodes is not None:
         ends = ends[:max_episodes]
@@ -57,7 +69,56 @@ def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_epis
         raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/obs/{k}' for k in missing)}",
                            hint=f"it has data/obs/{{{', '.join(store.obs_keys)}}}")
     obs = {k: np.asarray(store.arrays[f"obs/{k}"][:n]) for k in obs_keys}
-    return DemoTransitions(obs, np.asarray(store.arrays["actions"][:n], np.float32), ends)
+    demos = DemoTransitions(obs, np.asarray(store.arrays["actions"][:n], np.float32), ends)
+    if with_returns:
+        absent = [k for k in ("rewards", "terminated", "truncated") if f"data/{k}" not in group]
+        if absent:
+            raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/{k}' for k in absent)}",
+                               hint="bootstrapping from demos needs the simulator's rewards and episode ends; "
+                                    "re-render the demos with `ms2 render`")
+        demos.rewards = np.asarray(group["data/rewards"][:n], np.float32)
+        demos.terminated = np.asarray(group["data/terminated"][:n], bool)
+        demos.truncated = np.asarray(group["data/truncated"][:n], bool)
+    return demos
+
+
+def demo_replay_transitions(demos: DemoTransitions, n_step: int, gamma: float) -> Transitions:
+    """The demos as n-step replay transitions ``(s_t, a_t, R_t, s_{t+k}, terminated, gamma^k)``, as SAC's writer
+    makes them from rollouts (``ms2core.replay_buffer.NStepWriter``):
+
+    * a terminated step (the env ended the episode there, possibly mid-demo) ends every window through it
+      with terminated = True: no bootstrap past it;
+    * a truncated last step t = T-1 (cut without termination) has no stored s_T, so it is left out and the
+      windows before it end at s_{T-1} with terminated = False: the target bootstraps from s_{T-1}.
+
+    Episode ends are never treated as terminations (that was the ``dones[-1] = True`` bug).
+    """
+    if demos.rewards is None or demos.terminated is None or demos.truncated is None:
+        raise DatasetError("demo transitions were loaded without rewards/terminated/truncated",
+                           hint="load them with load_demo_transitions(..., with_returns=True)")
+    writer = NStepWriter(1, n_step, gamma)
+    parts: list[Transitions] = []
+    starts = np.concatenate([[0], demos.episode_ends[:-1]])
+    for start, end in zip(starts.tolist(), demos.episode_ends.tolist()):
+        cut = bool(demos.truncated[end - 1]) and not bool(demos.terminated[end - 1])
+        last = end - 2 if cut else end - 1  # the row whose window flush ends the episode
+        for t in range(start, last + 1):
+            at_end = t == last
+            next_row = t + 1 if t + 1 < end else t  # a terminated last step: next obs is multiplied by 0
+            out = writer.push({k: v[t:t + 1] for k, v in demos.obs.items()}, demos.actions[t:t + 1],
+                              demos.rewards[t:t + 1], {k: v[next_row:next_row + 1] for k, v in demos.obs.items()},
+                              demos.terminated[t:t + 1], np.array([bool(demos.terminated[t]) or at_end]))
+            if out is not None:
+                parts.append(out)
+    if not parts:
+        raise DatasetError("the demos hold no transition that can be bootstrapped (every episode has one step "
+                           "and was cut)", hint="use longer demos")
+    return Transitions(
+        obs={k: np.concatenate([p.obs[k] for p in parts]) for k in parts[0].obs},
+        actions=np.concatenate([p.actions for p in parts]), rewards=np.concatenate([p.rewards for p in parts]),
+        next_obs={k: np.concatenate([p.next_obs[k] for p in parts]) for k in parts[0].next_obs},
+        terminated=np.concatenate([p.terminated for p in parts]),
+        discounts=np.concatenate([p.discounts for p in parts]))
 
 
 def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[int, ...]], obs_keys: list[str],
@@ -106,7 +167,11 @@ def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
 
 
 def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]]) -> Path:
-    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically."""
+    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically.
+
+    Episodes without ``terminated``/``truncated`` get ManiSkill2's: terminated = success (get_done), truncated
+    at a last step that is not terminated.
+    """
     import zarr
 
     path = Path(path)
@@ -114,16 +179,23 @@ def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray
     if tmp.exists():
         shutil.rmtree(tmp)
     root = zarr.open_group(str(tmp), mode="w")
-    keys = episodes[0].keys()
-    for key in keys:
+    episodes = [_with_episode_ends(ep) for ep in episodes]
+    for key in episodes[0].keys():
         data = np.concatenate([ep[key] for ep in episodes])
         root.create_array(f"data/{key}", data=data)
     lengths = [len(ep["actions"]) for ep in episodes]
-    dones = np.concatenate([np.arange(n) == n - 1 for n in lengths])
-    if "dones" not in keys:
-        root.create_array("data/dones", data=dones)
     root.create_array("meta/episode_ends", data=np.cumsum(lengths).astype(np.int64))
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
+
+
+def _with_episode_ends(episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(episode["actions"])
+    out = dict(episode)
+    if "terminated" not in out:
+        out["terminated"] = np.asarray(out.get("success", np.zeros(n, bool)), bool).copy()
+    if "truncated" not in out:
+        out["truncated"] = (np.arange(n) == n - 1) & ~np.asarray(out["terminated"], bool)
+    return out

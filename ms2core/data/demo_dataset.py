@@ -5,7 +5,7 @@ On-disk layout read here (written by pipelines.render)::
     <store>/
       data/obs/<key>     (T_total, ...)   processed obs, e.g. xyz (T,N,3) f32, rgb (T,N,3) u8, state (T,S) f32
       data/actions       (T_total, A) float32
-      data/rewards, data/success, data/dones   (T_total,)
+      data/rewards (T_total,) float32, data/success, data/terminated, data/truncated (T_total,) bool
       meta/episode_ends  (E,) int64   cumulative; only rows < episode_ends[-1] are committed
       attrs["ms2flow"]   DatasetManifest dict
 
@@ -111,6 +111,11 @@ def open_demo_store(path: str | Path, num_samples: int | None = None) -> ZarrDem
         if required not in root:
             raise DatasetError(f"dataset {path} lacks {required}",
                                hint="expected data/obs/<key>, data/actions and meta/episode_ends (pipelines.render layout)")
+    if "data/dones" in root and "data/terminated" not in root:
+        raise DatasetError(f"dataset {path} was rendered before render version 2: it stores data/dones (success or "
+                           "the last step) and rewards computed without a physics step",
+                           hint="re-render it with `ms2 render` (it then stores the simulator's rewards and "
+                                "data/terminated, data/truncated)")
     if "data/obs" not in root or not list(root["data/obs"].array_keys()):
         raise DatasetError(f"dataset {path} has no observation arrays under data/obs", hint="expected data/obs/<key>")
     episode_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)

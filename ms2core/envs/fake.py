@@ -4,7 +4,8 @@ Same observation layouts as ManiSkill2 0.5.3 (``state`` flat float64 vector of
 51; ``state_dict``; ``rgbd`` with ``image/<camera>/{rgb,depth}`` and
 ``camera_param``; ``pointcloud`` with ``pointcloud/{xyzw,rgb}``; ``*_robot_seg``
 add ``Segmentation``/``robot_seg``), the same action spaces per control mode,
-``get_state``/``set_state``, ``evaluate()`` and ``info["success"]``.
+``get_state``/``set_state``, ``evaluate()``, ``info["success"]``, and ``step`` made of BaseEnv.step's parts
+(``step_action``, ``get_info``, ``get_reward(obs=, action=, info=)``, ``get_done``: terminated at success).
 
 The dynamics are a toy on purpose: the TCP is a point moved by the first three
 action components (0.05 m per unit per step) and success is reaching the goal
@@ -164,17 +165,31 @@ class FakeManiSkillEnv(gym.Env):
         return self.get_obs(), {}
 
     def step(self, action):
+        """ManiSkill2 0.5.3's BaseEnv.step, part for part (ms2core.envs.episode_sim calls the parts without get_obs)."""
+        self.step_action(action)
+        self._elapsed_steps += 1
+        obs = self.get_obs()
+        info = self.get_info(obs=obs)
+        reward = self.get_reward(obs=obs, action=action, info=info)
+        terminated = self.get_done(obs=obs, info=info)
+        return obs, reward, terminated, False, info
+
+    def step_action(self, action) -> None:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action shape {action.shape} != action space {self.action_space.shape}")
         move = np.clip(action[:3], -1.0, 1.0) if self.control_mode != "pd_joint_pos" else action[:3] / 3.0
         self._tcp = self._tcp + STEP_SIZE_M * move
-        self._elapsed_steps += 1
-        info = self.evaluate()
-        info["elapsed_steps"] = self._elapsed_steps
-        return self.get_obs(), self.get_reward(info), False, False, info
 
-    def get_reward(self, info: dict) -> float:
+    def get_info(self, **kwargs) -> dict:
+        info = dict(elapsed_steps=self._elapsed_steps)
+        info.update(self.evaluate())
+        return info
+
+    def get_done(self, info: dict, **kwargs) -> bool:
+        return bool(info["success"])  # ManiSkill2 0.5: the task ends the episode at success
+
+    def get_reward(self, *, info: dict, **kwargs) -> float:
         if self.reward_mode == "sparse":
             return float(info["success"])
         reward = 1.0 - np.tanh(5.0 * info["tcp_to_goal_dist"]) + 5.0 * float(info["success"])

@@ -16,10 +16,14 @@ from ms2core.validation.findings import FindingSink
 
 #: dtypes of the processed-observation and dataset contract (data/<key>).
 CONTRACT_DTYPES = {
-    "actions": "float32", "rewards": "float32", "success": "bool", "dones": "bool",
+    "actions": "float32", "rewards": "float32", "success": "bool", "terminated": "bool", "truncated": "bool",
     "obs/state": "float32", "obs/xyz": "float32", "obs/rgb": "uint8", "obs/depth": "float32", "obs/seg": "bool",
 }
-CORE_KEYS = ("actions", "rewards", "success", "dones")
+#: success / terminated / truncated have ManiSkill2's meaning (terminated: env.step said so; truncated: the
+#: last step of an episode the env did not terminate there).
+CORE_KEYS = ("actions", "rewards", "success", "terminated", "truncated")
+#: the episode-end flag of stores rendered before RENDER_VERSION 2 (success | last step): refused, re-render.
+LEGACY_DONES_KEY = "dones"
 
 
 def expected_obs_keys(obs_mode: str, include_rgb: bool = True, include_depth: bool = True,
@@ -183,11 +187,11 @@ def check_duplicates(sink: FindingSink, episode_ids: list[int], seeds: list[int 
 
 
 def check_last_steps(sink: FindingSink, episode_ids: list[int], last_success: np.ndarray | None,
-                     last_done: np.ndarray | None, lengths: np.ndarray, success_only: bool,
-                     claimed_success: list[bool | None] | None = None, success_key: str = "success",
-                     done_key: str = "dones") -> None:
-    """Success-only datasets end every episode in success; every episode's last row is done;
-    per-episode success recorded elsewhere (manifest / json info) agrees with the flags.
+                     last_end: tuple[np.ndarray, np.ndarray] | None, lengths: np.ndarray, success_only: bool,
+                     claimed_success: list[bool | None] | None = None, success_key: str = "success") -> None:
+    """Success-only datasets end every episode in success; every episode's last row is terminated or
+    truncated, never both (``last_end`` = (terminated, truncated) at the last rows); per-episode success
+    recorded elsewhere (manifest / json info) agrees with the flags.
     ``success_key`` may hold ``{episode}`` (demo pairs: one array per episode)."""
     for i, episode in enumerate(episode_ids):
         last = int(lengths[i]) - 1
@@ -201,6 +205,20 @@ def check_last_steps(sink: FindingSink, episode_ids: list[int], last_success: np
                 sink.add("success_claim", f"recorded episode success {claimed_success[i]} but the last success "
                          f"flag is {bool(last_success[i])}", episode=episode, key=key, index=last,
                          value=bool(last_success[i]), expected=bool(claimed_success[i]))
-        if last_done is not None and not bool(last_done[i]):
-            sink.add("dones", "the episode's last row is not marked done", episode=episode, key=done_key,
-                     index=last, value=False, expected=True)
+        if last_end is not None:
+            terminated, truncated = bool(last_end[0][i]), bool(last_end[1][i])
+            if terminated == truncated:
+                sink.add("dones", f"the episode's last row is {'both' if terminated else 'neither'} terminated "
+                         f"{'and' if terminated else 'nor'} truncated", episode=episode, key="truncated",
+                         index=last, value=truncated, expected=not terminated)
+
+
+def check_truncated_rows(sink: FindingSink, truncated: np.ndarray, is_last: np.ndarray, start_row: int,
+                         locator: RowLocator) -> None:
+    """``truncated`` may be True only at an episode's last row (a block of rows from global ``start_row``)."""
+    bad = np.flatnonzero(np.asarray(truncated, bool) & ~np.asarray(is_last, bool))
+    for local in bad[: sink.room("dones", "truncated")]:
+        episode, index = locator.locate(start_row + int(local))
+        sink.add("dones", "truncated is set before the episode's last row", episode=episode, key="truncated",
+                 index=index, row=start_row + int(local), value=True, expected=False)
+    sink.count_only("dones", max(0, len(bad) - sink.room("dones", "truncated")))

@@ -3,19 +3,20 @@ episode and compare states and success within a tolerance).
 
 Demo pairs: reset with the recorded seed, compare the initial state exactly, then step the recorded
 actions open loop and compare every env state (rigid tasks, ``env_states``) and the success flags
-(why open loop, in a fresh env: ``replay_demo_episode``). Zarr datasets: re-derive each row from the source demo as the renderer does (set the
-recorded env state for rigid tasks, step the actions for soft-body ones) and compare the stored
-``obs/state`` row and success flag.
+(why open loop, in a fresh env: ``replay_demo_episode``). Zarr datasets: re-derive each row from the
+source demo as the renderer does (``ms2core.envs.episode_sim``: set the recorded env state s_t and step
+a_t for rigid tasks, step the actions for soft-body ones) and compare the stored ``obs/state`` row,
+reward (bit for bit for state replays), success, terminated and truncated.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from ms2core.envs.episode_sim import simulate_recorded_episode
 from ms2core.errors import Ms2Error
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import Episode
@@ -159,69 +160,75 @@ def replay_env_obs_mode(obs_cfg: ObsProcessConfig, backend: str) -> str:
     return "none" if backend == "sapien" else obs_cfg.env_obs_mode
 
 
-def task_reward(env_u, action: np.ndarray, info: dict) -> float:
-    """The env's reward for the step that led to ``info`` (ManiSkill2 0.5 takes obs/action/info; the fake env info)."""
-    params = inspect.signature(env_u.get_reward).parameters
-    if "action" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return float(env_u.get_reward(obs=None, action=action, info=info))
-    return float(env_u.get_reward(info))
-
-
 def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | None, stored_success: np.ndarray,
                            obs_cfg: ObsProcessConfig, atol: float, sink: FindingSink,
-                           stored_rewards: np.ndarray | None = None) -> None:
-    """Re-derive one stored episode from its source demo and compare obs/state and success per step."""
-    u = env.unwrapped
+                           stored_rewards: np.ndarray | None = None,
+                           stored_ends: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Re-derive one stored episode from its source demo as the renderer does
+    (``ms2core.envs.episode_sim.simulate_recorded_episode``) and compare per step: obs/state (within
+    ``atol``), rewards, success and ``stored_ends`` = (terminated, truncated).
+
+    State replays (rigid bodies: set s_t, step a_t) are deterministic in one process, so rewards must
+    equal the stored ones bit for bit (in the stored dtype); action replays (soft bodies) within ``atol``.
+    """
     episode_id = episode.meta.episode_id
     n = episode.num_steps
     if len(stored_success) != n:
         sink.add("replay_failed", f"the dataset stores {len(stored_success)} steps, the source demo has {n}",
                  episode=episode_id, key="success", value=len(stored_success), expected=n)
         return
-    state_reported = reward_reported = False
+    try:
+        sim = simulate_recorded_episode(env, episode, (lambda env_now, _raw: state_row(env_now, obs_cfg))
+                                        if stored_state is not None else None)
+    except Exception as exc:  # noqa: BLE001 - any simulator refusal is a finding, not a crash
+        sink.add("replay_failed", f"episode could not be re-simulated: {env_error_text(exc)}", episode=episode_id)
+        return
+    if stored_state is not None:
+        _compare_states(sink, episode_id, sim.observations, stored_state, atol)
+    if stored_rewards is not None:
+        _compare_rewards(sink, episode_id, sim.rewards, stored_rewards, exact=episode.env_states is not None, atol=atol)
+    bad = np.flatnonzero(sim.success != np.asarray(stored_success, bool))
+    if len(bad):
+        t = int(bad[0])
+        sink.add("replay_success", f"re-simulated success at step {t} is {bool(sim.success[t])}", episode=episode_id,
+                 key="success", index=t, value=bool(stored_success[t]), expected=bool(sim.success[t]))
+    for key, got, stored in zip(("terminated", "truncated"), (sim.terminated, sim.truncated), stored_ends or ()):
+        bad = np.flatnonzero(got != np.asarray(stored, bool))
+        if len(bad):
+            t = int(bad[0])
+            sink.add("replay_terminated", f"stored {key} at step {t} is {bool(stored[t])}, re-simulated "
+                     f"{bool(got[t])} ({len(bad)} steps differ)", episode=episode_id, key=key, index=t,
+                     value=bool(stored[t]), expected=bool(got[t]))
 
-    def compare(t: int) -> None:
-        nonlocal state_reported
-        if stored_state is None or state_reported:
-            return
-        got = state_row(env, obs_cfg)
-        if got.shape != stored_state[t].shape:
+
+def _compare_states(sink: FindingSink, episode_id: int, rows: list[np.ndarray], stored: np.ndarray,
+                    atol: float) -> None:
+    """The first step whose re-derived obs/state differs (later steps inherit the drift: one finding)."""
+    for t, got in enumerate(rows):
+        if got.shape != stored[t].shape:
             sink.add("replay_state", f"re-derived obs/state has shape {got.shape}", episode=episode_id,
-                     key="obs/state", index=t, value=list(stored_state[t].shape), expected=list(got.shape))
-            state_reported = True
+                     key="obs/state", index=t, value=list(stored[t].shape), expected=list(got.shape))
             return
-        div = _first_divergence(got, stored_state[t], atol)
+        div = _first_divergence(got, stored[t], atol)
         if div is not None:
             sink.add("replay_state", f"stored obs/state differs from the re-simulated one (component {div[0]} by "
                      f"{div[1]:.3g})", episode=episode_id, key="obs/state", index=t, value=div[1],
                      expected=f"<= {atol}")
-            state_reported = True
+            return
 
-    try:
-        _reset(env, episode)
-        for t in range(n):
-            if episode.env_states is not None:
-                u.set_state(episode.env_states[t])
-                compare(t)
-                u.set_state(episode.env_states[t + 1])
-                info = u.evaluate()
-                reward = task_reward(u, episode.actions[t], info)
-            else:
-                compare(t)
-                _, reward, _, _, info = env.step(episode.actions[t])
-            success = bool(info.get("success", False))
-            # compared in the stored dtype: a float32 column holds the float64 reward rounded
-            if stored_rewards is not None and not reward_reported and not abs(float(np.asarray(
-                    reward, stored_rewards.dtype)) - float(stored_rewards[t])) <= atol:
-                sink.add("replay_reward", f"stored reward differs from the re-simulated {float(reward):.6g}",
-                         episode=episode_id, key="rewards", index=t, value=stored_rewards[t], expected=float(reward))
-                reward_reported = True
-            if success != bool(stored_success[t]):
-                sink.add("replay_success", f"re-simulated success at step {t} is {success}", episode=episode_id,
-                         key="success", index=t, value=bool(stored_success[t]), expected=success)
-                return
-    except Exception as exc:  # noqa: BLE001 - any simulator refusal is a finding, not a crash
-        sink.add("replay_failed", f"episode could not be re-simulated: {env_error_text(exc)}", episode=episode_id)
+
+def _compare_rewards(sink: FindingSink, episode_id: int, simulated: np.ndarray, stored: np.ndarray, exact: bool,
+                     atol: float) -> None:
+    """Compared in the stored dtype: a float32 column holds the simulator's float64 reward rounded."""
+    got = np.asarray(simulated).astype(stored.dtype)
+    diff = np.abs(got.astype(np.float64) - np.asarray(stored, np.float64))
+    bad = np.flatnonzero(~(got == stored) if exact else ~(diff <= atol))
+    if len(bad):
+        t = int(bad[0])
+        how = "bit for bit (a state replay is deterministic)" if exact else f"within {atol}"
+        sink.add("replay_reward", f"stored reward differs from the re-simulated {float(simulated[t]):.6g} at step {t} "
+                 f"({len(bad)} of {len(got)} steps, max difference {float(diff.max()):.3g}); expected equal {how}",
+                 episode=episode_id, key="rewards", index=t, value=float(stored[t]), expected=float(simulated[t]))
 
 
 def sample_positions(n_episodes: int, k: int) -> list[int]:

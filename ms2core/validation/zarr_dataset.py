@@ -3,7 +3,7 @@
 Order of work: the manifest (schema), meta/episode_ends, every array's metadata (presence, shape,
 dtype, length against the manifest, the obs mode and each other), then one streaming pass per array
 (:func:`check_array`, a picklable unit that a Dask worker can run), then the per-episode pass over
-success/dones, duplicates, provenance and replay of a sample. Only committed rows
+success/terminated/truncated, duplicates, provenance and replay of a sample. Only committed rows
 (``meta/episode_ends`` cut to the manifest's ``n_committed_episodes``) are checked.
 """
 
@@ -23,7 +23,8 @@ import zarr
 from pydantic import ValidationError
 
 from ms2core.validation.checks import (
-    CONTRACT_DTYPES, CORE_KEYS, RowLocator, check_block, check_duplicates, check_episode_ends, check_last_steps,
+    CONTRACT_DTYPES, CORE_KEYS, LEGACY_DONES_KEY, RowLocator, check_block, check_duplicates, check_episode_ends,
+    check_last_steps, check_truncated_rows,
     expected_obs_keys, rules_for,
 )
 from ms2core.validation.findings import FindingSink
@@ -31,7 +32,7 @@ from ms2core.validation.replay import (
     Bounds, action_bounds, env_error_text, replay_dataset_episode, replay_env_obs_mode, sample_positions,
 )
 from ms2core.validation.store import is_remote, open_root
-from storage_schemas.dataset import MANIFEST_ATTR, DatasetManifest
+from storage_schemas.dataset import MANIFEST_ATTR, RENDER_VERSION, DatasetManifest
 
 EPISODE_ENDS = "meta/episode_ends"
 
@@ -236,6 +237,10 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                          value=repr(err.get("input"))[:200], expected=err["msg"])
     if manifest is not None:
         outcome.dataset_version = manifest.dataset_version
+        if manifest.render_version != RENDER_VERSION:
+            sink.add("old_layout", f"the manifest says render version {manifest.render_version}; this ms2flow reads "
+                     f"render version {RENDER_VERSION} (see storage_schemas.dataset.RENDER_VERSION)",
+                     key=f"{MANIFEST_ATTR}.render_version", value=manifest.render_version, expected=RENDER_VERSION)
         if not manifest.complete:
             sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
                      f"{len(manifest.episodes)} episodes committed)", key=MANIFEST_ATTR,
@@ -297,7 +302,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     locator = RowLocator(ends, episode_ids)
 
     # -- array metadata ---------------------------------------------------------------------------
-    checks += ["missing_array", "shape", "dtype", "length", "obs_keys", "point_count", "rgb"]
+    checks += ["missing_array", "old_layout", "shape", "dtype", "length", "obs_keys", "point_count", "rgb"]
     n_before = sink.total["unreadable"]
     data_group = _node(root, "data", sink)
     arrays = _list_arrays(data_group, sink) if isinstance(data_group, zarr.Group) else {}
@@ -330,8 +335,8 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     if ends is not None and len(ends) and locate_ok:
         checks += ["success", "success_claim", "dones", "duplicate"]
         lengths = np.diff(np.concatenate([[0], ends]))
-        last_success, last_done = _episode_flags(arrays, checkable, ends, n_rows, sink, locator)
-        check_last_steps(sink, episode_ids, last_success, last_done, lengths, success_only, claimed)
+        last_success, last_end = _episode_flags(arrays, checkable, ends, n_rows, sink, locator)
+        check_last_steps(sink, episode_ids, last_success, last_end, lengths, success_only, claimed)
         if digests is not None:
             check_duplicates(sink, episode_ids, seeds, digests)
 
@@ -340,7 +345,7 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
         checks.append("provenance")
         source_ok = _check_provenance(sink, manifest)
         if replay_sample > 0 and ends is not None and locate_ok:
-            checks += ["replay_state", "replay_actions", "replay_reward", "replay_success"]
+            checks += ["replay_state", "replay_actions", "replay_reward", "replay_success", "replay_terminated"]
             outcome.replayed = _replay_sample(root, sink, manifest, ends, episode_ids, replay_sample,
                                               replay_state_atol, backend, source_ok, arrays)
     return outcome
@@ -363,6 +368,11 @@ def _check_metadata(sink: FindingSink, arrays: dict[str, zarr.Array], manifest: 
     """Presence, shape, dtype and length of every array; returns the keys whose values can be streamed."""
     expected: dict[str, Any] = dict(manifest.arrays) if manifest is not None else {}
     required = set(CORE_KEYS)
+    if LEGACY_DONES_KEY in arrays and "terminated" not in arrays:
+        sink.add("old_layout", f"data/{LEGACY_DONES_KEY} and no data/terminated: rendered before render version 2 "
+                 "(rewards without a physics step, dones = success | last step)", key=LEGACY_DONES_KEY,
+                 expected="data/success, data/terminated, data/truncated; re-render the store (ms2 render)")
+        required -= {"terminated", "truncated"}  # one finding says it, not two more
     obs = manifest.options.obs if manifest is not None else None
     if obs is not None:
         required |= expected_obs_keys(obs.obs_mode, obs.include_rgb, obs.include_depth, obs.include_seg)
@@ -404,7 +414,7 @@ def _check_metadata(sink: FindingSink, arrays: dict[str, zarr.Array], manifest: 
             sink.add("shape", f"actions have {row_shape}, the control mode's action space {list(bounds.shape)}",
                      key=key, value=row_shape, expected=list(bounds.shape))
             ok = False
-        if key in ("success", "dones", "rewards") and row_shape:
+        if key in ("success", "terminated", "truncated", "rewards") and row_shape:
             sink.add("shape", f"data/{key} must hold one value per row, rows have shape {row_shape}", key=key,
                      value=row_shape, expected=[])
             ok = False
@@ -445,38 +455,28 @@ def _check_obs_shapes(sink: FindingSink, arrays: dict[str, zarr.Array], obs, man
 
 
 def _episode_flags(arrays, checkable, ends: np.ndarray, n_rows: int, sink: FindingSink, locator: RowLocator):
-    """success and dones at each episode's last row, plus dones == success | last-row everywhere."""
+    """success and (terminated, truncated) at each episode's last row; truncated nowhere else."""
     last_rows = ends - 1
-    out = []
-    for key in ("success", "dones"):
-        if key not in checkable:
-            out.append(None)
-            continue
-        try:
-            out.append(np.asarray(arrays[key].get_coordinate_selection(last_rows), bool))
-        except Exception:  # noqa: BLE001 - already reported as unreadable by the streaming pass
-            out.append(None)
-    if "success" in checkable and "dones" in checkable:
-        is_last = np.zeros(0, bool)
-        step = max(arrays["success"].chunks[0], 1 << 20)
+    flags = {}
+    for key in ("success", "terminated", "truncated"):
+        if key in checkable:
+            try:
+                flags[key] = np.asarray(arrays[key].get_coordinate_selection(last_rows), bool)
+            except Exception:  # noqa: BLE001 - already reported as unreadable by the streaming pass
+                pass
+    if "truncated" in flags:
+        step = max(arrays["truncated"].chunks[0], 1 << 20)
         for a in range(0, n_rows, step):
             b = min(a + step, n_rows)
             try:
-                success = np.asarray(arrays["success"][a:b], bool)
-                dones = np.asarray(arrays["dones"][a:b], bool)
+                truncated = np.asarray(arrays["truncated"][a:b], bool)
             except Exception:  # noqa: BLE001
                 continue
             is_last = np.zeros(b - a, bool)
-            inside = last_rows[(last_rows >= a) & (last_rows < b)] - a
-            is_last[inside] = True
-            bad = np.flatnonzero(dones != (success | is_last))
-            for local in bad[: sink.room("dones", "dones")]:
-                episode, index = locator.locate(a + int(local))
-                sink.add("dones", "dones must be success or the episode's last row", episode=episode, key="dones",
-                         index=index, row=a + int(local), value=bool(dones[local]),
-                         expected=bool(success[local] or is_last[local]))
-            sink.count_only("dones", max(0, len(bad) - sink.room("dones", "dones")))
-    return out[0], out[1]
+            is_last[last_rows[(last_rows >= a) & (last_rows < b)] - a] = True
+            check_truncated_rows(sink, truncated, is_last, a, locator)
+    end = (flags["terminated"], flags["truncated"]) if "terminated" in flags and "truncated" in flags else None
+    return flags.get("success"), end
 
 
 def _check_provenance(sink: FindingSink, manifest: DatasetManifest) -> bool:
@@ -528,6 +528,8 @@ def _replay_sample(root, sink: FindingSink, manifest: DatasetManifest, ends: np.
                     stored_success = np.asarray(arrays["success"][start:stop], bool)
                     stored_actions = np.asarray(arrays["actions"][start:stop])
                     stored_rewards = np.asarray(arrays["rewards"][start:stop]) if "rewards" in arrays else None
+                    stored_ends = tuple(np.asarray(arrays[k][start:stop], bool) for k in ("terminated", "truncated")) \
+                        if "terminated" in arrays and "truncated" in arrays else None
                 except Exception as exc:  # noqa: BLE001
                     sink.add("replay_failed", f"cannot read episode {episode_id}: {env_error_text(exc)}",
                              episode=episode_id)
@@ -539,7 +541,8 @@ def _replay_sample(root, sink: FindingSink, manifest: DatasetManifest, ends: np.
                              key="actions", index=bad, row=None if bad is None else start + bad,
                              value=None if bad is None else stored_actions[bad],
                              expected=None if bad is None else demo.actions[bad])
-                replay_dataset_episode(env, demo, stored_state, stored_success, obs_cfg, atol, sink, stored_rewards)
+                replay_dataset_episode(env, demo, stored_state, stored_success, obs_cfg, atol, sink, stored_rewards,
+                                       stored_ends)
                 replayed.append(episode_id)
     except Exception as exc:  # noqa: BLE001
         sink.add("replay_skipped", f"cannot read the source demos: {env_error_text(exc)}", key="source.path")

@@ -78,9 +78,10 @@ def _episode_scalars(rng: np.random.Generator, length: int, success: bool) -> di
     succ = np.zeros(length, dtype=bool)
     if success:
         succ[-2:] = True
-    dones = np.zeros(length, dtype=bool)
-    dones[-1] = True
-    return {"data/actions": actions, "data/rewards": rewards, "data/success": succ, "data/dones": dones}
+    terminated = succ.copy()  # ManiSkill2: the env terminates at success
+    truncated = (t == length - 1) & ~terminated
+    return {"data/actions": actions, "data/rewards": rewards, "data/success": succ, "data/terminated": terminated,
+            "data/truncated": truncated}
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -71,7 +71,7 @@ def test_episode_reads_only_its_rows(sample_data):
     assert (series.start, series.end, series.length) == (12, 21, 9)
     root = zarr.open_group(str(sample_data.pointcloud_store), mode="r")
     np.testing.assert_array_equal(series.actions, root["data/actions"][12:21])
-    assert series.dones[-1] and not series.dones[:-1].any()
+    assert series.terminated[-1] != series.truncated[-1] and not series.truncated[:-1].any()
 
 
 def test_point_cloud_subsample_is_fixed_bounded_and_keeps_colours_and_labels(sample_data):

@@ -1,5 +1,6 @@
 """Render real PickCube-v0 demos (SAPIEN on the CPU): point clouds and RGB-D match what the env shows,
-rewards/success match the recorded rollout, Dask workers render real envs, and bad inputs fail clearly."""
+rewards equal env.step from the recorded states (and are close to the recorded rollout's), success matches,
+Dask workers render real envs, and bad inputs fail clearly."""
 
 from __future__ import annotations
 
@@ -40,9 +41,19 @@ def test_pointcloud_render_matches_the_env_and_the_recorded_rewards(demo, tmp_pa
     assert xyz.shape == (ends[-1], 256, 3) and rgb.shape == (ends[-1], 256, 3)
     assert (xyz[..., 2] >= 1e-3).all()  # ground removed
     assert np.ptp(xyz[0], axis=0).max() > 0.05 and rgb[0].std() > 3  # a real scene: robot and cube
-    # Rewards and success recomputed from the recorded states equal the live rollout's.
+    # Rewards are env.step(a_t) from the recorded (float32) state s_t, bit for bit; the recording rollout's own
+    # rewards came from its unrounded states, so they agree only closely.
+    live = make_env("PickCube-v0", "state", "pd_ee_delta_pose")
+    replayed = []
+    for e in episodes:
+        live.reset(seed=e.meta.seed)
+        for t, action in enumerate(e.actions):
+            live.unwrapped.set_state(e.env_states[t])
+            replayed.append(live.step(action)[1])
+    live.close()
+    np.testing.assert_array_equal(root["data/rewards"][:], np.asarray(replayed, np.float32))
     rewards = np.concatenate([e.extras["rewards"] for e in episodes])
-    np.testing.assert_allclose(root["data/rewards"][:], rewards, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(root["data/rewards"][:], rewards, atol=1e-2)
     np.testing.assert_array_equal(root["data/success"][:], np.concatenate([e.success for e in episodes]))
     # Row 0 state equals the env's own observation after reset with the recorded seed.
     env = make_env("PickCube-v0", "pointcloud", "pd_ee_delta_pose", camera_size=(48, 48))
