@@ -149,6 +149,17 @@ class SourceInfo(StrictModel):
     replay: Literal["env_states", "actions"]
 
 
+class StoredObject(StrictModel):
+    """One stored object (a chunk or shard file / S3 key) as the writer left it."""
+
+    nbytes: int = Field(ge=0)
+    crc32: int = Field(ge=0, description="zlib.crc32 of the object's bytes")
+
+
+#: array path under the store root (data/actions, meta/episode_ends) -> chunk key under it (c/0/0) -> digest
+ChunkInventory = dict[str, dict[str, StoredObject]]
+
+
 class DatasetManifest(StrictModel):
     format: Literal["ms2flow.dataset"] = MANIFEST_FORMAT
     format_version: int = MANIFEST_FORMAT_VERSION
@@ -162,6 +173,9 @@ class DatasetManifest(StrictModel):
     n_committed_episodes: int = 0
     n_committed_rows: int = 0
     complete: bool = False
+    inventory: ChunkInventory | None = Field(
+        None, description="every stored chunk/shard of the committed arrays with its size and checksum, written "
+                          "with each commit; None: a store written before inventories (refused unless forced)")
 
     def identity(self) -> dict:
         """The fields that define the dataset (hashed into dataset_version)."""
