@@ -119,7 +119,7 @@ def write_rgbd_dataset(path):
                      "state": rng.normal(size=(6, 9)).astype(np.float32)},
                 actions=rng.uniform(-1, 1, (6, 7)), rewards=np.zeros(6), success=np.zeros(6), dones=np.eye(1, 6, 5)[0])
            for _ in range(3)]
-    return write_demo_zarr(path, eps, {"obs_mode": "rgbd"})
+    return write_demo_zarr(path, eps, "rgbd")
 
 
 @pytest.mark.parametrize("name", ["pickcube_state", "pickcube_pointcloud", "pickcube_rgbd"])

@@ -1,14 +1,14 @@
-"""A tiny reader of demo transitions from ms2flow's Zarr dataset layout (DAPG's BC term, GAIL's discriminator).
+"""Demo transitions for the RL algorithms (DAPG's BC term, GAIL's discriminator, SAC's demo buffer), read
+through the one store reader ``ms2core.data.store.DatasetStore`` (committed episodes only, chunks verified).
 
-To be swapped for the learning core's dataset (``ms2core.data``) after merge.
 The layout (written by ``pipelines.render``)::
 
     <store>/data/obs/<key>      (T_total, ...)   processed observation before action t
     <store>/data/actions        (T_total, A)     float32, in the env's action units
     <store>/meta/episode_ends   (E,)             cumulative transition counts, strictly increasing
 
-Only rows inside committed episodes (``< episode_ends[-1]``) are read.
-``write_demo_zarr`` writes the same layout for test fixtures and benchmarks.
+``write_demo_zarr`` writes the same layout through the one writer (``write_dataset``) for test fixtures
+and benchmarks.
 """
 
 from __future__ import annotations
@@ -37,18 +37,16 @@ class DemoTransitions:
         return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
 
 
-def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None) -> DemoTransitions:
+def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None,
+                          force: bool = False) -> DemoTransitions:
     """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes).
 
-    Opening and checking the store is ms2core.data's ``open_demo_store`` (the one reader of the layout).
+    Opening and checking the store is ms2core.data's ``open_demo_store`` (DatasetStore underneath).
     """
-    import zarr
-
     from ms2core.data.demo_dataset import open_demo_store
 
-    store = open_demo_store(path)
-    ends = np.asarray(zarr.open_group(str(store.path), mode="r")["meta/episode_ends"][:], np.int64)
-    ends = ends[ends <= store.num_rows]
+    store = open_demo_store(path, force=force)
+    ends = store.dataset.episode_ends
     if max_episodes is not None:
         ends = ends[:max_episodes]
     n = int(ends[-1])
@@ -56,8 +54,8 @@ def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_epis
     if missing:
         raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/obs/{k}' for k in missing)}",
                            hint=f"it has data/obs/{{{', '.join(store.obs_keys)}}}")
-    obs = {k: np.asarray(store.arrays[f"obs/{k}"][:n]) for k in obs_keys}
-    return DemoTransitions(obs, np.asarray(store.arrays["actions"][:n], np.float32), ends)
+    obs = {k: store.read(f"obs/{k}", 0, n) for k in obs_keys}
+    return DemoTransitions(obs, np.asarray(store.read("actions", 0, n), np.float32), ends)
 
 
 def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[int, ...]], obs_keys: list[str],
@@ -79,18 +77,14 @@ def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[in
 def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
     """Demos rendered with other observation processing (points, frame, goal points) than the rollouts would
     teach the policy inputs it never sees; the dataset manifest says how the demos were processed."""
-    import zarr
-
+    from ms2core.data.store import DatasetStore
     from ms2core.rollout import rollout_obs_processor
-    from ms2core.zarr_io import read_manifest
 
     if rollout_cfg.gym_env_id is not None:
         return
     try:
-        manifest = read_manifest(zarr.open_group(str(path), mode="r"))
+        manifest = DatasetStore.open(str(path), allow_unverified=True).manifest
     except Exception:  # noqa: BLE001 - missing or unreadable store: load_demo_transitions says what is wrong
-        return
-    if manifest is None:  # a hand-written store (tests, benchmarks): shapes are all we can check
         return
     demo = manifest.options.obs
     rollout = rollout_obs_processor(rollout_cfg).cfg
@@ -105,24 +99,22 @@ def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
             + " ".join(f"--set rollout.obs.{k}={a}" for k, (a, _) in differing.items()))
 
 
-def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]]) -> Path:
-    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically."""
-    import zarr
+def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]], env_id: str = "PickCube-v0",
+                    control_mode: str = "pd_ee_delta_pose", obs_mode: str = "state") -> Path:
+    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` as a
+    committed dataset through the one writer; the manifest says the rows were not rendered from a demo pair."""
+    from ms2core.data.store import synthetic_manifest, write_dataset
 
     path = Path(path)
+    lengths = [len(ep["actions"]) for ep in episodes]
+    columns = {key: np.concatenate([ep[key] for ep in episodes]) for key in episodes[0]}
+    if "dones" not in columns:
+        columns["dones"] = np.concatenate([np.arange(n) == n - 1 for n in lengths])
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w")
-    keys = episodes[0].keys()
-    for key in keys:
-        data = np.concatenate([ep[key] for ep in episodes])
-        root.create_array(f"data/{key}", data=data)
-    lengths = [len(ep["actions"]) for ep in episodes]
-    dones = np.concatenate([np.arange(n) == n - 1 for n in lengths])
-    if "dones" not in keys:
-        root.create_array("data/dones", data=dones)
-    root.create_array("meta/episode_ends", data=np.cumsum(lengths).astype(np.int64))
+    manifest = synthetic_manifest(env_id, control_mode, obs_mode, lengths, source=f"write_demo_zarr:{path.name}")
+    write_dataset(str(tmp), manifest, columns, lengths)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

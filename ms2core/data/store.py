@@ -35,7 +35,7 @@ from ms2core.data.integrity import REHINT, WRITE_CONFIG, RecordingStore, Verifyi
 from ms2core.errors import DatasetError
 from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
 
-__all__ = ["DatasetStore", "DatasetWriter", "write_dataset"]
+__all__ = ["DatasetStore", "DatasetWriter", "write_dataset", "synthetic_manifest"]
 
 
 def _writing():
@@ -72,11 +72,17 @@ class DatasetWriter:
 
 
 def write_dataset(url: str, manifest: DatasetManifest, columns: Mapping[str, np.ndarray],
-                  episode_lengths: Sequence[int], use_shards: bool = True) -> DatasetManifest:
-    """A whole dataset in one commit: arrays from ``manifest.arrays`` (created if empty), every episode
-    committed. Used by imports, unpacking and fixtures; returns the manifest as written."""
+                  episode_lengths: Sequence[int], use_shards: bool = True,
+                  chunk_rows: int | None = None) -> DatasetManifest:
+    """A whole dataset in one commit: arrays from ``manifest.arrays`` (derived from the columns and the
+    options' byte target when empty, or ``chunk_rows`` per chunk), every episode committed. Used by
+    imports, unpacking and fixtures; returns the manifest as written."""
     manifest = manifest.model_copy(deep=True)
     lengths = [int(n) for n in episode_lengths]
+    if chunk_rows is not None:
+        manifest.arrays = {key: ArraySpec(row_shape=list(v.shape[1:]), dtype=v.dtype.name, chunk_rows=chunk_rows,
+                                          codec=f"blosc(zstd, clevel={manifest.options.compression_level}, shuffle)")
+                           for key, v in columns.items()}
     if not manifest.arrays:
         manifest.arrays = {key: zarr_io.array_spec_for(v.shape[1:], v.dtype, manifest.options.chunk_target_bytes,
                                                        len(v), manifest.options.shard_min_chunks,
@@ -90,6 +96,26 @@ def write_dataset(url: str, manifest: DatasetManifest, columns: Mapping[str, np.
     manifest.n_committed_rows = int(sum(lengths))
     writer.commit(manifest, np.cumsum(lengths, dtype=np.int64))
     return manifest
+
+
+def synthetic_manifest(env_id: str, control_mode: str | None, obs_mode: str, episode_lengths: Sequence[int],
+                       source: str, success: Sequence[bool] | None = None, backend: str = "fake") -> DatasetManifest:
+    """The manifest of rows that were not rendered from a demo pair (tests, benchmarks, foreign imports):
+    built through the DatasetManifest model, source digest 'none', every episode committed."""
+    from storage_schemas.dataset import EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo, dataset_version
+
+    options = RenderOptions(obs=ObsProcessConfig(obs_mode=obs_mode), backend=backend)
+    lengths = [int(n) for n in episode_lengths]
+    flags = list(success) if success is not None else [True] * len(lengths)
+    episodes = [EpisodeStatus(episode_id=i, seed=i, n_steps=n, committed=True, success=bool(ok))
+                for i, (n, ok) in enumerate(zip(lengths, flags))]
+    versions = {"mani_skill2": backend, "sapien": backend}
+    return DatasetManifest(
+        dataset_version=dataset_version("none", options, versions),
+        source=SourceInfo(path=source, digest="none", env_id=env_id, control_mode=control_mode,
+                          n_episodes=len(lengths), replay="env_states"),
+        versions=versions, options=options, episodes=episodes, n_committed_episodes=len(lengths),
+        n_committed_rows=sum(lengths), complete=True, inventory={})
 
 
 class DatasetStore:
