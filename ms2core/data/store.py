@@ -73,15 +73,17 @@ class DatasetWriter:
 
 def write_dataset(url: str, manifest: DatasetManifest, columns: Mapping[str, np.ndarray],
                   episode_lengths: Sequence[int], use_shards: bool = True,
-                  chunk_rows: int | None = None) -> DatasetManifest:
+                  chunk_rows: int | None = None, shard_chunks: int | None = None) -> DatasetManifest:
     """A whole dataset in one commit: arrays from ``manifest.arrays`` (derived from the columns and the
-    options' byte target when empty, or ``chunk_rows`` per chunk), every episode committed. Used by
+    options' byte target when empty, or ``chunk_rows`` per chunk and ``shard_chunks`` chunks per shard),
+    every episode committed. Used by
     imports, unpacking and fixtures; returns the manifest as written."""
     manifest = manifest.model_copy(deep=True)
     lengths = [int(n) for n in episode_lengths]
     if chunk_rows is not None:
+        shard_rows = chunk_rows * shard_chunks if shard_chunks else None
         manifest.arrays = {key: ArraySpec(row_shape=list(v.shape[1:]), dtype=v.dtype.name, chunk_rows=chunk_rows,
-                                          codec=f"blosc(zstd, clevel={manifest.options.compression_level}, shuffle)")
+                                          shard_rows=shard_rows, codec=f"blosc(zstd, clevel={manifest.options.compression_level}, shuffle)")
                            for key, v in columns.items()}
     if not manifest.arrays:
         manifest.arrays = {key: zarr_io.array_spec_for(v.shape[1:], v.dtype, manifest.options.chunk_target_bytes,

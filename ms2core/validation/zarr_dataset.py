@@ -1,7 +1,9 @@
 """Validating a rendered Zarr dataset by streaming it chunk by chunk (memory stays bounded).
 
 Order of work: the manifest (schema), meta/episode_ends, every array's metadata (presence, shape,
-dtype, length against the manifest, the obs mode and each other), then one streaming pass per array
+dtype, length against the manifest, the obs mode and each other), the chunk inventory (every listed
+object present with its size and crc32, every chunk of the committed rows listed; raw bytes are
+streamed one object at a time), then one streaming pass per array
 (:func:`check_array`, a picklable unit that a Dask worker can run), then the per-episode pass over
 success/dones, duplicates, provenance and replay of a sample. Only committed rows
 (``meta/episode_ends`` cut to the manifest's ``n_committed_episodes``) are checked.
@@ -30,10 +32,12 @@ from ms2core.validation.findings import FindingSink
 from ms2core.validation.replay import (
     Bounds, action_bounds, env_error_text, replay_dataset_episode, replay_env_obs_mode, sample_positions,
 )
-from ms2core.validation.store import is_remote, open_root
+from ms2core.data.integrity import audit_inventory, chunk_grid_keys
+from ms2core.validation.store import open_root
+from ms2core.zarr_io import EPISODE_ENDS, is_remote, read_episode_ends
 from storage_schemas.dataset import MANIFEST_ATTR, DatasetManifest
 
-EPISODE_ENDS = "meta/episode_ends"
+INTEGRITY_CHECKS = ["no_inventory", "missing_chunk", "chunk_size", "chunk_checksum", "uninventoried_chunk"]
 
 
 @dataclass
@@ -198,7 +202,8 @@ def _node(root: zarr.Group, path: str, sink: FindingSink):
 
 
 def manifest_fingerprint(raw_manifest: Any, ends: np.ndarray | None) -> str:
-    """What a validation result is valid for: the manifest as stored plus the committed ends."""
+    """What a validation result is valid for: the manifest as stored (with its chunk inventory, so any
+    re-written chunk changes it) plus the committed ends."""
     h = hashlib.sha256(json.dumps(raw_manifest, sort_keys=True, default=str).encode())
     if ends is not None:
         h.update(np.ascontiguousarray(ends, np.int64).tobytes())
@@ -236,9 +241,11 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                          value=repr(err.get("input"))[:200], expected=err["msg"])
     if manifest is not None:
         outcome.dataset_version = manifest.dataset_version
-        if not manifest.complete:
+        pending = [r.index for r in manifest.ranges if r.status != "committed"]
+        if not manifest.complete or manifest.n_committed_episodes < len(manifest.episodes) or pending:
             sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
-                     f"{len(manifest.episodes)} episodes committed)", key=MANIFEST_ATTR,
+                     f"{len(manifest.episodes)} episodes committed, {len(pending)} ranges pending): resume it by "
+                     "running the same `ms2 render` again", key=MANIFEST_ATTR,
                      value=manifest.n_committed_episodes, expected=len(manifest.episodes))
 
     # -- episode ends -----------------------------------------------------------------------------
@@ -253,14 +260,15 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
         sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
         ends_array = None
     if ends_array is not None:
+        if ends_array.dtype != np.int64:
+            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends_array.dtype}", key=EPISODE_ENDS,
+                     value=str(ends_array.dtype), expected="int64")
         try:
-            ends = np.asarray(ends_array[:])
+            ends = read_episode_ends(root, {})  # every entry: cut to the committed count below
+        except TypeError:
+            ends = None
         except Exception as exc:  # noqa: BLE001
             sink.add("unreadable", f"{EPISODE_ENDS} cannot be decoded: {exc}", key=EPISODE_ENDS)
-        if ends is not None and ends.dtype != np.int64:
-            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends.dtype}", key=EPISODE_ENDS, value=str(ends.dtype),
-                     expected="int64")
-            ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
     n_committed_rows = None
     if manifest is not None and ends is not None:
         if len(ends) < manifest.n_committed_episodes:
@@ -306,6 +314,11 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     bounds = _bounds(manifest, backend, sink)
     checkable = _check_metadata(sink, arrays, manifest, bounds, n_rows)
 
+    # -- chunk inventory --------------------------------------------------------------------------
+    checks += INTEGRITY_CHECKS
+    if manifest is not None:
+        check_inventory(root.store, manifest, arrays, n_rows, sink, locator)
+
     # -- streaming value pass ---------------------------------------------------------------------
     checks += ["unreadable", "non_finite", "action_bounds", "depth"]
     tasks = [
@@ -344,6 +357,41 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
             outcome.replayed = _replay_sample(root, sink, manifest, ends, episode_ids, replay_sample,
                                               replay_state_atol, backend, source_ok, arrays)
     return outcome
+
+
+def check_inventory(store, manifest: DatasetManifest, arrays: Mapping[str, zarr.Array], n_rows: int,
+                    sink: FindingSink, locator: RowLocator) -> None:
+    """Every object the inventory lists is present with its size and crc32, and every chunk (or shard) of
+    the committed rows of every data array is listed: a missing chunk would otherwise read as fill values."""
+    if manifest.inventory is None:
+        sink.add("no_inventory", "the store has no chunk inventory (written before ms2flow recorded chunk "
+                 "checksums): a missing or altered chunk cannot be told from real data; re-render it",
+                 key=f"{MANIFEST_ATTR}.inventory", expected="an inventory written by ms2 render")
+        return
+    for problem in audit_inventory(store, manifest.inventory):
+        key = problem.array.removeprefix("data/")
+        row = _chunk_first_row(problem.chunk, arrays.get(key))
+        episode, step = locator.locate(row) if row is not None and row < n_rows else (None, None)
+        sink.add(problem.code, problem.message, episode=episode, key=key, index=step, row=row,
+                 value=problem.chunk, expected=problem.expected)
+    for key, array in arrays.items():
+        listed = manifest.inventory.get(f"data/{key}", {})
+        rows_per_object = (array.shards or array.chunks)[0]
+        for chunk in chunk_grid_keys(n_rows, array.shape[1:], rows_per_object):
+            if chunk not in listed:
+                row = _chunk_first_row(chunk, array)
+                episode, step = locator.locate(row)
+                sink.add("uninventoried_chunk", f"chunk {chunk} of data/{key} holds committed rows but is not in "
+                         "the inventory", episode=episode, key=key, index=step, row=row, value=chunk,
+                         expected="listed in the inventory")
+
+
+def _chunk_first_row(chunk: str, array: zarr.Array | None) -> int | None:
+    """First row held by object ``c/<i>/...`` of a time-major array (None when it cannot be told)."""
+    parts = chunk.split("/")
+    if array is None or len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1]) * (array.shards or array.chunks)[0]
 
 
 def _bounds(manifest: DatasetManifest | None, backend: str, sink: FindingSink) -> Bounds | None:
