@@ -46,10 +46,9 @@ import zarr
 from zarr.codecs import BloscCodec, TransposeCodec
 
 from ms2core.errors import DatasetError
-from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
+from storage_schemas.dataset import EPISODE_ENDS, MANIFEST_ATTR, ArraySpec, DatasetManifest
 
 CHUNKS_PER_SHARD = 16
-EPISODE_ENDS = "meta/episode_ends"
 EPISODE_ENDS_CHUNK = 1 << 16
 
 __all__ = [

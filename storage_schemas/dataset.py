@@ -20,6 +20,9 @@ from pydantic import Field, model_validator
 from storage_schemas.env import RewardMode, StrictModel
 
 MANIFEST_ATTR = "ms2flow"
+#: The episode-boundary array of every dataset (cumulative transition counts, int64). Readers cut it to
+#: the manifest's ``n_committed_episodes``; ms2core.zarr_io.read_episode_ends is the reader.
+EPISODE_ENDS = "meta/episode_ends"
 MANIFEST_FORMAT = "ms2flow.dataset"
 MANIFEST_FORMAT_VERSION = 1
 MiB = 1 << 20
