@@ -12,7 +12,7 @@ the same atomic write that commits the rows::
   with a directory; :func:`fold_into` applies those notes to the inventory at commit time (only the
   chunks of ``data/*`` and ``meta/*`` arrays; staging ranges and metadata documents are not listed).
 * :class:`VerifyingStore` wraps a reader's store: a chunk the inventory lists must be present with the
-  listed size and checksum, and a chunk of an inventoried array that the inventory does not list is
+  listed size and checksum, and a chunk of a data/ or meta/ array that the inventory does not list is
   refused too; each case is a :class:`DatasetError` naming the array, the chunk key and what was
   expected, never a fill value. Whole-object reads (unsharded chunks) are checked on every read;
   byte-range reads (inner chunks of a shard) check the whole shard once per opened store.
@@ -47,14 +47,6 @@ def digest(data: Buffer | bytes | memoryview) -> StoredObject:
     raw = data.as_numpy_array() if isinstance(data, Buffer) else data
     view = memoryview(raw).cast("B")
     return StoredObject(nbytes=view.nbytes, crc32=zlib.crc32(view))
-
-
-def split_chunk_key(key: str, arrays: Iterable[str]) -> tuple[str, str] | None:
-    """(array path, chunk key) when ``key`` is a chunk of one of ``arrays`` (v3 default 'c/...' encoding)."""
-    for path in arrays:
-        if key.startswith(f"{path}/c/") or key == f"{path}/c":
-            return path, key[len(path) + 1:]
-    return None
 
 
 _CHUNK_KEY = re.compile(r"^(?P<path>.+)/(?P<chunk>c(?:/\d+)*)$")
@@ -151,11 +143,11 @@ class VerifyingStore(WrapperStore):
         return type(self)(self._store.with_read_only(read_only), self.inventory, self.label)
 
     def _expected(self, key: str) -> tuple[str, str, StoredObject] | None:
-        split = split_chunk_key(key, self.inventory)
+        split = _array_of(key)  # every chunk of a data/ or meta/ array, listed in the inventory or not
         if split is None:
             return None
         path, chunk = split
-        expected = self.inventory[path].get(chunk)
+        expected = self.inventory.get(path, {}).get(chunk)
         if expected is None:
             raise integrity_error(self.label, path, chunk, "is not in the store's inventory (written after the "
                                   "last commit, or the inventory is damaged)", None)
