@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -41,6 +40,10 @@ from storage_schemas.dataset import ChunkInventory, StoredObject
 WRITE_CONFIG = {"write_empty_chunks": True}
 INVENTORIED_ROOTS = ("data/", "meta/")
 REHINT = "the store is damaged: re-render it (`ms2 render ... --overwrite`) or restore it from a copy"
+#: A render killed between appending rows and committing them leaves the chunk at the committed boundary
+#: rewritten; resuming the render rewrites and re-inventories it.
+RESUME_HINT = ("its render has not finished: if it was interrupted, resume it by running the same `ms2 render` "
+               "again; otherwise " + REHINT.removeprefix("the store is damaged: "))
 
 
 def digest(data: Buffer | bytes | memoryview) -> StoredObject:
@@ -125,22 +128,24 @@ def object_problem(found: Buffer | bytes | None, expected: StoredObject) -> tupl
     return None
 
 
-def integrity_error(label: str, array: str, chunk: str, problem: str, expected: StoredObject | None) -> DatasetError:
+def integrity_error(label: str, array: str, chunk: str, problem: str, expected: StoredObject | None,
+                    hint: str = REHINT) -> DatasetError:
     want = f"the inventory lists {_expected_text(expected)}" if expected else "the inventory does not list it"
-    return DatasetError(f"dataset {label}: chunk {chunk} of {array} {problem}; {want}", hint=REHINT)
+    return DatasetError(f"dataset {label}: chunk {chunk} of {array} {problem}; {want}", hint=hint)
 
 
 class VerifyingStore(WrapperStore):
     """A reader's store that checks every chunk of an inventoried array against the inventory."""
 
-    def __init__(self, store: Store, inventory: ChunkInventory, label: str) -> None:
+    def __init__(self, store: Store, inventory: ChunkInventory, label: str, hint: str = REHINT) -> None:
         super().__init__(store)
         self.inventory = inventory
         self.label = label
+        self.hint = hint
         self._verified: set[str] = set()
 
     def with_read_only(self, read_only: bool = False) -> VerifyingStore:
-        return type(self)(self._store.with_read_only(read_only), self.inventory, self.label)
+        return type(self)(self._store.with_read_only(read_only), self.inventory, self.label, self.hint)
 
     def _expected(self, key: str) -> tuple[str, str, StoredObject] | None:
         split = _array_of(key)  # every chunk of a data/ or meta/ array, listed in the inventory or not
@@ -150,7 +155,7 @@ class VerifyingStore(WrapperStore):
         expected = self.inventory.get(path, {}).get(chunk)
         if expected is None:
             raise integrity_error(self.label, path, chunk, "is not in the store's inventory (written after the "
-                                  "last commit, or the inventory is damaged)", None)
+                                  "last commit, or the inventory is damaged)", None, self.hint)
         return path, chunk, expected
 
     async def _check_whole(self, key: str, where: tuple[str, str, StoredObject], prototype) -> Buffer:
@@ -158,7 +163,7 @@ class VerifyingStore(WrapperStore):
         found = await self._store.get(key, prototype)
         problem = object_problem(found, expected)
         if problem is not None:
-            raise integrity_error(self.label, path, chunk, problem[1], expected)
+            raise integrity_error(self.label, path, chunk, problem[1], expected, self.hint)
         return found
 
     async def get(self, key: str, prototype: BufferPrototype | None = None,
@@ -209,7 +214,7 @@ def audit_inventory(store: Store, inventory: ChunkInventory) -> Iterator[Invento
                 yield InventoryProblem(code, path, chunk, f"chunk {chunk} of {path} {what}", _expected_text(expected))
 
 
-def chunk_grid_keys(n_rows: int, row_shape: Mapping[str, Any] | tuple, rows_per_object: int) -> list[str]:
+def chunk_grid_keys(n_rows: int, row_shape: tuple[int, ...], rows_per_object: int) -> list[str]:
     """Object keys ('c/i/0/...') that hold rows [0, n_rows) of a time-major array chunked along time."""
     tail = "/0" * len(tuple(row_shape))
     n_objects = -(-n_rows // max(1, rows_per_object))

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from ms2core import zarr_io
-from ms2core.data.integrity import REHINT, WRITE_CONFIG, RecordingStore, VerifyingStore, fold_into
+from ms2core.data.integrity import REHINT, RESUME_HINT, WRITE_CONFIG, RecordingStore, VerifyingStore, fold_into
 from ms2core.errors import DatasetError
 from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
 
@@ -151,7 +151,8 @@ class DatasetStore:
                 hint="resume it by running the same `ms2 render` again, or pass --force to use the committed part")
         verified = manifest.inventory is not None
         if verified:
-            root = zarr.open_group(VerifyingStore(root.store, manifest.inventory, url), mode="r")
+            hint = REHINT if manifest.complete else RESUME_HINT
+            root = zarr.open_group(VerifyingStore(root.store, manifest.inventory, url, hint), mode="r")
         try:
             ends = zarr_io.read_episode_ends(root, manifest)
         except DatasetError:
