@@ -32,12 +32,11 @@ from ms2core.validation.findings import FindingSink
 from ms2core.validation.replay import (
     Bounds, action_bounds, env_error_text, replay_dataset_episode, replay_env_obs_mode, sample_positions,
 )
-from ms2core.data.integrity import audit_inventory, chunk_grid_keys
+from ms2core.validation.inventory import INTEGRITY_CHECKS, check_inventory
 from ms2core.validation.store import open_root
 from ms2core.zarr_io import EPISODE_ENDS, is_remote, read_episode_ends
 from storage_schemas.dataset import MANIFEST_ATTR, DatasetManifest
 
-INTEGRITY_CHECKS = ["no_inventory", "missing_chunk", "chunk_size", "chunk_checksum", "uninventoried_chunk"]
 
 
 @dataclass
@@ -241,34 +240,11 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
                          value=repr(err.get("input"))[:200], expected=err["msg"])
     if manifest is not None:
         outcome.dataset_version = manifest.dataset_version
-        pending = [r.index for r in manifest.ranges if r.status != "committed"]
-        if not manifest.complete or manifest.n_committed_episodes < len(manifest.episodes) or pending:
-            sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
-                     f"{len(manifest.episodes)} episodes committed, {len(pending)} ranges pending): resume it by "
-                     "running the same `ms2 render` again", key=MANIFEST_ATTR,
-                     value=manifest.n_committed_episodes, expected=len(manifest.episodes))
+        _check_complete(sink, manifest)
 
     # -- episode ends -----------------------------------------------------------------------------
     checks.append("episode_ends")
-    ends: np.ndarray | None = None
-    n_before = sink.total["unreadable"]
-    meta_group = _node(root, "meta", sink)  # its own metadata must be readable too, not only the array's
-    ends_array = _node(root, EPISODE_ENDS, sink) if meta_group is not None else None
-    if ends_array is None and sink.total["unreadable"] == n_before:
-        sink.add("missing_array", f"{EPISODE_ENDS} is missing", key=EPISODE_ENDS)
-    if ends_array is not None and not isinstance(ends_array, zarr.Array):
-        sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
-        ends_array = None
-    if ends_array is not None:
-        if ends_array.dtype != np.int64:
-            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends_array.dtype}", key=EPISODE_ENDS,
-                     value=str(ends_array.dtype), expected="int64")
-        try:
-            ends = read_episode_ends(root, {})  # every entry: cut to the committed count below
-        except TypeError:
-            ends = None
-        except Exception as exc:  # noqa: BLE001
-            sink.add("unreadable", f"{EPISODE_ENDS} cannot be decoded: {exc}", key=EPISODE_ENDS)
+    ends = _read_all_ends(root, sink)
     n_committed_rows = None
     if manifest is not None and ends is not None:
         if len(ends) < manifest.n_committed_episodes:
@@ -359,39 +335,37 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     return outcome
 
 
-def check_inventory(store, manifest: DatasetManifest, arrays: Mapping[str, zarr.Array], n_rows: int,
-                    sink: FindingSink, locator: RowLocator) -> None:
-    """Every object the inventory lists is present with its size and crc32, and every chunk (or shard) of
-    the committed rows of every data array is listed: a missing chunk would otherwise read as fill values."""
-    if manifest.inventory is None:
-        sink.add("no_inventory", "the store has no chunk inventory (written before ms2flow recorded chunk "
-                 "checksums): a missing or altered chunk cannot be told from real data; re-render it",
-                 key=f"{MANIFEST_ATTR}.inventory", expected="an inventory written by ms2 render")
-        return
-    for problem in audit_inventory(store, manifest.inventory):
-        key = problem.array.removeprefix("data/")
-        row = _chunk_first_row(problem.chunk, arrays.get(key))
-        episode, step = locator.locate(row) if row is not None and row < n_rows else (None, None)
-        sink.add(problem.code, problem.message, episode=episode, key=key, index=step, row=row,
-                 value=problem.chunk, expected=problem.expected)
-    for key, array in arrays.items():
-        listed = manifest.inventory.get(f"data/{key}", {})
-        rows_per_object = (array.shards or array.chunks)[0]
-        for chunk in chunk_grid_keys(n_rows, array.shape[1:], rows_per_object):
-            if chunk not in listed:
-                row = _chunk_first_row(chunk, array)
-                episode, step = locator.locate(row)
-                sink.add("uninventoried_chunk", f"chunk {chunk} of data/{key} holds committed rows but is not in "
-                         "the inventory", episode=episode, key=key, index=step, row=row, value=chunk,
-                         expected="listed in the inventory")
+def _read_all_ends(root: zarr.Group, sink: FindingSink) -> np.ndarray | None:
+    """Every entry of meta/episode_ends (the caller cuts it to the committed count); problems are findings."""
+    ends = None
+    n_before = sink.total["unreadable"]
+    meta_group = _node(root, "meta", sink)  # its own metadata must be readable too, not only the array's
+    ends_array = _node(root, EPISODE_ENDS, sink) if meta_group is not None else None
+    if ends_array is None and sink.total["unreadable"] == n_before:
+        sink.add("missing_array", f"{EPISODE_ENDS} is missing", key=EPISODE_ENDS)
+    if ends_array is not None and not isinstance(ends_array, zarr.Array):
+        sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
+        ends_array = None
+    if ends_array is not None:
+        if ends_array.dtype != np.int64:
+            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends_array.dtype}", key=EPISODE_ENDS,
+                     value=str(ends_array.dtype), expected="int64")
+        try:
+            ends = read_episode_ends(root, {})
+        except TypeError:  # not an integer dtype: reported above
+            ends = None
+        except Exception as exc:  # noqa: BLE001
+            sink.add("unreadable", f"{EPISODE_ENDS} cannot be decoded: {exc}", key=EPISODE_ENDS)
+    return ends
 
 
-def _chunk_first_row(chunk: str, array: zarr.Array | None) -> int | None:
-    """First row held by object ``c/<i>/...`` of a time-major array (None when it cannot be told)."""
-    parts = chunk.split("/")
-    if array is None or len(parts) < 2 or not parts[1].isdigit():
-        return None
-    return int(parts[1]) * (array.shards or array.chunks)[0]
+def _check_complete(sink: FindingSink, manifest: DatasetManifest) -> None:
+    pending = [r.index for r in manifest.ranges if r.status != "committed"]
+    if not manifest.complete or manifest.n_committed_episodes < len(manifest.episodes) or pending:
+        sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
+                 f"{len(manifest.episodes)} episodes committed, {len(pending)} ranges pending): resume it by "
+                 "running the same `ms2 render` again", key=MANIFEST_ATTR,
+                 value=manifest.n_committed_episodes, expected=len(manifest.episodes))
 
 
 def _bounds(manifest: DatasetManifest | None, backend: str, sink: FindingSink) -> Bounds | None:
