@@ -4,8 +4,9 @@ store read without them, measured in the same run on the same random rows (batch
 A fake-env point-cloud dataset is rendered by pipelines.render (the real writer, so the inventory is the
 real one), then ``--batches`` random minibatches of ``--batch-size`` rows are read with
 ``DatasetStore.read_rows`` over every array, once through the verifying store and once through the plain
-one, alternating batch by batch. Verification is a crc32 over each whole chunk object as it is read
-(unsharded arrays) or once per shard (sharded arrays).
+one, alternating batch by batch, for a store of plain chunks and for the same store sharded.
+Verification is a crc32 over each whole chunk object as it is read (unsharded arrays) or once per
+shard per opened store (sharded arrays, whose inner chunks are read by byte range).
 
     python benchmarks/integrity_overhead.py [--episodes 60] [--batches 200]
 
@@ -35,6 +36,37 @@ def unverified(store: DatasetStore) -> DatasetStore:
     return DatasetStore(store.url, raw, store.manifest, store.episode_ends, verified=False)
 
 
+def measure(work: Path, demo: Path, args, shard_min_chunks: int) -> dict:
+    """Render one store (sharded when shard_min_chunks is small) and time interleaved verified/plain reads."""
+    cfg = RenderConfig.model_validate(dict(
+        source=str(demo), store=str(work / f"pc-{shard_min_chunks}.zarr"), workers=0, progress=False,
+        episodes_per_range=8, options=dict(backend="fake", shard_min_chunks=shard_min_chunks,
+                                           obs=dict(obs_mode="pointcloud", n_points=args.n_points))))
+    render.run(cfg)
+    verified = DatasetStore.open(cfg.store)
+    plain = unverified(verified)
+    keys = list(verified.arrays)
+    rng = np.random.default_rng(args.seed)
+    seconds = {"verified": 0.0, "plain": 0.0}
+    for k in range(args.batches):
+        rows = rng.integers(0, verified.n_rows, args.batch_size)
+        order = [("verified", verified), ("plain", plain)]
+        batches = {}
+        for name, store in order if k % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            batches[name] = store.read_rows(keys, rows)
+            seconds[name] += time.perf_counter() - start
+        assert all(np.array_equal(batches["verified"][key], batches["plain"][key]) for key in keys)
+    return {
+        "rows": int(verified.n_rows), "shard_min_chunks": shard_min_chunks,
+        "inventoried_objects": sum(len(v) for v in verified.manifest.inventory.values()),
+        "sharded_arrays": sorted(key for key, arr in verified.arrays.items() if arr.shards is not None),
+        "verified_batches_per_s": args.batches / seconds["verified"],
+        "plain_batches_per_s": args.batches / seconds["plain"],
+        "ratio_verified_over_plain_time": seconds["verified"] / seconds["plain"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=60)
@@ -43,43 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    cases = {}
     with tempfile.TemporaryDirectory(prefix="integrity-bench-") as tmp:
         work = Path(tmp)
         demo = fake_demo_pair(work / "demos" / "pick.h5", n_episodes=args.episodes, steps=(30, 60))
-        cfg = RenderConfig.model_validate(dict(
-            source=str(demo), store=str(work / "pc.zarr"), workers=0, progress=False, episodes_per_range=8,
-            options=dict(backend="fake", obs=dict(obs_mode="pointcloud", n_points=args.n_points))))
-        render.run(cfg)
-        verified = DatasetStore.open(cfg.store)
-        plain = unverified(verified)
-        keys = list(verified.arrays)
-        rng = np.random.default_rng(args.seed)
-        seconds = {"verified": 0.0, "plain": 0.0}
-        for k in range(args.batches):
-            rows = rng.integers(0, verified.n_rows, args.batch_size)
-            order = (("verified", verified), ("plain", plain)) if k % 2 == 0 else (("plain", plain),
-                                                                                   ("verified", verified))
-            batches = {}
-            for name, store in order:
-                start = time.perf_counter()
-                batches[name] = store.read_rows(keys, rows)
-                seconds[name] += time.perf_counter() - start
-            assert all(np.array_equal(batches["verified"][key], batches["plain"][key]) for key in keys)
-        n_objects = sum(len(v) for v in verified.manifest.inventory.values())
-        sharded = sorted(key for key, arr in verified.arrays.items() if arr.shards is not None)
-    ratio = seconds["verified"] / seconds["plain"]
-    payload = {
-        "rows": int(verified.n_rows), "episodes": args.episodes, "n_points": args.n_points,
-        "batches": args.batches, "batch_size": args.batch_size, "inventoried_objects": n_objects,
-        "sharded_arrays": sharded,
-        "verified_batches_per_s": args.batches / seconds["verified"],
-        "plain_batches_per_s": args.batches / seconds["plain"],
-        "ratio_verified_over_plain_time": ratio,
-    }
-    path = write_result("integrity_overhead", payload)
-    print(f"{verified.n_rows} rows, {n_objects} stored objects; random minibatches of {args.batch_size}: "
-          f"verified {payload['verified_batches_per_s']:.1f}/s, plain {payload['plain_batches_per_s']:.1f}/s, "
-          f"read time ratio verified/plain = {ratio:.3f}x -> {path}")
+        for name, shard_min_chunks in (("chunks", 64), ("shards", 2)):
+            cases[name] = measure(work, demo, args, shard_min_chunks)
+            c = cases[name]
+            print(f"{name}: {c['rows']} rows, {c['inventoried_objects']} stored objects, sharded {c['sharded_arrays']}; "
+                  f"random minibatches of {args.batch_size}: verified {c['verified_batches_per_s']:.1f}/s, plain "
+                  f"{c['plain_batches_per_s']:.1f}/s, read time verified/plain = "
+                  f"{c['ratio_verified_over_plain_time']:.3f}x", flush=True)
+    payload = {"episodes": args.episodes, "n_points": args.n_points, "batches": args.batches,
+               "batch_size": args.batch_size, "cases": cases,
+               "ratio_verified_over_plain_time": cases["chunks"]["ratio_verified_over_plain_time"]}
+    print(f"-> {write_result('integrity_overhead', payload)}")
     return 0
 
 

@@ -76,7 +76,8 @@ class ZarrDemoStore:
 
     @property
     def manifest(self) -> dict:
-        return self.dataset.manifest.model_dump(mode="json")
+        """The manifest as JSON without its chunk inventory (checkpoints record it; digests are the store's)."""
+        return self.dataset.manifest.model_dump(mode="json", exclude={"inventory"})
 
     @property
     def obs_keys(self) -> list[str]:

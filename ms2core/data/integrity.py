@@ -46,10 +46,15 @@ RESUME_HINT = ("its render has not finished: if it was interrupted, resume it by
                "again; otherwise " + REHINT.removeprefix("the store is damaged: "))
 
 
-def digest(data: Buffer | bytes | memoryview) -> StoredObject:
+def _size_and_crc(data: Buffer | bytes | memoryview) -> tuple[int, int]:
     raw = data.as_numpy_array() if isinstance(data, Buffer) else data
     view = memoryview(raw).cast("B")
-    return StoredObject(nbytes=view.nbytes, crc32=zlib.crc32(view))
+    return view.nbytes, zlib.crc32(view)
+
+
+def digest(data: Buffer | bytes | memoryview) -> StoredObject:
+    nbytes, crc = _size_and_crc(data)
+    return StoredObject(nbytes=nbytes, crc32=crc)
 
 
 _CHUNK_KEY = re.compile(r"^(?P<path>.+)/(?P<chunk>c(?:/\d+)*)$")
@@ -66,9 +71,12 @@ def _array_of(key: str) -> tuple[str, str] | None:
 class RecordingStore(WrapperStore):
     """A writer's store that notes every object it sets or deletes (in order), for the inventory."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: list | None = None) -> None:
         super().__init__(store)
-        self.events: list[tuple[str, str, StoredObject | None]] = []
+        self.events: list[tuple[str, str, StoredObject | None]] = [] if events is None else events
+
+    def with_read_only(self, read_only: bool = False) -> RecordingStore:
+        return type(self)(self._store.with_read_only(read_only), self.events)  # one record for both views
 
     def _note(self, kind: str, key: str, value: StoredObject | None = None) -> None:
         if kind == "deldir" or _array_of(key) is not None:
@@ -120,11 +128,11 @@ def object_problem(found: Buffer | bytes | None, expected: StoredObject) -> tupl
     """(check code, what is wrong) when ``found`` does not match the inventory; None when it does."""
     if found is None:
         return "missing_chunk", "is missing"
-    got = digest(found)
-    if got.nbytes != expected.nbytes:
-        return "chunk_size", f"has {got.nbytes} bytes (truncated or extended)"
-    if got.crc32 != expected.crc32:
-        return "chunk_checksum", f"has crc32 {got.crc32:08x} (its bytes were altered)"
+    nbytes, crc = _size_and_crc(found)
+    if nbytes != expected.nbytes:
+        return "chunk_size", f"has {nbytes} bytes (truncated or extended)"
+    if crc != expected.crc32:
+        return "chunk_checksum", f"has crc32 {crc:08x} (its bytes were altered)"
     return None
 
 
@@ -143,20 +151,25 @@ class VerifyingStore(WrapperStore):
         self.label = label
         self.hint = hint
         self._verified: set[str] = set()
+        self._where: dict[str, tuple[str, str, StoredObject] | None] = {}  # key -> its inventory entry
 
     def with_read_only(self, read_only: bool = False) -> VerifyingStore:
         return type(self)(self._store.with_read_only(read_only), self.inventory, self.label, self.hint)
 
     def _expected(self, key: str) -> tuple[str, str, StoredObject] | None:
+        if key in self._where:
+            return self._where[key]
         split = _array_of(key)  # every chunk of a data/ or meta/ array, listed in the inventory or not
         if split is None:
+            self._where[key] = None
             return None
         path, chunk = split
         expected = self.inventory.get(path, {}).get(chunk)
         if expected is None:
             raise integrity_error(self.label, path, chunk, "is not in the store's inventory (written after the "
                                   "last commit, or the inventory is damaged)", None, self.hint)
-        return path, chunk, expected
+        self._where[key] = (path, chunk, expected)
+        return self._where[key]
 
     async def _check_whole(self, key: str, where: tuple[str, str, StoredObject], prototype) -> Buffer:
         path, chunk, expected = where
