@@ -139,7 +139,9 @@ def test_random_bytes_anywhere_never_crash(templates, tmp_path, data):
     where = str(target.relative_to(store))
     if target.name == "zarr.json":
         if not same_json(original, bytes(blob)):  # changed metadata is always noticed
-            assert report.status == "failed", (where, mode)
+            # (an edited source.path is noticed as a warning: the demos it names are not on disk)
+            noticed = {f.code for f in report.findings} & {"provenance_missing"}
+            assert report.status == "failed" or noticed, (where, mode)
     else:
         key = where.split("/c/")[0].removeprefix("data/")
         if bytes(blob) != original:  # any changed chunk file is reported by the inventory
