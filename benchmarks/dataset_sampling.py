@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from benchmarks._common import write_result
 
@@ -29,40 +28,44 @@ CHUNK_BYTES = 4 << 20
 def write_synthetic_pointcloud_dataset(path: str | Path, rows: int, points: int = 1250, episode_len: int = 100,
                                        state_dim: int = 32, action_dim: int = 7, seed: int = 0) -> Path:
     """A realistic-size point-cloud dataset (random content) in the Zarr layout pipelines.render writes."""
+    from ms2core.data.store import DatasetWriter, synthetic_manifest
+    from storage_schemas.dataset import ArraySpec
+
     path = Path(path)
     rng = np.random.default_rng(seed)
-    root = zarr.open_group(str(path), mode="w")
-    compressor = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
-    specs = {
-        "data/obs/xyz": ((points, 3), np.float32), "data/obs/rgb": ((points, 3), np.uint8),
-        "data/obs/state": ((state_dim,), np.float32), "data/actions": ((action_dim,), np.float32),
-        "data/rewards": ((), np.float32), "data/success": ((), bool), "data/terminated": ((), bool),
-        "data/truncated": ((), bool),
+    shapes = {
+        "obs/xyz": ((points, 3), np.float32), "obs/rgb": ((points, 3), np.uint8),
+        "obs/state": ((state_dim,), np.float32), "actions": ((action_dim,), np.float32),
+        "rewards": ((), np.float32), "success": ((), bool), "terminated": ((), bool),
+        "truncated": ((), bool),
     }
-    arrays = {}
-    for name, (shape, dtype) in specs.items():
+    specs = {}
+    for name, (shape, dtype) in shapes.items():
         row_bytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        chunk_rows = int(max(1, min(rows, CHUNK_BYTES // row_bytes)))
-        arrays[name] = root.create_array(name, shape=(rows, *shape), dtype=dtype, chunks=(chunk_rows, *shape),
-                                         compressors=compressor)
+        specs[name] = ArraySpec(row_shape=list(shape), dtype=np.dtype(dtype).name,
+                                chunk_rows=int(max(1, min(rows, CHUNK_BYTES // row_bytes))),
+                                codec="blosc(zstd, clevel=3, shuffle)")
+    ends = np.arange(episode_len, rows + episode_len, episode_len).clip(max=rows)
+    ends = np.unique(ends).astype(np.int64)
+    last = np.zeros(rows, bool)
+    last[ends - 1] = True
+    writer = DatasetWriter(str(path), create=True)  # the one writer: its commit records the chunk inventory
+    writer.create_arrays(specs, level=3, use_shards=False)
     slab = 4096
     for start in range(0, rows, slab):
         n = min(slab, rows - start)
-        arrays["data/obs/xyz"][start:start + n] = rng.uniform(-0.5, 0.5, (n, points, 3)).astype(np.float32)
-        arrays["data/obs/rgb"][start:start + n] = rng.integers(0, 256, (n, points, 3), dtype=np.uint8)
-        arrays["data/obs/state"][start:start + n] = rng.normal(size=(n, state_dim)).astype(np.float32)
-        arrays["data/actions"][start:start + n] = rng.uniform(-1, 1, (n, action_dim)).astype(np.float32)
-    arrays["data/rewards"][:] = 0.0
-    arrays["data/success"][:] = False
-    ends = np.arange(episode_len, rows + episode_len, episode_len).clip(max=rows)
-    ends = np.unique(ends).astype(np.int64)
-    root.create_array("meta/episode_ends", data=ends)
-    truncated = np.zeros(rows, bool)  # no success: every episode is cut at its last row
-    truncated[ends - 1] = True
-    arrays["data/terminated"][:] = False
-    arrays["data/truncated"][:] = truncated
-    root.attrs["ms2flow"] = {"env_id": "PickCube-v0", "obs_mode": "pointcloud", "synthetic": True,
-                             "num_points": points}
+        writer.write_rows(start, {
+            "obs/xyz": rng.uniform(-0.5, 0.5, (n, points, 3)).astype(np.float32),
+            "obs/rgb": rng.integers(0, 256, (n, points, 3), dtype=np.uint8),
+            "obs/state": rng.normal(size=(n, state_dim)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, action_dim)).astype(np.float32),
+            "rewards": np.zeros(n, np.float32), "success": np.zeros(n, bool),
+            # no success: every episode is cut (truncated) at its last row
+            "terminated": np.zeros(n, bool), "truncated": last[start:start + n]})
+    manifest = synthetic_manifest("PickCube-v0", "pd_ee_delta_pose", "pointcloud", np.diff(ends, prepend=0),
+                                  source="benchmarks/dataset_sampling.py synthetic", success=[False] * len(ends))
+    manifest.arrays = specs
+    writer.commit(manifest, ends)
     return path
 
 

@@ -34,10 +34,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import zarr
 
 from benchmarks._common import write_result
-from ms2core import zarr_io
+from ms2core.data.store import DatasetStore
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import DemoPair
 from pipelines import render
@@ -95,9 +94,9 @@ def write_h5_trajectory(f: h5py.File, i: int, obs: dict[str, np.ndarray], action
 
 def h5_from_store(store: str, out: Path) -> Path:
     """The same transitions as a Zarr dataset, written the convert_state way (one group per trajectory)."""
-    root = zarr.open_group(store, mode="r")
-    data = {key: arr[:] for key, arr in zarr_io.list_arrays(root["data"]).items()}
-    ends = zarr_io.read_episode_ends(root)
+    dataset = DatasetStore.open(store)
+    data = {key: dataset.read(key) for key in dataset.arrays}
+    ends = dataset.episode_ends
     with h5py.File(out, "w") as f:
         for i, (lo, hi) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
             obs = {key[4:]: value[lo:hi] for key, value in data.items() if key.startswith("obs/")}
@@ -130,9 +129,8 @@ class H5Reader:
 
 def minibatch_rates(store: str, h5_path: Path, n_batches: int, seed: int = 0) -> tuple[float, float]:
     """Batches/s for Zarr and HDF5, interleaved batch by batch on the same random indices."""
-    root = zarr.open_group(store, mode="r")
-    arrays = zarr_io.list_arrays(root["data"])
-    total = int(zarr_io.read_episode_ends(root)[-1])
+    dataset = DatasetStore.open(store)
+    total = dataset.n_rows
     h5 = H5Reader(h5_path)
     rng = np.random.default_rng(seed)
     zarr_s = h5_s = 0.0
@@ -140,7 +138,7 @@ def minibatch_rates(store: str, h5_path: Path, n_batches: int, seed: int = 0) ->
         for _ in range(n_batches):
             idx = np.sort(rng.choice(total, min(BATCH, total), replace=False))
             start = time.perf_counter()
-            batch = zarr_io.read_rows(arrays, idx)
+            batch = dataset.read_rows(dataset.arrays, idx)
             zarr_s += time.perf_counter() - start
             start = time.perf_counter()
             h5_batch = h5.read(idx)
@@ -236,7 +234,7 @@ def main() -> None:
             render.run(cfg.model_copy(update={"source": str(read_demo), "store": read_store,
                                               "workers": max(args.workers)}))
             read_h5 = h5_from_store(read_store, work / f"{mode}-read.h5")
-            row["read_rows"] = int(zarr_io.read_episode_ends(zarr.open_group(read_store, mode="r"))[-1])
+            row["read_rows"] = DatasetStore.open(read_store).n_rows
             row["read_size_ratio"] = tree_bytes(Path(read_store)) / read_h5.stat().st_size
             row["zarr_minibatches_per_s"], row["h5_minibatches_per_s"] = minibatch_rates(read_store, read_h5,
                                                                                          args.batches)

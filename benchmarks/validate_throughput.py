@@ -38,43 +38,38 @@ ROW_BYTES = N_POINTS * (3 * 4 + 3) + STATE_DIM * 4 + ACTION_DIM * 4 + 4 + 1 + 1
 
 def build(store: Path, target_gb: float) -> dict:
     """Write the synthetic dataset block by block (memory stays bounded while building too)."""
-    import zarr
-    from zarr.codecs import BloscCodec
-
+    from ms2core.data.store import DatasetWriter
     from storage_schemas.dataset import (
-        MANIFEST_ATTR, ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
+        ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
     )
 
     n_episodes = max(1, math.ceil(target_gb * 1e9 / ROW_BYTES / EPISODE_STEPS))
     n_rows = n_episodes * EPISODE_STEPS
     shapes = {"obs/xyz": ((N_POINTS, 3), "float32"), "obs/rgb": ((N_POINTS, 3), "uint8"),
               "obs/state": ((STATE_DIM,), "float32"), "actions": ((ACTION_DIM,), "float32"),
-              "rewards": ((), "float32"), "success": ((), "bool"), "dones": ((), "bool")}
-    codec = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
-    root = zarr.open_group(str(store), mode="w")
-    specs, arrays = {}, {}
+              "rewards": ((), "float32"), "success": ((), "bool"), "terminated": ((), "bool"),
+              "truncated": ((), "bool")}
+    specs = {}
     for key, (row_shape, dtype) in shapes.items():
         row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-        chunk_rows = max(1, (4 << 20) // row_bytes)
-        arrays[key] = root.create_array(f"data/{key}", shape=(n_rows, *row_shape), dtype=dtype,
-                                        chunks=(chunk_rows, *row_shape), compressors=codec, fill_value=0)
-        specs[key] = ArraySpec(row_shape=list(row_shape), dtype=dtype, chunk_rows=chunk_rows,
+        specs[key] = ArraySpec(row_shape=list(row_shape), dtype=dtype, chunk_rows=max(1, (4 << 20) // row_bytes),
                                codec="blosc(zstd, clevel=3, shuffle)")
+    writer = DatasetWriter(str(store), create=True)  # the one writer: its commit records the chunk inventory
+    writer.create_arrays(specs, level=3, use_shards=False)
     rng = np.random.default_rng(0)
-    block = arrays["obs/xyz"].chunks[0] * 8
+    block = specs["obs/xyz"].chunk_rows * 8
     for a in range(0, n_rows, block):
         b = min(a + block, n_rows)
         n = b - a
         last = (np.arange(a, b) % EPISODE_STEPS) == EPISODE_STEPS - 1
-        arrays["obs/xyz"][a:b] = rng.normal(0, 0.3, (n, N_POINTS, 3)).astype(np.float32)
-        arrays["obs/rgb"][a:b] = rng.integers(0, 256, (n, N_POINTS, 3), dtype=np.uint8)
-        arrays["obs/state"][a:b] = rng.normal(0, 1, (n, STATE_DIM)).astype(np.float32)
-        arrays["actions"][a:b] = rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32)
-        arrays["rewards"][a:b] = rng.uniform(0, 1, n).astype(np.float32)
-        arrays["success"][a:b] = last
-        arrays["dones"][a:b] = last
+        writer.write_rows(a, {
+            "obs/xyz": rng.normal(0, 0.3, (n, N_POINTS, 3)).astype(np.float32),
+            "obs/rgb": rng.integers(0, 256, (n, N_POINTS, 3), dtype=np.uint8),
+            "obs/state": rng.normal(0, 1, (n, STATE_DIM)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
+            "rewards": rng.uniform(0, 1, n).astype(np.float32), "success": last, "terminated": last,
+            "truncated": np.zeros(n, bool)})
     ends = np.arange(1, n_episodes + 1, dtype=np.int64) * EPISODE_STEPS
-    root.create_array("meta/episode_ends", data=ends, chunks=(1 << 16,), compressors=codec)
     options = RenderOptions(obs=ObsProcessConfig(obs_mode="pointcloud", n_points=N_POINTS), backend="fake")
     manifest = DatasetManifest(
         dataset_version="benchmark", versions={}, options=options, arrays=specs,
@@ -82,8 +77,8 @@ def build(store: Path, target_gb: float) -> dict:
                           control_mode="pd_ee_delta_pose", n_episodes=n_episodes, replay="env_states"),
         episodes=[EpisodeStatus(episode_id=i, seed=i, n_steps=EPISODE_STEPS, committed=True, success=True)
                   for i in range(n_episodes)],
-        n_committed_episodes=n_episodes, n_committed_rows=n_rows, complete=True)
-    root.attrs.put({MANIFEST_ATTR: manifest.model_dump(mode="json")})
+        n_committed_episodes=n_episodes, n_committed_rows=n_rows, complete=True, inventory={})
+    writer.commit(manifest, ends)
     return {"n_rows": n_rows, "n_episodes": n_episodes, "uncompressed_bytes": n_rows * ROW_BYTES}
 
 
@@ -96,7 +91,7 @@ def child_raw_read(store: str) -> dict:
     root = zarr.open_group(store, mode="r")
     t0 = time.perf_counter()
     total = 0
-    for key in ("obs/xyz", "obs/rgb", "obs/state", "actions", "rewards", "success", "dones"):
+    for key in ("obs/xyz", "obs/rgb", "obs/state", "actions", "rewards", "success", "terminated", "truncated"):
         arr = root[f"data/{key}"]
         step = block_rows_for(arr, 64 << 20)
         for a in range(0, arr.shape[0], step):

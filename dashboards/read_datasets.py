@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from storage_schemas.dataset import EPISODE_ENDS, MANIFEST_ATTR
+
 # Manifest keys shown as a summary when present; (label, candidate keys in order of preference).
 MANIFEST_SUMMARY_KEYS: list[tuple[str, tuple[str, ...]]] = [
     ("task", ("env_id", "task")),
@@ -165,10 +167,21 @@ def episode_bounds(episode_ends: np.ndarray, episode: int) -> tuple[int, int]:
     return start, int(episode_ends[episode])
 
 
+def committed_episode_ends(root: zarr.Group) -> np.ndarray:
+    """The dashboard's one reader of episode boundaries: cut to the manifest's committed episodes, like
+    ms2core's DatasetStore (which this layer may not import). Chunks are not verified here: the
+    dashboard shows a store's validation report, ``ms2 validate`` checks the inventory."""
+    if EPISODE_ENDS not in root:
+        return np.zeros(0, np.int64)
+    ends = np.asarray(root[EPISODE_ENDS][:], dtype=np.int64)
+    committed = (root.attrs.get(MANIFEST_ATTR) or {}).get("n_committed_episodes")
+    return ends[:committed] if isinstance(committed, int) else ends
+
+
 def summarize(entry: DatasetEntry, with_size: bool = True) -> DatasetSummary:
     root = open_store(entry.path)
-    manifest = dict(root.attrs.get("ms2flow") or {})
-    ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64) if "meta" in root and "episode_ends" in root["meta"] else np.zeros(0, np.int64)
+    manifest = dict(root.attrs.get(MANIFEST_ATTR) or {})
+    ends = committed_episode_ends(root)
     lengths = np.diff(np.concatenate([[0], ends])) if len(ends) else np.zeros(0, np.int64)
     data = root["data"] if "data" in root else None
     obs_keys: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -229,8 +242,7 @@ def read_validation_report(entry: DatasetEntry) -> ValidationReport | None:
 
 def read_episode_series(entry: DatasetEntry, episode: int) -> EpisodeSeries:
     root = open_store(entry.path)
-    ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
-    start, end = episode_bounds(ends, episode)
+    start, end = episode_bounds(committed_episode_ends(root), episode)
     data = root["data"]
 
     def rows(name: str) -> np.ndarray | None:
@@ -265,8 +277,7 @@ def subsample_indices(num_points: int, max_points: int, seed: int = 0) -> np.nda
 def read_frame(entry: DatasetEntry, episode: int, step: int, manifest: dict[str, Any] | None = None, max_points: int = MAX_POINTS_DEFAULT) -> Frame:
     """Images and point cloud of one step (only that row is read from disk)."""
     root = open_store(entry.path)
-    ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
-    start, end = episode_bounds(ends, episode)
+    start, end = episode_bounds(committed_episode_ends(root), episode)
     if not 0 <= step < end - start:
         raise IndexError(f"step {step} is out of range for episode {episode} of length {end - start}")
     row = start + step

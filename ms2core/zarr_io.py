@@ -27,9 +27,11 @@ shard), so object counts stay small on object stores.
 Commit order (pipelines.render): rows are appended to ``data/*``, then
 ``meta/episode_ends`` is rewritten, then the manifest (one atomic write of the
 root zarr.json) records ``n_committed_episodes``: that write is the commit.
-Readers use :func:`read_episode_ends`, which cuts episode_ends to the committed
-count; rows past the last committed episode may hold a half-appended range and
-are overwritten when the render resumes.
+The manifest also carries the chunk inventory (every stored object of data/* and meta/* with its
+size and crc32, ms2core.data.integrity). Writers go through ``ms2core.data.store.DatasetWriter``,
+readers through ``ms2core.data.store.DatasetStore``, which uses :func:`read_episode_ends` (cut to
+the committed count) and checks every chunk against the inventory; rows past the last committed
+episode may hold a half-appended range and are overwritten when the render resumes.
 """
 
 from __future__ import annotations
@@ -47,16 +49,15 @@ import zarr
 from zarr.codecs import BloscCodec, TransposeCodec
 
 from ms2core.errors import DatasetError
-from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
+from storage_schemas.dataset import EPISODE_ENDS, MANIFEST_ATTR, ArraySpec, DatasetManifest
 
 CHUNKS_PER_SHARD = 16
-EPISODE_ENDS = "meta/episode_ends"
 EPISODE_ENDS_CHUNK = 1 << 16
 
 __all__ = [
     "is_remote", "open_store", "store_exists", "read_manifest", "write_manifest", "array_spec_for",
     "create_time_arrays", "append_rows", "write_rows", "set_episode_ends", "read_episode_ends",
-    "delete_path", "list_arrays", "read_rows", "open_dataset", "blosc_zstd", "storage_error",
+    "delete_path", "list_arrays", "read_rows", "open_dataset", "blosc_zstd", "storage_error", "EPISODE_ENDS",
 ]
 
 
@@ -204,14 +205,26 @@ def set_episode_ends(root: zarr.Group, ends: np.ndarray) -> None:
     write_rows(root[EPISODE_ENDS], 0, ends)
 
 
-def read_episode_ends(root: zarr.Group) -> np.ndarray:
-    """Committed episode ends: meta/episode_ends cut to what the manifest says is committed."""
+def read_episode_ends(root: zarr.Group, manifest: DatasetManifest | Mapping | None = None) -> np.ndarray:
+    """Committed episode ends: meta/episode_ends cut to what the manifest says is committed.
+
+    The one reader of meta/episode_ends (``DatasetStore`` and validation call it). ``manifest`` may be
+    the typed manifest, its raw dict (validation reads stores whose manifest does not parse), or None
+    to read it from ``root``. Integer dtypes other than int64 are converted; others raise TypeError.
+    """
     if EPISODE_ENDS not in root:
         return np.zeros(0, np.int64)
-    ends = np.asarray(root[EPISODE_ENDS][:], np.int64)
-    manifest = read_manifest(root)
-    if manifest is not None:
-        ends = ends[: manifest.n_committed_episodes]
+    ends = np.asarray(root[EPISODE_ENDS][:])
+    if ends.dtype != np.int64:
+        if not np.issubdtype(ends.dtype, np.integer):
+            raise TypeError(f"{EPISODE_ENDS} has dtype {ends.dtype}, expected int64")
+        ends = ends.astype(np.int64)
+    if manifest is None:
+        manifest = read_manifest(root)
+    committed = manifest.get("n_committed_episodes") if isinstance(manifest, Mapping) else (
+        manifest.n_committed_episodes if manifest is not None else None)
+    if isinstance(committed, int):
+        ends = ends[:committed]
     return ends
 
 
@@ -242,13 +255,11 @@ def delete_path(group: zarr.Group, path: str) -> None:
         del group[path]
 
 
+
+
 def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
-    """Open a rendered dataset read-only; DatasetError if it is missing or not an ms2flow dataset."""
-    store = open_store(url, storage_options, read_only=True)
-    if not store_exists(store):
-        raise DatasetError(f"no Zarr dataset at {url}", hint="render one with `ms2 render`")
-    root = zarr.open_group(store, mode="r")
-    if read_manifest(root) is None:
-        raise DatasetError(f"{url} is a Zarr store without an ms2flow manifest (attrs[{MANIFEST_ATTR!r}])",
-                           hint="only stores written by `ms2 render` can be read here")
-    return root
+    """The root group of a dataset opened by :class:`ms2core.data.store.DatasetStore` (chunks verified
+    against the inventory when the store has one). New code should use DatasetStore itself."""
+    from ms2core.data.store import DatasetStore
+
+    return DatasetStore.open(url, storage_options, allow_unverified=True).root

@@ -15,7 +15,8 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
                                  episode_dones & ~dones there), so import derives truncated from those two
       attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
 
-Only committed episodes are exported; the output is written under a temporary
+Stores are read through ``DatasetStore`` (chunks verified against the inventory) and imports are
+written through ``write_dataset`` (the one writer). Only committed episodes are exported; the output is written under a temporary
 name and renamed, so a killed export leaves nothing that looks complete.
 """
 
@@ -27,9 +28,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import zarr
 
-from ms2core import zarr_io
+from ms2core.data.store import DatasetStore, write_dataset
 from ms2core.errors import DatasetError
 from storage_schemas.dataset import ExportConfig, ExportResult
 
@@ -49,10 +49,10 @@ def _from_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
 
 
 def export_h5(cfg: ExportConfig) -> ExportResult:
-    root = zarr_io.open_dataset(cfg.store, cfg.storage_options)
-    manifest = zarr_io.read_manifest(root)
+    dataset = DatasetStore.open(cfg.store, cfg.storage_options)
+    manifest = dataset.manifest
     obs_mode = manifest.options.obs.obs_mode
-    ends = zarr_io.read_episode_ends(root)
+    ends = dataset.episode_ends
     if len(ends) == 0:
         raise DatasetError(f"{cfg.store} has no committed episodes to export", hint="finish the render first")
     out = Path(cfg.output)
@@ -60,7 +60,6 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
         raise DatasetError(f"{out} already exists", hint="choose another output or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    arrays = zarr_io.list_arrays(root["data"])
     kwargs = dict(compression="gzip", compression_opts=4) if cfg.compression == "gzip" else {}
     starts = np.concatenate([[0], ends[:-1]])
     try:
@@ -68,10 +67,10 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
             f.attrs["ms2flow"] = json.dumps(manifest.model_dump(mode="json"))
             for i, (start, end) in enumerate(zip(starts, ends)):
                 group = f.create_group(f"traj_{i}")
-                for key, arr in arrays.items():
+                for key in dataset.arrays:
                     if key == "truncated":
                         continue  # ManiSkill2-Learn has no such key: episode_dones & ~dones says it
-                    values = _to_h5_layout(key.split("/")[-1], np.asarray(arr[start:end]), obs_mode)
+                    values = _to_h5_layout(key.split("/")[-1], dataset.read(key, start, end), obs_mode)
                     name = "dones" if key == "terminated" else key
                     group.create_dataset(name, data=values, **(kwargs if values.ndim >= 2 else {}))
                 episode_dones = np.zeros(end - start, bool)
@@ -113,11 +112,7 @@ def import_h5(path: str, store: str) -> str:
             lengths.append(f[name]["actions"].shape[0])
             columns.setdefault("truncated", []).append(f[name]["episode_dones"][()] & ~f[name]["dones"][()])
     data = {k: np.concatenate(v) for k, v in columns.items()}
-    root = zarr.open_group(zarr_io.open_store(store), mode="w")
-    zarr_io.create_time_arrays(root.require_group("data"), manifest.arrays, manifest.options.compression_level)
-    zarr_io.append_rows(root["data"], 0, data)
-    zarr_io.set_episode_ends(root, np.cumsum(lengths))
-    zarr_io.write_manifest(root, manifest)
+    write_dataset(store, manifest, data, lengths)  # the one writer: arrays, episode_ends, inventory, manifest
     return store
 
 

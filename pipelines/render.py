@@ -15,8 +15,9 @@ observations), as a resumable, idempotent stage:
   chunk it writes, with no sharing between writers) and marks it complete last.
 * Only the driver (this process, the Dask client) commits: in episode order it
   appends a complete range's rows to ``data/*``, rewrites ``meta/episode_ends``,
-  then writes the manifest (the commit point: ``n_committed_episodes``), then
-  deletes the staging group. A kill at any moment leaves committed episodes
+  then writes the manifest (the commit point: ``n_committed_episodes`` and the
+  chunk inventory, through ``ms2core.data.store.DatasetWriter``), then deletes the
+  staging group. A kill at any moment leaves committed episodes
   intact and the rest either in complete staging groups (reused by the next run)
   or discarded. Rows past the last committed episode are overwritten on resume.
 
@@ -49,6 +50,7 @@ import zarr
 
 from ms2core import zarr_io
 from ms2core.envs.episode_sim import simulate_recorded_episode
+from ms2core.data.store import DatasetWriter
 from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
 from ms2core.obs import observe_env, process_observation
 from ms2core.paths import datasets_url
@@ -292,7 +294,7 @@ def plan_render(cfg: RenderConfig) -> _Plan:
         dataset_version=version,
         source=SourceInfo(path=source, digest=digest, env_id=env_id, control_mode=control_mode,
                           n_episodes=n_total, replay=replay),
-        versions=versions, options=options, episodes=episodes,
+        versions=versions, options=options, episodes=episodes, inventory={},
     )
     env = EnvKey(env_id, obs_mode, control_mode, options.reward_mode,
                  tuple(options.camera_size) if options.camera_size else None, options.backend,
@@ -300,7 +302,7 @@ def plan_render(cfg: RenderConfig) -> _Plan:
     return _Plan(url=url, manifest=manifest, env=env, source=source)
 
 
-def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[zarr.Group, DatasetManifest]:
+def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[DatasetWriter, DatasetManifest]:
     url = plan.url
     try:
         if not zarr_io.is_remote(url):
@@ -310,13 +312,13 @@ def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[zarr.Group, Dataset
                                    hint="choose another store path, or pass --overwrite to replace it")
         store = zarr_io.open_store(url, cfg.storage_options)
         if zarr_io.store_exists(store):
-            root = zarr.open_group(store, mode="r+")
+            writer = DatasetWriter(url, cfg.storage_options)
             try:
-                existing = zarr_io.read_manifest(root)
+                existing = zarr_io.read_manifest(writer.root)
             except ValueError:
                 existing = None
             if existing is not None and existing.identity() == plan.manifest.identity():
-                return root, existing
+                return writer, existing
             if not cfg.overwrite:
                 what = ("a different dataset (version "
                         f"{existing.dataset_version}, source digest {existing.source.digest[:12]}, "
@@ -325,10 +327,10 @@ def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[zarr.Group, Dataset
                     f"store {url} already holds {what}; this render is version {plan.manifest.dataset_version}",
                     hint="leave store unset to get a new versioned path, choose another store, or pass --overwrite",
                 )
-        root = zarr.open_group(store, mode="w")
-        root.create_group(STAGING)
-        zarr_io.write_manifest(root, plan.manifest)
-        return root, plan.manifest.model_copy(deep=True)
+        writer = DatasetWriter(url, cfg.storage_options, create=True)
+        writer.root.create_group(STAGING)
+        zarr_io.write_manifest(writer.root, plan.manifest)
+        return writer, plan.manifest.model_copy(deep=True)
     except OSError as exc:
         raise zarr_io.storage_error(exc, url, "create dataset") from exc
 
@@ -362,8 +364,9 @@ def _plan_ranges(manifest: DatasetManifest, episodes_per_range: int) -> list[Ran
     return ranges
 
 
-def _commit_range(root: zarr.Group, manifest: DatasetManifest, report: RangeReport) -> None:
-    """Append a complete staging range to data/*, then episode_ends, then the manifest (commit point)."""
+def _commit_range(writer: DatasetWriter, manifest: DatasetManifest, report: RangeReport) -> None:
+    """Append a complete staging range to data/*, then episode_ends, inventory and manifest (commit point)."""
+    root = writer.root
     staging = root[f"{STAGING}/{report.name}"]
     arrays = zarr_io.list_arrays(staging["data"])
     options = manifest.options
@@ -374,14 +377,13 @@ def _commit_range(root: zarr.Group, manifest: DatasetManifest, report: RangeRepo
                                         options.shard_min_chunks, options.compression_level)
             for key, arr in arrays.items()
         }
-        zarr_io.create_time_arrays(root.require_group("data"), manifest.arrays, options.compression_level)
+        writer.create_arrays(manifest.arrays, options.compression_level)
     if set(arrays) != set(manifest.arrays):
         raise DatasetError(f"range {report.name} has arrays {sorted(arrays)}, the dataset has {sorted(manifest.arrays)}",
                            hint="a worker ran different code or options; rerun with --overwrite")
-    data = root["data"]
     start = manifest.n_committed_rows
     for key, arr in arrays.items():
-        zarr_io.write_rows(data[key], start, arr[:])
+        writer.write_rows(start, {key: arr[:]})
     first = report.first_episode
     for offset, (n, ok) in enumerate(zip(report.episode_lengths, report.episode_success)):
         ep = manifest.episodes[first + offset]
@@ -391,11 +393,10 @@ def _commit_range(root: zarr.Group, manifest: DatasetManifest, report: RangeRepo
     manifest.n_committed_episodes = first + report.n_episodes
     manifest.n_committed_rows = start + report.n_rows
     ends = np.cumsum([e.n_steps for e in manifest.episodes[: manifest.n_committed_episodes]])
-    zarr_io.set_episode_ends(root, ends)
     for r in manifest.ranges:
         if r.first_episode == first:
             r.status = "committed"
-    zarr_io.write_manifest(root, manifest)  # <- the commit point
+    writer.commit(manifest, ends)  # <- the commit point: episode_ends, then inventory + manifest in one write
     zarr_io.delete_path(root, f"{STAGING}/{report.name}")
 
 
@@ -449,7 +450,8 @@ def run(cfg: RenderConfig) -> RenderResult:
     plan = plan_render(cfg)
     plan.manifest.source.demo_checks = "forced" if checked.forced else "passed"
     plan.manifest.source.demo_check_errors = checked.error_codes
-    root, manifest = _open_or_create(plan, cfg)
+    writer, manifest = _open_or_create(plan, cfg)
+    root = writer.root
     version = manifest.dataset_version
     if manifest.complete:
         return RenderResult(store=plan.url, dataset_version=version, n_episodes=manifest.n_committed_episodes,
@@ -490,7 +492,7 @@ def run(cfg: RenderConfig) -> RenderResult:
             while next_first in ready:
                 done = ready.pop(next_first)
                 try:
-                    _commit_range(root, manifest, done)
+                    _commit_range(writer, manifest, done)
                 except OSError as exc:
                     raise zarr_io.storage_error(exc, plan.url, f"commit range {done.name} to") from exc
                 reused += done.reused

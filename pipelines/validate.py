@@ -24,10 +24,11 @@ from ms2core.errors import DatasetError
 from ms2core.trajectory import demo_digest, pair_paths
 from ms2core.validation import dataset_kind, outcome_config, validate_path
 from ms2core.validation.store import (
-    current_fingerprint, is_remote, load_report, open_root, read_record, read_remote_report, record_validation,
+    current_fingerprint, load_report, open_root, read_record, read_remote_report, record_validation,
     report_digest, write_remote_report, write_report_file,
 )
 from ms2core.validation.zarr_dataset import ArrayOutcome, ArrayTask, check_array, default_report_path
+from ms2core.zarr_io import is_remote
 from storage_schemas.validation import CHECKER_VERSION, ValidationConfig, ValidationReport, ValidationResult
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,9 @@ each frame's points are sorted along a Morton (Z-order) curve of their coordinat
 ``--quantum`` metres, and xyz is stored as int16 deltas between consecutive sorted points; rgb follows the
 same order. That is ~3.3 KB a frame instead of ~9.7 KB (1200 points, 1 mm). Lossy only in xyz, by at most
 quantum / 2 per coordinate; every other array (state, actions, episode_ends, ...) and the store's manifest
-travel bit-exact. The unpacked store records ``transport`` in its attributes.
+travel bit-exact. Stores are read through ``DatasetStore`` (committed episodes, verified chunks) and
+written back through ``write_dataset`` (a new chunk inventory); the unpacked store records ``transport``
+in its attributes and, having new xyz bytes, needs ``ms2 validate`` again.
 
     python scripts/ship_dataset.py pack STORE [STORE ...] --out .ship --part-mb 48
     python scripts/ship_dataset.py unpack .ship/part-000 [...] --out-dir /tmp/datasets
@@ -29,6 +31,11 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import zarr
+
+from ms2core.data.store import DatasetStore
+from ms2core.errors import DatasetError
+from storage_schemas.dataset import MANIFEST_ATTR
+from storage_schemas.validation import VALIDATION_ATTR
 
 POINT_KEYS = ("data/obs/xyz", "data/obs/rgb")
 FORMAT = "ms2flow-ship-1"
@@ -73,10 +80,6 @@ def decode_points(origin: np.ndarray, deltas: np.ndarray, rgb_planar: np.ndarray
 
 
 # --------------------------------------------------------------------------- pack
-def _arrays(root: zarr.Group) -> dict[str, zarr.Array]:
-    return {name: arr for name, arr in root.members(max_depth=None) if isinstance(arr, zarr.Array)}
-
-
 def pack(stores: list[str], out: Path, part_mb: float, quantum: float, level: int) -> list[Path]:
     codec = numcodecs.Zstd(level=level)
     if out.exists() and any(out.iterdir()):
@@ -94,23 +97,27 @@ def pack(stores: list[str], out: Path, part_mb: float, quantum: float, level: in
         sizes[-1] += len(payload)
 
     for s, path in enumerate(stores):
-        root = zarr.open_group(path, mode="r")
-        arrays = _arrays(root)
-        if "data/obs/xyz" not in arrays or "meta/episode_ends" not in arrays:
-            raise SystemExit(f"error: {path} is not a point-cloud dataset (expected data/obs/xyz and meta/episode_ends)")
-        ends = np.asarray(arrays["meta/episode_ends"][:], np.int64)
-        committed = int(ends[-1]) if len(ends) else 0
-        meta = {"name": Path(path).name, "attrs": dict(root.attrs), "arrays": {}, "episode_ends": ends.tolist()}
-        for name, arr in arrays.items():
-            meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "chunks": list(arr.chunks)}
+        try:
+            dataset = DatasetStore.open(path)  # committed episodes only, chunks verified
+        except DatasetError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        if "obs/xyz" not in dataset.arrays:
+            raise SystemExit(f"error: {path} is not a point-cloud dataset (expected data/obs/xyz)")
+        ends = dataset.episode_ends
+        committed = dataset.n_rows
+        attrs = {k: v for k, v in dataset.root.attrs.items() if k != VALIDATION_ATTR}  # the copy is not validated
+        meta = {"name": Path(path).name, "attrs": attrs, "arrays": {}, "episode_ends": ends.tolist()}
+        for key, arr in dataset.arrays.items():
+            name = f"data/{key}"
+            meta["arrays"][name] = {"shape": [committed, *arr.shape[1:]], "dtype": str(arr.dtype)}
             if name not in POINT_KEYS:  # small: whole array, bit-exact
-                put(f"{s}/{name}", codec.encode(np.ascontiguousarray(arr[:])))
+                put(f"{s}/{name}", codec.encode(np.ascontiguousarray(dataset.read(key))))
         header["stores"].append(meta)
-        has_rgb = "data/obs/rgb" in arrays
+        has_rgb = "obs/rgb" in dataset.arrays
         starts = np.concatenate([[0], ends[:-1]])
         for e, (a, b) in enumerate(zip(starts, ends)):
-            xyz = np.asarray(arrays["data/obs/xyz"][a:b])
-            rgb = np.asarray(arrays["data/obs/rgb"][a:b]) if has_rgb else None
+            xyz = dataset.read("obs/xyz", a, b)
+            rgb = dataset.read("obs/rgb", a, b) if has_rgb else None
             origin, deltas, rgb_planar = encode_points(xyz, rgb, quantum)
             put(f"{s}/ep{e}/origin", origin.tobytes())
             put(f"{s}/ep{e}/xyz", codec.encode(deltas))
@@ -171,15 +178,19 @@ def unpack(part_dirs: list[Path], out_dir: Path) -> list[Path]:
 
 
 def _write_store(tmp: Path, meta: dict, blobs: dict[str, np.ndarray], s: int, quantum: float, codec) -> None:
-    """Store ``s`` of the pack rebuilt at ``tmp`` (same layout, arrays and attributes, plus ``transport``)."""
-    root = zarr.open_group(str(tmp), mode="w")
+    """Store ``s`` of the pack rebuilt at ``tmp`` through the one writer (same manifest and chunking, a new
+    chunk inventory, plus ``transport`` in the attributes)."""
+    from ms2core.data.store import write_dataset
+    from storage_schemas.dataset import DatasetManifest
+
     ends = np.asarray(meta["episode_ends"], np.int64)
     starts = np.concatenate([[0], ends[:-1]])
+    columns: dict[str, np.ndarray] = {}
     for name, info in meta["arrays"].items():
-        if name in POINT_KEYS:
+        if name in POINT_KEYS or not name.startswith("data/"):  # meta/* of older packs: episode_ends is in the header
             continue
         data = np.frombuffer(codec.decode(blobs[f"{s}/{name}"]), np.dtype(info["dtype"])).reshape(info["shape"])
-        root.create_array(name, data=data, chunks=tuple(info["chunks"]))
+        columns[name.removeprefix("data/")] = data
     xyz_info = meta["arrays"]["data/obs/xyz"]
     xyz_all = np.zeros(xyz_info["shape"], np.dtype(xyz_info["dtype"]))
     rgb_info = meta["arrays"].get("data/obs/rgb")
@@ -195,11 +206,14 @@ def _write_store(tmp: Path, meta: dict, blobs: dict[str, np.ndarray], s: int, qu
         xyz_all[a:b] = xyz
         if rgb_all is not None:
             rgb_all[a:b] = rgb
-    root.create_array("data/obs/xyz", data=xyz_all, chunks=tuple(xyz_info["chunks"]))
+    columns["obs/xyz"] = xyz_all
     if rgb_all is not None:
-        root.create_array("data/obs/rgb", data=rgb_all, chunks=tuple(rgb_info["chunks"]))
-    root.attrs.update({**meta["attrs"], "transport": {"format": FORMAT, "xyz_quantum_m": quantum,
-                                                       "point_order": "morton"}})
+        columns["obs/rgb"] = rgb_all
+    manifest = DatasetManifest.model_validate(meta["attrs"][MANIFEST_ATTR])
+    write_dataset(str(tmp), manifest, columns, np.diff(np.concatenate([[0], ends])))
+    root = zarr.open_group(str(tmp), mode="r+")
+    extra = {k: v for k, v in meta["attrs"].items() if k not in (MANIFEST_ATTR, VALIDATION_ATTR)}
+    root.attrs.update({**extra, "transport": {"format": FORMAT, "xyz_quantum_m": quantum, "point_order": "morton"}})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ from pydantic import Field, model_validator
 from storage_schemas.env import RewardMode, StrictModel
 
 MANIFEST_ATTR = "ms2flow"
+#: The episode-boundary array of every dataset (cumulative transition counts, int64). Readers cut it to
+#: the manifest's ``n_committed_episodes``; ms2core.zarr_io.read_episode_ends is the reader.
+EPISODE_ENDS = "meta/episode_ends"
 MANIFEST_FORMAT = "ms2flow.dataset"
 MANIFEST_FORMAT_VERSION = 1
 #: What a stored step means; part of every dataset's identity (so of its version and default store name).
@@ -160,6 +163,17 @@ class SourceInfo(StrictModel):
     demo_check_errors: list[str] = Field(default_factory=list, description="the failing check codes, when forced")
 
 
+class StoredObject(StrictModel):
+    """One stored object (a chunk or shard file / S3 key) as the writer left it."""
+
+    nbytes: int = Field(ge=0)
+    crc32: int = Field(ge=0, description="zlib.crc32 of the object's bytes")
+
+
+#: array path under the store root (data/actions, meta/episode_ends) -> chunk key under it (c/0/0) -> digest
+ChunkInventory = dict[str, dict[str, StoredObject]]
+
+
 class DatasetManifest(StrictModel):
     format: Literal["ms2flow.dataset"] = MANIFEST_FORMAT
     format_version: int = MANIFEST_FORMAT_VERSION
@@ -182,6 +196,9 @@ class DatasetManifest(StrictModel):
         if isinstance(data, dict) and "format" in data and "render_version" not in data:
             data = {**data, "render_version": 1}
         return data
+    inventory: ChunkInventory | None = Field(
+        None, description="every stored chunk/shard of the committed arrays with its size and checksum, written "
+                          "with each commit; None: a store written before inventories (refused unless forced)")
 
     def identity(self) -> dict:
         """The fields that define the dataset (hashed into dataset_version)."""

@@ -24,7 +24,7 @@ VALIDATION_ATTR = "ms2flow_validation"
 REPORT_FORMAT = "ms2flow.validation"
 REPORT_FORMAT_VERSION = 1
 #: Bump when checks change what they accept: reports from older checkers are not reused.
-CHECKER_VERSION = 3  # 2: demo pairs: env id, control mode, reset seed, float32/64 actions are errors; 3: terminated/truncated, rewards replayed
+CHECKER_VERSION = 4  # 2: demo pairs: env id, control mode, reset seed, float32/64 actions are errors; 3: terminated/truncated, rewards replayed; 4: chunk inventory checks, incomplete is an error
 
 Severity = Literal["error", "warning"]
 
@@ -34,7 +34,14 @@ CHECKS: dict[str, tuple[Severity, str]] = {
     "unreadable": ("error", "the file or store cannot be opened or a chunk cannot be decoded"),
     "manifest_schema": ("error", "the Zarr manifest (attrs['ms2flow']) is missing or does not match DatasetManifest"),
     "json_schema": ("error", "the demo json does not match the ManiSkill2 trajectory layout"),
-    "incomplete": ("warning", "the manifest says rendering has not finished (only committed episodes are checked)"),
+    "incomplete": ("error", "the manifest says rendering has not finished: episodes uncommitted or ranges pending "
+                            "(only committed episodes are checked; resume the render)"),
+    # chunk integrity (the inventory in the manifest, written by every commit)
+    "no_inventory": ("error", "the store has no chunk inventory, so missing or altered chunks cannot be detected"),
+    "missing_chunk": ("error", "a chunk or shard the inventory lists is absent (zarr would read it as fill values)"),
+    "chunk_size": ("error", "a chunk or shard has another size than the inventory lists (truncated or extended)"),
+    "chunk_checksum": ("error", "a chunk or shard's crc32 differs from the inventory (its bytes were altered)"),
+    "uninventoried_chunk": ("error", "a chunk or shard holding committed rows is not listed in the inventory"),
     # structure
     "missing_array": ("error", "an array the manifest or the obs mode requires is absent"),
     "unexpected_array": ("warning", "an array is stored that the manifest does not list"),
@@ -76,7 +83,8 @@ CHECKS: dict[str, tuple[Severity, str]] = {
 }
 
 CheckCode = Literal[
-    "unreadable", "manifest_schema", "json_schema", "incomplete", "missing_array", "unexpected_array",
+    "unreadable", "manifest_schema", "json_schema", "incomplete", "no_inventory", "missing_chunk", "chunk_size",
+    "chunk_checksum", "uninventoried_chunk", "missing_array", "unexpected_array",
     "shape", "dtype", "length", "episode_ends", "traj_id", "episode_length", "non_finite",
     "action_bounds", "rgb", "depth", "point_count", "obs_keys", "success", "success_claim", "dones",
     "old_layout", "duplicate", "provenance", "provenance_missing", "replay_state", "replay_actions",

@@ -118,9 +118,9 @@ def write_rgbd_dataset(path):
     eps = [dict(obs={"rgb": rng.integers(0, 255, (6, 48, 48, 6), dtype=np.uint8),
                      "depth": rng.uniform(0, 2, (6, 48, 48, 2)).astype(np.float32),
                      "state": rng.normal(size=(6, 9)).astype(np.float32)},
-                actions=rng.uniform(-1, 1, (6, 7)), rewards=np.zeros(6), success=np.zeros(6), dones=np.eye(1, 6, 5)[0])
+                actions=rng.uniform(-1, 1, (6, 7)), rewards=np.zeros(6), success=np.zeros(6))
            for _ in range(3)]
-    return write_demo_zarr(path, eps, {"obs_mode": "rgbd"})
+    return write_demo_zarr(path, eps, "rgbd")
 
 
 @pytest.mark.parametrize("name", ["pickcube_state", "pickcube_pointcloud", "pickcube_rgbd"])

@@ -45,11 +45,11 @@ def test_reader_reads_committed_episodes(tmp_path):
 
 
 def test_reader_only_sees_committed_rows(tmp_path):
-    import zarr
+    from ms2core.data.store import DatasetStore, DatasetWriter
 
     path = write_demo_zarr(tmp_path / "demos.zarr", _episodes())
-    root = zarr.open_group(str(path), mode="r+")
-    root["meta/episode_ends"] = np.array([4, 8], np.int64)  # episode 3 uncommitted (rows still on disk)
+    manifest = DatasetStore.open(path).manifest.model_copy(update={"n_committed_episodes": 2, "n_committed_rows": 8})
+    DatasetWriter(str(path)).commit(manifest, np.array([4, 8, 12]))  # episode 3 uncommitted (rows still on disk)
     assert len(load_demo_transitions(path, ["state"])) == 8
 
 
@@ -62,13 +62,17 @@ def test_reader_errors(tmp_path):
     import zarr
 
     root = zarr.open_group(str(path), mode="r+")
-    root["meta/episode_ends"] = np.array([4, 4, 12], np.int64)
-    with pytest.raises(DatasetError, match="strictly increasing"):
+    root["meta/episode_ends"] = np.array([4, 4, 12], np.int64)  # behind the writer: the inventory catches it
+    with pytest.raises(DatasetError, match="chunk c/0 of meta/episode_ends"):
         load_demo_transitions(path, ["state"])
-    root["meta/episode_ends"] = np.array([4, 8, 40], np.int64)
-    with pytest.raises(DatasetError, match="40 transitions"):
+    from ms2core.data.store import DatasetStore, DatasetWriter
+
+    path = write_demo_zarr(tmp_path / "demos2.zarr", _episodes())
+    manifest = DatasetStore.open(path).manifest
+    DatasetWriter(str(path)).commit(manifest, np.array([4, 8, 40]))  # a writer that committed past its rows
+    with pytest.raises(DatasetError, match="data/actions has 12 rows but 40 are committed"):
         load_demo_transitions(path, ["state"])
-    root["meta/episode_ends"] = np.zeros(0, np.int64)
+    DatasetWriter(str(path)).commit(manifest.model_copy(update={"n_committed_episodes": 0}), np.zeros(0, np.int64))
     with pytest.raises(DatasetError, match="no committed episodes"):
         load_demo_transitions(path, ["state"])
 

@@ -110,7 +110,7 @@ def test_state_stats_and_fake_expert_dataset(tmp_path):
     states = zarr.open_group(str(path), mode="r")["data/obs/state"][:]
     np.testing.assert_allclose(mean, states.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std, states.std(0), rtol=1e-4, atol=1e-6)
-    assert ds.manifests[0]["obs_mode"] == "state"
+    assert ds.manifests[0]["options"]["obs"]["obs_mode"] == "state"  # the real DatasetManifest
 
 
 def test_pointcloud_dataset_shapes(tmp_path):
@@ -140,25 +140,39 @@ def test_not_a_zarr_store(tmp_path):
         DemoDataset([tmp_path / "junk.zarr"])
 
 
+def _recommit(path, ends, **manifest_updates):
+    """Commit other episode ends through the real writer (a buggy writer; the inventory stays consistent)."""
+    from ms2core.data.store import DatasetStore, DatasetWriter
+
+    manifest = DatasetStore.open(path).manifest.model_copy(update=manifest_updates)
+    DatasetWriter(str(path)).commit(manifest, np.asarray(ends, np.int64))
+
+
 def test_missing_episode_ends(tmp_path):
-    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
-    root.create_array("data/actions", data=np.zeros((3, 2), np.float32))
+    path = write_counting_dataset(tmp_path / "s.zarr", [3])
+    del zarr.open_group(str(path), mode="r+")["meta/episode_ends"]
     with pytest.raises(DatasetError, match="meta/episode_ends"):
-        DemoDataset([tmp_path / "s.zarr"])
+        DemoDataset([path])
 
 
 def test_missing_obs(tmp_path):
-    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
-    root.create_array("data/actions", data=np.zeros((3, 2), np.float32))
-    root.create_array("meta/episode_ends", data=np.array([3]))
+    path = write_counting_dataset(tmp_path / "s.zarr", [3])
+    del zarr.open_group(str(path), mode="r+")["data/obs"]
     with pytest.raises(DatasetError, match="data/obs"):
-        DemoDataset([tmp_path / "s.zarr"])
+        DemoDataset([path])
 
 
 def test_non_increasing_episode_ends(tmp_path):
     path = write_counting_dataset(tmp_path / "a.zarr", [5, 7])
-    zarr.open_group(str(path), mode="r+")["meta/episode_ends"][:] = np.array([5, 5])
+    _recommit(path, [5, 5])
     with pytest.raises(DatasetError, match="strictly increasing"):
+        DemoDataset([path])
+
+
+def test_episode_ends_changed_behind_the_writer_is_a_checksum_error(tmp_path):
+    path = write_counting_dataset(tmp_path / "a.zarr", [5, 7])
+    zarr.open_group(str(path), mode="r+")["meta/episode_ends"][:] = np.array([5, 5])
+    with pytest.raises(DatasetError, match=r"chunk c/0 of meta/episode_ends has crc32"):
         DemoDataset([path])
 
 
@@ -172,9 +186,7 @@ def test_arrays_shorter_than_episode_ends(tmp_path):
 
 def test_no_committed_episodes(tmp_path):
     path = write_counting_dataset(tmp_path / "a.zarr", [5])
-    root = zarr.open_group(str(path), mode="r+")
-    del root["meta/episode_ends"]
-    root.create_array("meta/episode_ends", data=np.zeros(0, np.int64))
+    _recommit(path, [], n_committed_episodes=0, n_committed_rows=0)
     with pytest.raises(DatasetError, match="no committed episodes"):
         DemoDataset([path])
 
@@ -182,7 +194,7 @@ def test_no_committed_episodes(tmp_path):
 def test_datasets_that_do_not_match(tmp_path):
     a = write_counting_dataset(tmp_path / "a.zarr", [5])
     eps = [dict(obs={"state": np.zeros((3, 4), np.float32)}, actions=np.zeros((3, 1)), rewards=np.zeros(3),
-                success=np.zeros(3), dones=np.zeros(3))]
+                success=np.zeros(3))]
     b = write_demo_zarr(tmp_path / "b.zarr", eps)
     with pytest.raises(DatasetError, match="does not match"):
         DemoDataset([a, b])

@@ -215,6 +215,7 @@ def test_full_disk_keeps_finished_ranges_and_rerun_resumes(demo, tmp_path, monke
     assert resumed.ranges_reused == 1 and resumed.ranges_rendered == 1
     fresh = render.run(_cfg(demo, tmp_path, store=str(tmp_path / "fresh.zarr")))
     _assert_same_store(resumed.store, fresh.store)
+    _assert_inventory_matches(resumed.store)
 
 
 def test_unwritable_store_path_is_a_clear_error(demo, tmp_path):
@@ -307,8 +308,23 @@ def kill_resume_and_compare(args: list[str], store: Path, fresh: Path, min_commi
     assert "reused" in resumed.stdout
     fresh_args = [a if a != str(store) else str(fresh) for a in args]
     subprocess.run(fresh_args, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    _assert_same_store(store, fresh)
+    _assert_same_store(store, fresh)  # the manifests, chunk inventories included, are equal too
+    _assert_inventory_matches(store)
     return killed_at
+
+
+def _assert_inventory_matches(store) -> None:
+    """Every stored chunk of the resumed store is listed with its exact size and crc32, and reads verified."""
+    from ms2core.data.integrity import audit_inventory
+    from ms2core.data.store import DatasetStore
+
+    dataset = DatasetStore.open(store, require_complete=True)
+    assert list(audit_inventory(zarr_io.open_store(str(store), read_only=True), dataset.manifest.inventory)) == []
+    chunk_files = {str(p.relative_to(store)) for p in Path(store).rglob("*") if p.is_file() and p.name != "zarr.json"}
+    listed = {f"{path}/{chunk}" for path, objects in dataset.manifest.inventory.items() for chunk in objects}
+    assert chunk_files == listed
+    for key in dataset.arrays:
+        dataset.read(key)
 
 
 def test_kill_9_mid_render_then_rerun_equals_an_uninterrupted_run(tmp_path):

@@ -15,7 +15,7 @@ import zarr
 from pipelines.validate import run
 from storage_schemas.dataset import MANIFEST_ATTR
 from storage_schemas.validation import ValidationConfig, ValidationReport
-from tests.validate_fixtures import build, render_fake_dataset, set_manifest, write_rows
+from tests.validate_fixtures import build, render_fake_dataset, set_manifest, write_array, write_rows
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +269,9 @@ def test_provenance_missing_demos_is_a_warning(dataset, tmp_path):
 def test_replay_detects_changed_state(dataset):
     store = dataset()
     row = int(ends_of(store)[0]) + 1  # episode 1 step 1
-    root = zarr.open_group(str(store), mode="r+")
-    state = root["data/obs/state"][:]
-    state[row, 0] += 0.01  # plausible value: only replay can tell
-    root["data/obs/state"][:] = state
+    state = zarr.open_group(str(store), mode="r")["data/obs/state"][:]
+    state[row, 0] += 0.01  # plausible value written by a buggy writer: only replay can tell
+    write_array(store, "data/obs/state", state)
     assert validate(store).status == "passed"
     (f,) = only(validate(store, replay_sample=4, recheck=True), "replay_state")
     assert (f.episode, f.key, f.index) == (1, "obs/state", 1)
@@ -325,11 +324,11 @@ def test_missing_or_invalid_manifest(dataset):
     assert only(report, "manifest_schema")[0].key == MANIFEST_ATTR and report.status == "failed"
 
 
-def test_incomplete_dataset_is_a_warning(dataset):
+def test_incomplete_dataset_is_an_error(dataset):
     store = dataset()
     set_manifest(store, complete=False)
     report = validate(store)
-    assert only(report, "incomplete")[0].severity == "warning" and report.status == "passed"
+    assert only(report, "incomplete")[0].severity == "error" and report.status == "failed"
 
 
 def test_many_defects_are_capped_but_counted(dataset):

@@ -4,8 +4,8 @@ does (ms2core.envs.episode_sim: obs at each recorded env state, reward/success/t
 its action, truncated at a last row not terminated; Blosc zstd chunks along time, DatasetManifest in
 attrs["ms2flow"]).
 
-pipelines.render lives on another branch; this builder follows the shared layout contract
-(see ms2core/validation/zarr_dataset.py) so the validator is tested on real files on disk.
+The simulation mirrors pipelines.render with chunks small enough that episodes span several; the
+store is written by the project's one writer (ms2core.data.store.write_dataset).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
 
+from ms2core.data.store import write_dataset
 from ms2core.envs import make_env
 from ms2core.envs.episode_sim import simulate_recorded_episode
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import DemoPair, Episode, demo_digest, write_demo_pair
 from storage_schemas.dataset import (
-    MANIFEST_ATTR, ArraySpec, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
+    MANIFEST_ATTR, DatasetManifest, EpisodeStatus, ObsProcessConfig, RenderOptions, SourceInfo,
     dataset_version,
 )
 from storage_schemas.demos import EnvInfo, EpisodeMeta
@@ -69,9 +69,10 @@ class BuiltDataset:
 
 
 def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", n_points: int = 64,
-                        chunk_rows: int = 4, checksum: bool = False, camera_size=(32, 24),
+                        chunk_rows: int = 4, camera_size=(32, 24),
                         backend: str = "fake", shard_chunks: int | None = None) -> BuiltDataset:
-    """Render a demo pair (fake env by default) into a Zarr v3 dataset following the shared layout."""
+    """Render a demo pair (fake env by default) into a Zarr v3 dataset, stored by the one writer
+    (``write_dataset``: chunks of ``chunk_rows`` rows, optional shards, the chunk inventory)."""
     obs_cfg = ObsProcessConfig(obs_mode=obs_mode, n_points=n_points)
     options = RenderOptions(obs=obs_cfg, backend=backend, camera_size=camera_size if obs_mode == "rgbd" else None,
                             chunk_target_bytes=1 << 20)
@@ -101,27 +102,13 @@ def render_fake_dataset(demos: Path, store: Path, obs_mode: str = "pointcloud", 
         source = SourceInfo(path=str(demos), digest=demo_digest(demos), env_id=env_id, control_mode=control_mode,
                             n_episodes=len(pair), replay="env_states")
     env.close()
-    codecs = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")] + ([Crc32cCodec()] if checksum else [])
-    root = zarr.open_group(str(store), mode="w")
-    specs = {}
-    for key, parts in sorted(columns.items()):
-        data = np.concatenate(parts)
-        shard_rows = chunk_rows * shard_chunks if shard_chunks else None
-        arr = root.create_array(f"data/{key}", shape=data.shape, dtype=data.dtype,
-                                chunks=(chunk_rows, *data.shape[1:]), compressors=codecs, fill_value=0,
-                                shards=(shard_rows, *data.shape[1:]) if shard_rows else None)
-        arr[:] = data
-        specs[key] = ArraySpec(row_shape=list(data.shape[1:]), dtype=data.dtype.name, chunk_rows=chunk_rows,
-                               shard_rows=shard_rows, codec="blosc(zstd, clevel=3, shuffle)")
-    ends_arr = root.create_array("meta/episode_ends", shape=(len(ends),), dtype="int64", chunks=(1024,),
-                                 compressors=codecs, fill_value=0)
-    ends_arr[:] = np.asarray(ends, np.int64)
+    columns = {key: np.concatenate(parts) for key, parts in sorted(columns.items())}
     versions = {"mani_skill2": backend, "sapien": backend}
     manifest = DatasetManifest(
         dataset_version=dataset_version(source.digest, options, versions), source=source, versions=versions,
-        options=options, arrays=specs, episodes=statuses, n_committed_episodes=len(ends),
-        n_committed_rows=int(ends[-1]), complete=True)
-    root.attrs.put({MANIFEST_ATTR: manifest.model_dump(mode="json")})
+        options=options, episodes=statuses, complete=True, inventory={})
+    manifest = write_dataset(str(store), manifest, columns, np.diff(np.concatenate([[0], ends])),
+                             chunk_rows=chunk_rows, shard_chunks=shard_chunks)
     return BuiltDataset(store=store, demos=demos, manifest=manifest)
 
 
@@ -131,12 +118,28 @@ def build(tmp_path: Path, obs_mode: str = "pointcloud", n_episodes: int = 4, **k
 
 
 def write_rows(store: Path, key: str, rows: slice | np.ndarray, value) -> None:
-    """Overwrite rows of data/<key> (a defect injected the way a buggy writer would)."""
-    root = zarr.open_group(str(store), mode="r+")
-    arr = root[key]
-    data = arr[:]
+    """Overwrite rows of data/<key> (a defect injected the way a buggy writer would: through the real
+    writer, so the chunk inventory matches and only the value checks can find it)."""
+    data = zarr.open_group(str(store), mode="r")[key][:]
     data[rows] = value
-    arr[:] = data
+    write_array(store, key, data)
+
+
+def write_array(store: Path, key: str, values: np.ndarray) -> None:
+    """Replace every row of data/<key> through DatasetWriter and record the new chunks in the inventory
+    of the manifest as stored (which tests may have edited, so it is updated as a raw dict)."""
+    from ms2core.data.integrity import fold_into
+    from ms2core.data.store import DatasetWriter
+    from storage_schemas.dataset import StoredObject
+
+    writer = DatasetWriter(str(store))
+    writer.write_rows(0, {key.removeprefix("data/"): values})
+    raw = dict(writer.root.attrs[MANIFEST_ATTR])
+    inventory = {path: {chunk: StoredObject.model_validate(obj) for chunk, obj in objects.items()}
+                 for path, objects in raw["inventory"].items()}
+    folded = fold_into(inventory, writer.recorder.events)
+    raw["inventory"] = {path: {c: o.model_dump() for c, o in objs.items()} for path, objs in folded.items()}
+    writer.root.attrs.update({MANIFEST_ATTR: raw})
 
 
 def set_manifest(store: Path, **updates) -> None:

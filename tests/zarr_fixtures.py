@@ -1,6 +1,6 @@
 """Small real Zarr v3 demo datasets in the pipelines.render layout, for the fast test tier.
 
-``write_demo_zarr`` writes episodes; ``fake_expert_episodes`` rolls out the fake
+``write_demo_zarr`` writes episodes through the project's one writer (``ms2core.data.store``); ``fake_expert_episodes`` rolls out the fake
 env's goal-seeking expert (action = clip((goal - tcp) / 0.05)); ``fake_pointcloud_obs``
 is a tiny local stand-in for ms2core.obs.process_observation on the fake env's
 point-cloud observations (the real one is owned by the render stage).
@@ -11,27 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+from ms2core.data.store import synthetic_manifest, write_dataset
 from ms2core.envs import make_env
 from ms2core.envs.fake import STEP_SIZE_M
 
 
-def write_demo_zarr(path: str | Path, episodes: list[dict], manifest: dict | None = None, chunk_rows: int = 64) -> Path:
+def write_demo_zarr(path: str | Path, episodes: list[dict], obs_mode: str = "state", chunk_rows: int = 64,
+                    extra_rows: dict[str, np.ndarray] | None = None) -> Path:
     """episodes: dicts with obs {key: (T, ...)}, actions (T, A), rewards, success (T,) and optionally terminated,
-    truncated (T,) (default ManiSkill2's: terminated = success, truncated = a last step not terminated)."""
+    truncated (T,) (default ManiSkill2's: terminated = success, truncated = a last step not terminated),, written by the
+    project's one writer (ms2core.data.store.write_dataset) with a DatasetManifest built through its model.
+
+    ``extra_rows`` ({key: rows}) are stored after the committed episodes' rows (rows past the last
+    committed episode, as an interrupted render leaves them); readers must never return them.
+    """
     path = Path(path)
-    root = zarr.open_group(str(path), mode="w")
-    data = root.require_group("data")
-    obs_group = data.require_group("obs")
-    meta = root.require_group("meta")
+    lengths = [len(ep["actions"]) for ep in episodes]
 
     def cat(get):
         return np.concatenate([get(ep) for ep in episodes])
 
-    for key in episodes[0]["obs"]:
-        arr = cat(lambda ep: ep["obs"][key])
-        obs_group.create_array(key, data=arr, chunks=(chunk_rows, *arr.shape[1:]))
     def flag(ep, key):
         terminated = np.asarray(ep.get("terminated", ep["success"]), bool)
         if key == "terminated":
@@ -39,13 +39,22 @@ def write_demo_zarr(path: str | Path, episodes: list[dict], manifest: dict | Non
         return np.asarray(ep["truncated"], bool) if "truncated" in ep else \
             (np.arange(len(terminated)) == len(terminated) - 1) & ~terminated
 
-    for key, dtype in (("actions", np.float32), ("rewards", np.float32), ("success", bool), ("terminated", bool),
-                       ("truncated", bool)):
-        arr = cat(lambda ep: flag(ep, key) if key in ("terminated", "truncated") else np.asarray(ep[key], dtype))
-        data.create_array(key, data=arr, chunks=(chunk_rows, *arr.shape[1:]))
-    ends = np.cumsum([len(ep["actions"]) for ep in episodes]).astype(np.int64)
-    meta.create_array("episode_ends", data=ends, chunks=(max(1, len(ends)),))
-    root.attrs["ms2flow"] = manifest or {}
+    columns = {f"obs/{key}": cat(lambda ep: ep["obs"][key]) for key in episodes[0]["obs"]}
+    for key, dtype in (("actions", np.float32), ("rewards", np.float32), ("success", bool)):
+        columns[key] = cat(lambda ep: np.asarray(ep[key], dtype))
+    for key in ("terminated", "truncated"):
+        columns[key] = cat(lambda ep: flag(ep, key))
+    for key, rows in (extra_rows or {}).items():
+        columns[key] = np.concatenate([columns[key], np.asarray(rows, columns[key].dtype)])
+    n_extra = max((len(v) for v in (extra_rows or {}).values()), default=0)
+    for key in columns:  # every array gets the extra rows (zeros where none were given)
+        if len(columns[key]) < sum(lengths) + n_extra:
+            pad = np.zeros((sum(lengths) + n_extra - len(columns[key]), *columns[key].shape[1:]), columns[key].dtype)
+            columns[key] = np.concatenate([columns[key], pad])
+    success = [bool(np.asarray(ep["success"])[-1]) for ep in episodes]
+    manifest = synthetic_manifest("PickCube-v0", "pd_ee_delta_pose", obs_mode, lengths,
+                                  source="tests/zarr_fixtures.py fake-env expert", success=success)
+    write_dataset(str(path), manifest, columns, lengths, chunk_rows=chunk_rows)
     return path
 
 
@@ -79,7 +88,7 @@ def fake_expert_episodes(num_episodes: int, seed: int = 0, obs_mode: str = "stat
     episodes = []
     for i in range(num_episodes):
         raw, _ = env.reset(seed=seed + i)
-        obs, actions, rewards, success, dones = [], [], [], [], []
+        obs, actions, rewards, success = [], [], [], []
         while True:
             obs.append(convert(raw))
             action = expert_action(env, env.action_space.shape[0])
@@ -87,25 +96,18 @@ def fake_expert_episodes(num_episodes: int, seed: int = 0, obs_mode: str = "stat
             actions.append(action)
             rewards.append(reward)
             success.append(info["success"])
-            done = bool(info["success"] or truncated)
-            dones.append(done)
-            if done:
+            if info["success"] or truncated:
                 break
         episodes.append(dict(obs={k: np.stack([o[k] for o in obs]) for k in obs[0]}, actions=np.stack(actions),
-                             rewards=np.asarray(rewards), success=np.asarray(success), dones=np.asarray(dones)))
+                             rewards=np.asarray(rewards), success=np.asarray(success)))
     env.close()
     return episodes
-
-
-def fake_manifest(obs_mode: str = "state", num_episodes: int = 0) -> dict:
-    return {"env_id": "PickCube-v0", "obs_mode": obs_mode, "control_mode": "pd_ee_delta_pose",
-            "num_episodes": num_episodes, "source": "tests/zarr_fixtures.py fake-env expert"}
 
 
 def write_fake_expert_dataset(path: str | Path, num_episodes: int = 20, seed: int = 0, obs_mode: str = "state",
                               n_points: int = 64, chunk_rows: int = 64) -> Path:
     episodes = fake_expert_episodes(num_episodes, seed, obs_mode, n_points=n_points)
-    return write_demo_zarr(path, episodes, fake_manifest(obs_mode, num_episodes), chunk_rows)
+    return write_demo_zarr(path, episodes, obs_mode, chunk_rows)
 
 
 def write_counting_dataset(path: str | Path, episode_lengths: list[int], start: int = 0, chunk_rows: int = 16,
@@ -119,14 +121,7 @@ def write_counting_dataset(path: str | Path, episode_lengths: list[int], start: 
     for length in episode_lengths:
         ids = np.arange(t, t + length, dtype=np.float32)
         episodes.append(dict(obs={"state": np.stack([ids, -ids], 1)}, actions=ids[:, None].copy(),
-                             rewards=np.zeros(length), success=np.zeros(length, bool), dones=np.eye(1, length, length - 1, dtype=bool)[0]))
+                             rewards=np.zeros(length), success=np.zeros(length, bool)))
         t += length
-    path = write_demo_zarr(path, episodes, {"env_id": "Fake-v0", "obs_mode": "state"}, chunk_rows)
-    if extra_rows:
-        root = zarr.open_group(str(path), mode="r+")
-        for name in ("data/obs/state", "data/actions"):
-            arr = root[name]
-            old = arr[:]
-            arr.resize((old.shape[0] + extra_rows, *old.shape[1:]))
-            arr[old.shape[0]:] = -999.0
-    return path
+    extra = {"obs/state": np.full((extra_rows, 2), -999.0), "actions": np.full((extra_rows, 1), -999.0)}
+    return write_demo_zarr(path, episodes, "state", chunk_rows, extra_rows=extra if extra_rows else None)

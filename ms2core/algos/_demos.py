@@ -1,6 +1,6 @@
-"""A tiny reader of demo transitions from ms2flow's Zarr dataset layout (DAPG's BC term, GAIL's discriminator).
+"""Demo transitions for the RL algorithms (DAPG's BC term, GAIL's discriminator, SAC's demo buffer), read
+through the one store reader ``ms2core.data.store.DatasetStore`` (committed episodes only, chunks verified).
 
-To be swapped for the learning core's dataset (``ms2core.data``) after merge.
 The layout (written by ``pipelines.render``)::
 
     <store>/data/obs/<key>      (T_total, ...)   processed observation before action t
@@ -10,10 +10,11 @@ The layout (written by ``pipelines.render``)::
     <store>/data/truncated      (T_total,)       bool, the episode was cut after this step: bootstrap
     <store>/meta/episode_ends   (E,)             cumulative transition counts, strictly increasing
 
-Only rows inside committed episodes (``< episode_ends[-1]``) are read. ``demo_replay_transitions``
+Only rows inside committed episodes are read (through ``DatasetStore``). ``demo_replay_transitions``
 turns demos into n-step replay transitions (a demo buffer for off-policy learners): windows stop at
 terminated steps and bootstrap through truncated ones, never at a mere episode end.
-``write_demo_zarr`` writes the same layout for test fixtures and benchmarks.
+``write_demo_zarr`` writes the same layout through the one writer (``write_dataset``) for test fixtures
+and benchmarks.
 """
 
 from __future__ import annotations
@@ -47,20 +48,16 @@ class DemoTransitions:
 
 
 def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None,
-                          with_returns: bool = False) -> DemoTransitions:
+                          with_returns: bool = False, force: bool = False) -> DemoTransitions:
     """Read every committed transition (they fit in memory for state/point-cloud demos of a few thousand episodes).
 
-    Opening and checking the store is ms2core.data's ``open_demo_store`` (the one reader of the layout).
+    Opening and checking the store is ms2core.data's ``open_demo_store`` (DatasetStore underneath).
     ``with_returns`` also reads rewards, terminated and truncated (what bootstrapping needs).
     """
-    import zarr
-
     from ms2core.data.demo_dataset import open_demo_store
 
-    store = open_demo_store(path)
-    group = zarr.open_group(str(store.path), mode="r")
-    ends = np.asarray(group["meta/episode_ends"][:], np.int64)
-    ends = ends[ends <= store.num_rows]
+    store = open_demo_store(path, force=force)
+    ends = store.dataset.episode_ends
     if max_episodes is not None:
         ends = ends[:max_episodes]
     n = int(ends[-1])
@@ -68,17 +65,17 @@ def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_epis
     if missing:
         raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/obs/{k}' for k in missing)}",
                            hint=f"it has data/obs/{{{', '.join(store.obs_keys)}}}")
-    obs = {k: np.asarray(store.arrays[f"obs/{k}"][:n]) for k in obs_keys}
-    demos = DemoTransitions(obs, np.asarray(store.arrays["actions"][:n], np.float32), ends)
+    obs = {k: store.dataset.read(f"obs/{k}", 0, n) for k in obs_keys}
+    demos = DemoTransitions(obs, np.asarray(store.dataset.read("actions", 0, n), np.float32), ends)
     if with_returns:
-        absent = [k for k in ("rewards", "terminated", "truncated") if f"data/{k}" not in group]
+        absent = [k for k in ("rewards", "terminated", "truncated") if k not in store.dataset.arrays]
         if absent:
             raise DatasetError(f"demo dataset {path} has no {', '.join(f'data/{k}' for k in absent)}",
                                hint="bootstrapping from demos needs the simulator's rewards and episode ends; "
                                     "re-render the demos with `ms2 render`")
-        demos.rewards = np.asarray(group["data/rewards"][:n], np.float32)
-        demos.terminated = np.asarray(group["data/terminated"][:n], bool)
-        demos.truncated = np.asarray(group["data/truncated"][:n], bool)
+        demos.rewards = np.asarray(store.dataset.read("rewards", 0, n), np.float32)
+        demos.terminated = np.asarray(store.dataset.read("terminated", 0, n), bool)
+        demos.truncated = np.asarray(store.dataset.read("truncated", 0, n), bool)
     return demos
 
 
@@ -140,18 +137,14 @@ def check_demo_shapes(demos: DemoTransitions, env_obs_shapes: dict[str, tuple[in
 def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
     """Demos rendered with other observation processing (points, frame, goal points) than the rollouts would
     teach the policy inputs it never sees; the dataset manifest says how the demos were processed."""
-    import zarr
-
+    from ms2core.data.store import DatasetStore
     from ms2core.rollout import rollout_obs_processor
-    from ms2core.zarr_io import read_manifest
 
     if rollout_cfg.gym_env_id is not None:
         return
     try:
-        manifest = read_manifest(zarr.open_group(str(path), mode="r"))
+        manifest = DatasetStore.open(str(path), allow_unverified=True).manifest
     except Exception:  # noqa: BLE001 - missing or unreadable store: load_demo_transitions says what is wrong
-        return
-    if manifest is None:  # a hand-written store (tests, benchmarks): shapes are all we can check
         return
     demo = manifest.options.obs
     rollout = rollout_obs_processor(rollout_cfg).cfg
@@ -166,25 +159,25 @@ def check_demo_processing(path: str | os.PathLike, rollout_cfg) -> None:
             + " ".join(f"--set rollout.obs.{k}={a}" for k, (a, _) in differing.items()))
 
 
-def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]]) -> Path:
-    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` atomically.
+def write_demo_zarr(path: str | os.PathLike, episodes: list[dict[str, np.ndarray]], env_id: str = "PickCube-v0",
+                    control_mode: str = "pd_ee_delta_pose", obs_mode: str = "state") -> Path:
+    """Write episodes ``{"obs/<key>": (T, ...), "actions": (T, A), "rewards": (T,), "success": (T,)}`` as a
+    committed dataset through the one writer; the manifest says the rows were not rendered from a demo pair.
 
     Episodes without ``terminated``/``truncated`` get ManiSkill2's: terminated = success (get_done), truncated
     at a last step that is not terminated.
     """
-    import zarr
+    from ms2core.data.store import synthetic_manifest, write_dataset
 
     path = Path(path)
+    episodes = [_with_episode_ends(ep) for ep in episodes]
+    lengths = [len(ep["actions"]) for ep in episodes]
+    columns = {key: np.concatenate([ep[key] for ep in episodes]) for key in episodes[0]}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w")
-    episodes = [_with_episode_ends(ep) for ep in episodes]
-    for key in episodes[0].keys():
-        data = np.concatenate([ep[key] for ep in episodes])
-        root.create_array(f"data/{key}", data=data)
-    lengths = [len(ep["actions"]) for ep in episodes]
-    root.create_array("meta/episode_ends", data=np.cumsum(lengths).astype(np.int64))
+    manifest = synthetic_manifest(env_id, control_mode, obs_mode, lengths, source=f"write_demo_zarr:{path.name}")
+    write_dataset(str(tmp), manifest, columns, lengths)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

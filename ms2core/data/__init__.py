@@ -1,5 +1,23 @@
-"""Demo datasets read from the Zarr layout written by pipelines.render (see ms2core.data.demo_dataset)."""
+"""Datasets: the one store reader/writer (``store``: DatasetStore, DatasetWriter), chunk integrity
+(``integrity``) and the demo dataset for BC and demo-augmented RL (``demo_dataset``).
 
-from ms2core.data.demo_dataset import BatchStream, DemoBatch, DemoDataset, ZarrDemoStore, open_demo_store
+Names are imported lazily so that writers (render workers) do not pay for torch."""
 
-__all__ = ["BatchStream", "DemoBatch", "DemoDataset", "ZarrDemoStore", "open_demo_store"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DatasetStore": "ms2core.data.store", "DatasetWriter": "ms2core.data.store", "write_dataset": "ms2core.data.store",
+    "BatchStream": "ms2core.data.demo_dataset", "DemoBatch": "ms2core.data.demo_dataset",
+    "DemoDataset": "ms2core.data.demo_dataset", "ZarrDemoStore": "ms2core.data.demo_dataset",
+    "open_demo_store": "ms2core.data.demo_dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ms2core.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

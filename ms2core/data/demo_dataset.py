@@ -1,12 +1,13 @@
 """Demo dataset for BC (and demo-augmented RL) from Zarr v3 stores: storage, sampling, prefetch.
 
-On-disk layout read here (written by pipelines.render)::
+Stores are opened through ``ms2core.data.store.DatasetStore`` (committed episodes only, every chunk
+checked against the store's inventory: a damaged chunk is a DatasetError, never zeros). Layout::
 
     <store>/
       data/obs/<key>     (T_total, ...)   processed obs, e.g. xyz (T,N,3) f32, rgb (T,N,3) u8, state (T,S) f32
       data/actions       (T_total, A) float32
       data/rewards (T_total,) float32, data/success, data/terminated, data/truncated (T_total,) bool
-      meta/episode_ends  (E,) int64   cumulative; only rows < episode_ends[-1] are committed
+      meta/episode_ends  (E,) int64   cumulative (read by DatasetStore, cut to the committed episodes)
       attrs["ms2flow"]   DatasetManifest dict
 
 Three parts, kept apart:
@@ -31,7 +32,6 @@ the same way). When the whole dataset fits the cache, dynamic is exact.
 from __future__ import annotations
 
 import math
-import os
 import queue
 import threading
 from collections import OrderedDict
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 import zarr
 
-from ms2core import nest, zarr_io
+from ms2core import nest
+from ms2core.data.store import DatasetStore
 from ms2core.errors import DatasetError
 
 ROW_KEYS = ("actions",)
@@ -62,13 +63,21 @@ class DemoBatch:
 
 @dataclass
 class ZarrDemoStore:
-    """One opened Zarr dataset: its arrays (lazy) and how many committed rows we use from it."""
+    """One opened dataset (a :class:`DatasetStore`) and how many of its committed rows we use."""
 
-    path: Path | str  # a local directory, or an fsspec URL (s3://...) kept as given
-    arrays: dict[str, zarr.Array]  # "obs/<key>" and "actions"
+    dataset: DatasetStore
+    arrays: dict[str, zarr.Array]  # "obs/<key>" and "actions" (chunks verified on read)
     num_rows: int
     num_episodes: int
-    manifest: dict
+
+    @property
+    def path(self) -> str:
+        return self.dataset.url
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest as JSON without its chunk inventory (checkpoints record it; digests are the store's)."""
+        return self.dataset.manifest.model_dump(mode="json", exclude={"inventory"})
 
     @property
     def obs_keys(self) -> list[str]:
@@ -77,69 +86,42 @@ class ZarrDemoStore:
     def row_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         return {k: (tuple(a.shape[1:]), np.dtype(a.dtype)) for k, a in self.arrays.items()}
 
+    def read(self, name: str, start: int = 0, stop: int | None = None, step: int = 1) -> np.ndarray:
+        """Rows of ``name`` within the used rows; a damaged chunk is a DatasetError (DatasetStore.read)."""
+        stop = self.num_rows if stop is None else min(stop, self.num_rows)
+        return self.dataset.read(name, start, stop, step)
 
-def open_demo_store(path: str | Path, num_samples: int | None = None) -> ZarrDemoStore:
-    """Open and check one store; ``num_samples`` keeps the first n committed transitions.
 
+def open_demo_store(path: str | Path, num_samples: int | None = None, force: bool = False) -> ZarrDemoStore:
+    """Open one dataset through :class:`DatasetStore`; ``num_samples`` keeps the first n committed transitions.
+
+    Refuses stores without a chunk inventory and stores whose render has not finished unless ``force``.
     ``path`` may be an object-store URL (s3://bucket/key.zarr): s3fs then takes the endpoint and
     credentials from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
     """
-    remote = zarr_io.is_remote(str(path))
-    path = str(path) if remote else Path(str(path).removeprefix("file://"))
-    try:
-        if remote:
-            store = zarr_io.open_store(path, read_only=True)
-            exists = zarr_io.store_exists(store)
-        else:
-            store, exists = str(path), path.exists()
-    except DatasetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials, unknown protocol
-        raise DatasetError(f"cannot reach dataset {path}: {type(exc).__name__}: {exc}",
-                           hint="check AWS_ENDPOINT_URL and the AWS_* credentials of this process") from exc
-    if not exists and remote:  # zarr/s3fs report an unreachable endpoint as a missing key
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
-        raise DatasetError(f"dataset {path} does not exist or the object store at {endpoint} cannot be reached",
-                           hint="check dataset.paths, AWS_ENDPOINT_URL and the AWS_* credentials of this process")
-    if not exists:
-        raise DatasetError(f"dataset {path} does not exist", hint="render one with `ms2 render` or check dataset.paths")
-    try:
-        root = zarr.open_group(store, mode="r")
-    except Exception as exc:  # zarr raises several types for non-stores
-        raise DatasetError(f"{path} is not a readable Zarr group: {exc}", hint="dataset.paths must name .zarr stores") from exc
-    for required in ("meta/episode_ends", "data/actions"):
-        if required not in root:
-            raise DatasetError(f"dataset {path} lacks {required}",
-                               hint="expected data/obs/<key>, data/actions and meta/episode_ends (pipelines.render layout)")
-    if "data/dones" in root and "data/terminated" not in root:
+    dataset = DatasetStore.open(str(path), allow_unverified=force, require_complete=not force)
+    if "actions" not in dataset.arrays:
+        raise DatasetError(f"dataset {path} lacks data/actions",
+                           hint="expected data/obs/<key>, data/actions and meta/episode_ends (pipelines.render layout)")
+    if "dones" in dataset.arrays and "terminated" not in dataset.arrays:
         raise DatasetError(f"dataset {path} was rendered before render version 2: it stores data/dones (success or "
                            "the last step) and rewards computed without a physics step",
                            hint="re-render it with `ms2 render` (it then stores the simulator's rewards and "
                                 "data/terminated, data/truncated)")
-    if "data/obs" not in root or not list(root["data/obs"].array_keys()):
+    if not dataset.obs_keys:
         raise DatasetError(f"dataset {path} has no observation arrays under data/obs", hint="expected data/obs/<key>")
-    episode_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
-    if episode_ends.ndim != 1 or (len(episode_ends) and (episode_ends[0] <= 0 or np.any(np.diff(episode_ends) <= 0))):
-        raise DatasetError(f"dataset {path}: meta/episode_ends must be strictly increasing positive counts, got "
-                           f"{episode_ends[:8].tolist()}...", hint="the store is corrupt; re-render it")
-    committed = int(episode_ends[-1]) if len(episode_ends) else 0
-    arrays: dict[str, zarr.Array] = {"actions": root["data/actions"]}
-    for key in sorted(root["data/obs"].array_keys()):
-        arrays[f"obs/{key}"] = root[f"data/obs/{key}"]
-    for name, arr in arrays.items():
-        if arr.shape[0] < committed:
-            raise DatasetError(f"dataset {path}: data/{name} has {arr.shape[0]} rows but episode_ends says "
-                               f"{committed} transitions are committed", hint="the store is corrupt; re-render it")
-    if committed == 0:
+    if dataset.n_rows == 0:
         raise DatasetError(f"dataset {path} holds no committed episodes", hint="render some episodes first")
-    num_rows = committed if num_samples is None else min(committed, int(num_samples))
-    manifest = dict(root.attrs.get("ms2flow", {}) or {})
-    return ZarrDemoStore(path, arrays, num_rows, int(np.searchsorted(episode_ends, num_rows, side="left")) + 1, manifest)
+    arrays = {"actions": dataset.arrays["actions"]}
+    arrays.update({f"obs/{k}": dataset.arrays[f"obs/{k}"] for k in dataset.obs_keys})
+    num_rows = dataset.n_rows if num_samples is None else min(dataset.n_rows, int(num_samples))
+    num_episodes = int(np.searchsorted(dataset.episode_ends, num_rows, side="left")) + 1
+    return ZarrDemoStore(dataset, arrays, num_rows, num_episodes)
 
 
 class _RamStorage:
     def __init__(self, stores: list[ZarrDemoStore]):
-        self.rows = {name: np.concatenate([s.arrays[name][: s.num_rows] for s in stores]) for name in stores[0].arrays}
+        self.rows = {name: np.concatenate([s.read(name) for s in stores]) for name in stores[0].arrays}
 
     def gather(self, index: np.ndarray) -> dict[str, np.ndarray]:
         return {name: arr[index] for name, arr in self.rows.items()}
@@ -162,7 +144,7 @@ class _GpuStorage:
             for s in stores:
                 for start in range(0, s.num_rows, slab):
                     stop = min(s.num_rows, start + slab)
-                    tensor[offset + start: offset + stop] = torch.from_numpy(np.ascontiguousarray(s.arrays[name][start:stop]))
+                    tensor[offset + start: offset + stop] = torch.from_numpy(np.ascontiguousarray(s.read(name, start, stop)))
                 offset += s.num_rows
             self.rows[name] = tensor
 
@@ -197,7 +179,8 @@ class _DynamicStorage:
                 self._cache.move_to_end(block_id)
                 return hit
         si, start, stop, _ = self.blocks[block_id]
-        data = {name: np.asarray(arr[start:stop]) for name, arr in self.stores[si].arrays.items()}
+        store = self.stores[si]
+        data = {name: store.read(name, start, stop) for name in store.arrays}
         with self._lock:
             self._cache[block_id] = data
             self.loads += 1
@@ -211,10 +194,11 @@ class DemoDataset:
 
     def __init__(self, paths: list[str | Path], num_samples: int | None = None, mode: str = "auto",
                  device: str | torch.device = "cpu", cache_bytes: int = 2 << 30, block_rows: int = 2048,
-                 refresh_every_batches: int = 8, ram_limit_bytes: int = 8 << 30, gpu_fraction: float = 0.6):
+                 refresh_every_batches: int = 8, ram_limit_bytes: int = 8 << 30, gpu_fraction: float = 0.6,
+                 force: bool = False):
         if not paths:
             raise DatasetError("no dataset paths given", hint="set dataset.paths to one or more .zarr stores")
-        self.stores = [open_demo_store(p, num_samples) for p in paths]
+        self.stores = [open_demo_store(p, num_samples, force) for p in paths]
         first = self.stores[0]
         shapes = first.row_shapes()
         for s in self.stores[1:]:
@@ -327,7 +311,7 @@ class DemoDataset:
         parts = []
         for s in self.stores:
             step = max(1, math.ceil(s.num_rows * len(self.stores) / max_rows))
-            parts.append(np.asarray(s.arrays[key][: s.num_rows: step], dtype=np.float64))
+            parts.append(np.asarray(s.read(key, 0, s.num_rows, step), dtype=np.float64))
         values = np.concatenate(parts)
         return values.mean(0), values.std(0)
 

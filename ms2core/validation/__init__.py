@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ms2core.trajectory import pair_paths
 from ms2core.validation.findings import FindingSink
-from ms2core.validation.store import is_remote, require_validated
+from ms2core.validation.store import require_validated
+from ms2core.zarr_io import is_remote
 from storage_schemas.validation import ValidationConfig, ValidationReport
 
 __all__ = ["validate_path", "require_validated", "dataset_kind", "outcome_config"]

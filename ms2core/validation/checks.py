@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ms2core.validation.findings import FindingSink
+from storage_schemas.dataset import EPISODE_ENDS
 
 #: dtypes of the processed-observation and dataset contract (data/<key>).
 CONTRACT_DTYPES = {
@@ -143,7 +144,7 @@ def check_block(sink: FindingSink, rules: ArrayRules, block: np.ndarray, start_r
 
 
 def check_episode_ends(sink: FindingSink, ends: np.ndarray, n_rows: int | None,
-                       key: str = "meta/episode_ends") -> bool:
+                       key: str = EPISODE_ENDS) -> bool:
     """Strictly increasing, first > 0, last == n_rows. Returns whether ends can locate rows."""
     ok = True
     if ends.ndim != 1:

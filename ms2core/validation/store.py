@@ -16,29 +16,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zarr
 from pydantic import ValidationError
 
 from ms2core.errors import DatasetError
+from ms2core.zarr_io import is_remote, open_store, read_episode_ends
 from storage_schemas.dataset import MANIFEST_ATTR
 from storage_schemas.validation import VALIDATION_ATTR, ValidationRecord, ValidationReport
 
 REMOTE_REPORT_NAME = "validation.json"
 
 
-def is_remote(url: str) -> bool:
-    return "://" in str(url) and not str(url).startswith("file://")
-
-
 def _store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool):
-    if is_remote(url):
-        return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}),
-                                                 read_only=read_only)
-    path = Path(str(url).removeprefix("file://"))
-    if not (path / "zarr.json").is_file():
+    """zarr_io's opener (the one for every layer); a local path must hold a store already."""
+    if not is_remote(url) and not (Path(str(url).removeprefix("file://")) / "zarr.json").is_file():
         raise DatasetError(f"no Zarr store at {url} (no zarr.json)", hint="pass the .zarr directory `ms2 render` made")
-    return zarr.storage.LocalStore(path, read_only=read_only)
+    return open_store(url, storage_options, read_only=read_only)
 
 
 def open_root(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r") -> zarr.Group:
@@ -108,17 +101,16 @@ def read_record(root: zarr.Group) -> ValidationRecord | None:
 
 
 def current_fingerprint(root: zarr.Group) -> str:
-    """The fingerprint a validation of this store now would record (manifest + committed ends)."""
+    """The fingerprint a validation of this store now would record (manifest with inventory + committed ends)."""
     from ms2core.validation.zarr_dataset import EPISODE_ENDS, manifest_fingerprint
 
     raw = root.attrs.get(MANIFEST_ATTR)
     ends = None
     if EPISODE_ENDS in root:
-        ends = np.asarray(root[EPISODE_ENDS][:])
-        if isinstance(raw, Mapping) and isinstance(raw.get("n_committed_episodes"), int):
-            ends = ends[: raw["n_committed_episodes"]]
-        if ends.dtype != np.int64:
-            ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
+        try:
+            ends = read_episode_ends(root, raw if isinstance(raw, Mapping) else {})
+        except TypeError:
+            ends = None
     return manifest_fingerprint(raw, ends)
 
 

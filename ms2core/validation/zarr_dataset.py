@@ -1,7 +1,9 @@
 """Validating a rendered Zarr dataset by streaming it chunk by chunk (memory stays bounded).
 
 Order of work: the manifest (schema), meta/episode_ends, every array's metadata (presence, shape,
-dtype, length against the manifest, the obs mode and each other), then one streaming pass per array
+dtype, length against the manifest, the obs mode and each other), the chunk inventory (every listed
+object present with its size and crc32, every chunk of the committed rows listed; raw bytes are
+streamed one object at a time), then one streaming pass per array
 (:func:`check_array`, a picklable unit that a Dask worker can run), then the per-episode pass over
 success/terminated/truncated, duplicates, provenance and replay of a sample. Only committed rows
 (``meta/episode_ends`` cut to the manifest's ``n_committed_episodes``) are checked.
@@ -31,10 +33,11 @@ from ms2core.validation.findings import FindingSink
 from ms2core.validation.replay import (
     Bounds, action_bounds, env_error_text, replay_dataset_episode, replay_env_obs_mode, sample_positions,
 )
-from ms2core.validation.store import is_remote, open_root
+from ms2core.validation.inventory import INTEGRITY_CHECKS, check_inventory
+from ms2core.validation.store import open_root
+from ms2core.zarr_io import EPISODE_ENDS, is_remote, read_episode_ends
 from storage_schemas.dataset import MANIFEST_ATTR, RENDER_VERSION, DatasetManifest
 
-EPISODE_ENDS = "meta/episode_ends"
 
 
 @dataclass
@@ -199,7 +202,8 @@ def _node(root: zarr.Group, path: str, sink: FindingSink):
 
 
 def manifest_fingerprint(raw_manifest: Any, ends: np.ndarray | None) -> str:
-    """What a validation result is valid for: the manifest as stored plus the committed ends."""
+    """What a validation result is valid for: the manifest as stored (with its chunk inventory, so any
+    re-written chunk changes it) plus the committed ends."""
     h = hashlib.sha256(json.dumps(raw_manifest, sort_keys=True, default=str).encode())
     if ends is not None:
         h.update(np.ascontiguousarray(ends, np.int64).tobytes())
@@ -241,31 +245,11 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
             sink.add("old_layout", f"the manifest says render version {manifest.render_version}; this ms2flow reads "
                      f"render version {RENDER_VERSION} (see storage_schemas.dataset.RENDER_VERSION)",
                      key=f"{MANIFEST_ATTR}.render_version", value=manifest.render_version, expected=RENDER_VERSION)
-        if not manifest.complete:
-            sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
-                     f"{len(manifest.episodes)} episodes committed)", key=MANIFEST_ATTR,
-                     value=manifest.n_committed_episodes, expected=len(manifest.episodes))
+        _check_complete(sink, manifest)
 
     # -- episode ends -----------------------------------------------------------------------------
     checks.append("episode_ends")
-    ends: np.ndarray | None = None
-    n_before = sink.total["unreadable"]
-    meta_group = _node(root, "meta", sink)  # its own metadata must be readable too, not only the array's
-    ends_array = _node(root, EPISODE_ENDS, sink) if meta_group is not None else None
-    if ends_array is None and sink.total["unreadable"] == n_before:
-        sink.add("missing_array", f"{EPISODE_ENDS} is missing", key=EPISODE_ENDS)
-    if ends_array is not None and not isinstance(ends_array, zarr.Array):
-        sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
-        ends_array = None
-    if ends_array is not None:
-        try:
-            ends = np.asarray(ends_array[:])
-        except Exception as exc:  # noqa: BLE001
-            sink.add("unreadable", f"{EPISODE_ENDS} cannot be decoded: {exc}", key=EPISODE_ENDS)
-        if ends is not None and ends.dtype != np.int64:
-            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends.dtype}", key=EPISODE_ENDS, value=str(ends.dtype),
-                     expected="int64")
-            ends = ends.astype(np.int64) if np.issubdtype(ends.dtype, np.integer) else None
+    ends = _read_all_ends(root, sink)
     n_committed_rows = None
     if manifest is not None and ends is not None:
         if len(ends) < manifest.n_committed_episodes:
@@ -311,6 +295,11 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
     bounds = _bounds(manifest, backend, sink)
     checkable = _check_metadata(sink, arrays, manifest, bounds, n_rows)
 
+    # -- chunk inventory --------------------------------------------------------------------------
+    checks += INTEGRITY_CHECKS
+    if manifest is not None:
+        check_inventory(root.store, manifest, arrays, n_rows, sink, locator)
+
     # -- streaming value pass ---------------------------------------------------------------------
     checks += ["unreadable", "non_finite", "action_bounds", "depth"]
     tasks = [
@@ -349,6 +338,39 @@ def validate_zarr(url: str, storage_options: Mapping[str, Any], sink: FindingSin
             outcome.replayed = _replay_sample(root, sink, manifest, ends, episode_ids, replay_sample,
                                               replay_state_atol, backend, source_ok, arrays)
     return outcome
+
+
+def _read_all_ends(root: zarr.Group, sink: FindingSink) -> np.ndarray | None:
+    """Every entry of meta/episode_ends (the caller cuts it to the committed count); problems are findings."""
+    ends = None
+    n_before = sink.total["unreadable"]
+    meta_group = _node(root, "meta", sink)  # its own metadata must be readable too, not only the array's
+    ends_array = _node(root, EPISODE_ENDS, sink) if meta_group is not None else None
+    if ends_array is None and sink.total["unreadable"] == n_before:
+        sink.add("missing_array", f"{EPISODE_ENDS} is missing", key=EPISODE_ENDS)
+    if ends_array is not None and not isinstance(ends_array, zarr.Array):
+        sink.add("missing_array", f"{EPISODE_ENDS} is a group, not an array", key=EPISODE_ENDS)
+        ends_array = None
+    if ends_array is not None:
+        if ends_array.dtype != np.int64:
+            sink.add("dtype", f"{EPISODE_ENDS} has dtype {ends_array.dtype}", key=EPISODE_ENDS,
+                     value=str(ends_array.dtype), expected="int64")
+        try:
+            ends = read_episode_ends(root, {})
+        except TypeError:  # not an integer dtype: reported above
+            ends = None
+        except Exception as exc:  # noqa: BLE001
+            sink.add("unreadable", f"{EPISODE_ENDS} cannot be decoded: {exc}", key=EPISODE_ENDS)
+    return ends
+
+
+def _check_complete(sink: FindingSink, manifest: DatasetManifest) -> None:
+    pending = [r.index for r in manifest.ranges if r.status != "committed"]
+    if not manifest.complete or manifest.n_committed_episodes < len(manifest.episodes) or pending:
+        sink.add("incomplete", f"rendering is not finished ({manifest.n_committed_episodes} of "
+                 f"{len(manifest.episodes)} episodes committed, {len(pending)} ranges pending): resume it by "
+                 "running the same `ms2 render` again", key=MANIFEST_ATTR,
+                 value=manifest.n_committed_episodes, expected=len(manifest.episodes))
 
 
 def _bounds(manifest: DatasetManifest | None, backend: str, sink: FindingSink) -> Bounds | None:
