@@ -25,6 +25,7 @@ from pipelines import train as stage
 from storage_schemas.dataset import MANIFEST_ATTR, DatasetManifest
 from storage_schemas.training import BCConfig
 from tests.train_fixtures import build_validated_store, copy_store
+from tests.validate_fixtures import write_rows
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -207,8 +208,7 @@ def test_never_validated_store_is_refused(capsys, data_dir, store):
 
 
 def test_failed_store_is_refused_with_its_check_codes(capsys, data_dir, store):
-    arr = zarr.open_array(f"{store}/data/obs/state", mode="r+")
-    arr[3] = np.nan
+    write_rows(store, "data/obs/state", 3, np.nan)  # through the real writer: the inventory stays consistent
     assert _validate(store).status == "failed"
     code, out = cli(capsys, *bc_cli_args(store))
     assert code == 2 and has(out, "failed validation") and has(out, "non_finite") and has(out, f"ms2 validate {store}")
@@ -235,7 +235,7 @@ def test_half_rendered_store_is_refused_even_if_validation_passed(data_dir, stor
 
 
 def test_force_trains_and_is_recorded_in_the_run(capsys, data_dir, store):
-    zarr.open_array(f"{store}/data/actions", mode="r+")[2] = 5.0  # outside the action bounds
+    write_rows(store, "data/actions", 2, 5.0)  # outside the action bounds (through the real writer)
     assert _validate(store).status == "failed"
     code, out = cli(capsys, *bc_cli_args(store, "--force"))
     assert code == 0 and has(out, "warning: --force") and has(out, "action_bounds"), out

@@ -132,7 +132,7 @@ def build_dataset(cfg: BCConfig, device: torch.device) -> DemoDataset:
     d = cfg.dataset
     return DemoDataset(d.paths, num_samples=d.num_samples, mode=d.mode, device=device, cache_bytes=d.cache_bytes,
                        block_rows=d.block_rows, refresh_every_batches=d.refresh_every_batches,
-                       ram_limit_bytes=d.ram_limit_bytes, gpu_fraction=d.gpu_fraction)
+                       ram_limit_bytes=d.ram_limit_bytes, gpu_fraction=d.gpu_fraction, force=cfg.force)
 
 
 def _comparable(config: dict) -> dict:

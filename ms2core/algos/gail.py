@@ -54,7 +54,8 @@ def make_gail_hooks(cfg):
 
     def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> SACHooks:
         check_demo_processing(cfg.demos.path, cfg.rollout)  # the cause of most shape mismatches: say it first
-        demos = load_demo_transitions(cfg.demos.path, cfg.demos.obs_keys, cfg.demos.max_episodes)
+        demos = load_demo_transitions(cfg.demos.path, cfg.demos.obs_keys, cfg.demos.max_episodes,
+                                      force=cfg.run.force)
         check_demo_shapes(demos, obs_shapes, cfg.demos.obs_keys, vec.action_dim, cfg.demos.path)
         obs_dims = {k: int(np.prod(demos.obs[k].shape[1:])) for k in cfg.demos.obs_keys}
         demo_obs = {k: torch.as_tensor(v, device=device) for k, v in demos.obs.items()}
