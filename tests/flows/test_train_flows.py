@@ -97,7 +97,9 @@ def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_d
     from storage_schemas.validation import ValidationConfig
 
     store = build_fake_dataset("state", num_episodes=3)
-    zarr.open_array(f"{store}/data/actions", mode="r+")[1] = 5.0  # outside the action bounds
+    from tests.validate_fixtures import write_rows
+
+    write_rows(store, "data/actions", 1, 5.0)  # outside the action bounds (through the real writer)
     assert validate(ValidationConfig(path=store, progress=False, recheck=True)).report.status == "failed"
     cfg = BCConfig.model_validate({"env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram"},
                                    "train": {"num_steps": 5, "batch_size": 4, "device": "cpu"}})
