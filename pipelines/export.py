@@ -7,6 +7,8 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
         obs/xyz, obs/rgb, [obs/seg], obs/state     pointcloud (T, N, ...) as in the Zarr store
         obs/rgb (T, 3C, H, W) uint8, obs/depth (T, C, H, W) float32, [obs/seg]   rgbd: channels first
         obs/state (T, S)                           state
+        obs_layout ml2l: obs/ holds ManiSkill2-Learn's own keys as stored (xyz, rgb float32 in [0, 1],
+        frame_related_states, to_frames, state (T, 30); rgbd rgb (T, 3C, H, W), depth float16, state (T, 38))
         actions (T, A) float32, rewards (T,) float32, dones (T,) bool,
         episode_dones (T,) bool (True at the last step), success (T,) bool
       attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
@@ -33,6 +35,7 @@ CHANNEL_FIRST_KEYS = ("rgb", "depth", "seg")
 
 
 def _to_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
+    # obs_mode "rgbd" means ms2flow's channels-last images; the ml2l layout is stored channels first already.
     if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
         return np.ascontiguousarray(values.transpose(0, 3, 1, 2))  # (T,H,W,C) -> (T,C,H,W)
     return values
@@ -44,10 +47,15 @@ def _from_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
     return values
 
 
+def _image_layout(obs) -> str:
+    """'rgbd' where images need turning channels first for ML2L; the ml2l layout stores them so."""
+    return "rgbd-channels-first" if obs.obs_layout == "ml2l" else obs.obs_mode
+
+
 def export_h5(cfg: ExportConfig) -> ExportResult:
     root = zarr_io.open_dataset(cfg.store, cfg.storage_options)
     manifest = zarr_io.read_manifest(root)
-    obs_mode = manifest.options.obs.obs_mode
+    obs_mode = _image_layout(manifest.options.obs)
     ends = zarr_io.read_episode_ends(root)
     if len(ends) == 0:
         raise DatasetError(f"{cfg.store} has no committed episodes to export", hint="finish the render first")
@@ -90,7 +98,7 @@ def import_h5(path: str, store: str) -> str:
             raise DatasetError(f"{path} has no ms2flow manifest attribute",
                                hint="only files written by `ms2 export-h5` can be imported")
         manifest = DatasetManifest.model_validate(json.loads(f.attrs["ms2flow"]))
-        obs_mode = manifest.options.obs.obs_mode
+        obs_mode = _image_layout(manifest.options.obs)
         names = sorted((k for k in f if k.startswith("traj_")), key=lambda k: int(k[5:]))
         columns: dict[str, list[np.ndarray]] = {}
 
