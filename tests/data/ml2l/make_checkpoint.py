@@ -11,8 +11,8 @@ Side environment (see the README's ML2L section): python3.11 venv with ML2L's pu
 PyPI, torch from the project venv, and stubs for pytorch3d, torchvision and pynvml (imported at
 module import time by code this script never runs).
 
-Writes ``bc_pointnet_tiny.ckpt`` (ML2L's {"meta", "state_dict", "optimizer"}) and
-``bc_pointnet_tiny_io.npz`` (fixed observations in the ml2l layout and the actions the ML2L
+For each config (BC with a TanhHead, PPO with a GaussianHead and a critic sharing the visual
+backbone) writes ``<config>.ckpt`` (ML2L's {"meta", "state_dict"}) and ``<config>_io.npz`` (fixed observations in the ml2l layout and the actions the ML2L
 actor returns for them in mode "eval"). A few Adam steps towards random targets first, so the
 weights are not the near-zero initial output layer.
 """
@@ -48,10 +48,10 @@ def observations(rng: np.random.Generator, batch: int, n_points: int = N_POINTS)
     }
 
 
-def main() -> None:
+def write(name: str) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = Config.fromfile(str(HERE / "bc_pointnet_tiny.py"))
+    cfg = Config.fromfile(str(HERE / f"{name}.py"))
     obs_shape = GDict(observations(rng, 1)).slice(0).list_shape  # what ML2L's get_env_info computes
     action_space = Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
     env_params = dict(obs_shape=obs_shape, action_shape=ACTION_DIM, action_space=action_space, is_discrete=False)
@@ -60,25 +60,28 @@ def main() -> None:
     agent = build_agent(cfg.agent_cfg).float()
     print(agent)
 
-    train_obs = observations(rng, 32, 128)
+    train_obs = GDict(observations(rng, 32, 128)).to_torch(dtype="float32", wrapper=False)
     targets = torch.from_numpy(rng.uniform(-0.9, 0.9, (32, ACTION_DIM)).astype(np.float32))
     for _ in range(30):
-        pred = agent(train_obs, mode="eval")
+        pred = agent.actor(train_obs, mode="eval")  # PPO's agent.forward runs without gradients
         loss = torch.nn.functional.mse_loss(pred, targets)
         agent.actor_optim.zero_grad()
         loss.backward()
+        if name.startswith("ppo"):  # its actor optimiser leaves the shared visual backbone to the critic's
+            agent.critic_optim.step()
         agent.actor_optim.step()
     agent.eval()
 
-    save_checkpoint(agent, str(HERE / "bc_pointnet_tiny.ckpt"), optimizer=None, meta={"note": "ms2flow test data"})
+    save_checkpoint(agent, str(HERE / f"{name}.ckpt"), optimizer=None, meta={"note": "ms2flow test data"})
     test_obs = observations(np.random.default_rng(1), BATCH, 64)  # PointNet takes any point count; keeps the file small
     with torch.no_grad():
         actions = agent(test_obs, mode="eval").numpy()
-    np.savez_compressed(HERE / "bc_pointnet_tiny_io.npz", actions=actions, **{f"obs_{k}": v for k, v in test_obs.items()})
+    np.savez_compressed(HERE / f"{name}_io.npz", actions=actions, **{f"obs_{k}": v for k, v in test_obs.items()})
     for name, value in agent.state_dict().items():
         print(name, tuple(value.shape))
     print("actions", actions)
 
 
 if __name__ == "__main__":
-    main()
+    for config in ("bc_pointnet_tiny", "ppo_pointnet_tiny"):
+        write(config)
