@@ -86,7 +86,8 @@ def set_option(cfg: dict, dotted: str) -> None:
 
     key, sep, raw = dotted.partition("=")
     if not sep:
-        raise ConfigError(f"ML2L config option {dotted!r} is not KEY=VALUE", hint="e.g. env_cfg.control_mode=pd_ee_delta_pose")
+        raise ConfigError(f"ML2L config option {dotted!r} is not KEY=VALUE",
+                          hint="e.g. env_cfg.control_mode=pd_ee_delta_pose")
     *parents, leaf = key.strip().split(".")
     node = cfg
     for part in parents:
@@ -127,7 +128,7 @@ class ML2LPointNetActor(nn.Module):
         if x.shape[1] != self.point_convs[0].in_channels:
             raise ConfigError(f"the ML2L PointNet takes {self.point_convs[0].in_channels} channels per point "
                               f"({'+'.join(self.point_keys)}), the observation gives {x.shape[1]}",
-                              hint="evaluate with the obs layout ml2l (float rgb in [0, 1], no seg unless trained with)")
+                              hint="evaluate with the obs layout ml2l (float rgb in [0, 1]; seg only if trained with)")
         for conv, norm in zip(self.point_convs, self.point_norms):
             x = self.activation(_apply_norm(norm, conv(x)))
         state = obs["state"].to(dtype)
@@ -187,12 +188,14 @@ def _apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # -- checkpoint -> actor ------------------------------------------------------------------------
 def _actor_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CheckpointError(f"ML2L checkpoint {path} does not exist", hint="pass a model_*.ckpt from an ML2L work dir")
+        raise CheckpointError(f"ML2L checkpoint {path} does not exist",
+                              hint="pass a model_*.ckpt from an ML2L work dir")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise CheckpointError(f"ML2L checkpoint {path} is not readable: {exc}",
-                              hint="ML2L's save_checkpoint writes {'meta', 'state_dict'}; the file may be truncated") from exc
+                              hint="ML2L's save_checkpoint writes {'meta', 'state_dict'}; "
+                                   "the file may be truncated") from exc
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     actor = {k[len(ACTOR_PREFIX):]: v for k, v in (state or {}).items() if k.startswith(ACTOR_PREFIX)}
     if not actor:
@@ -205,7 +208,8 @@ def _point_net_cfg(actor_cfg: dict, path) -> tuple[dict, dict, dict]:
     nn_cfg = actor_cfg.get("nn_cfg") or {}
     visual = nn_cfg.get("visual_nn_cfg") or {}
     if nn_cfg.get("type") != "Visuomotor" or visual.get("type") != "PointNet":
-        raise ConfigError(f"ML2L config {path}: actor network {nn_cfg.get('type')}/{visual.get('type')} is not supported",
+        raise ConfigError(f"ML2L config {path}: actor network {nn_cfg.get('type')}/{visual.get('type')} "
+                          "is not supported",
                           hint="ms2flow loads ML2L's Visuomotor(PointNet) actors (configs/brl/bc/pointnet.py, "
                                "configs/mfrl/*/maniskill2_pn.py)")
     if visual.get("feature_transform", [1]):
@@ -224,7 +228,8 @@ def build_actor(actor_cfg: dict, weights: dict[str, torch.Tensor], path="config"
     head_type = (actor_cfg.get("head_cfg") or {}).get("type")
     if head_type not in HEADS:
         raise ConfigError(f"ML2L config {path}: head {head_type!r} is not supported", hint=f"one of {sorted(HEADS)}")
-    point_w = sorted((int(m[1]), v) for k, v in weights.items() if (m := _POINT.match(k)) and m.group(2, 3) == ("conv", "weight"))
+    point_w = sorted((int(m[1]), v) for k, v in weights.items()
+                     if (m := _POINT.match(k)) and m.group(2, 3) == ("conv", "weight"))
     linear_w = sorted((int(m[2]), v) for k, v in weights.items() if (m := _MLP.match(k)) and m[1] == "linear"
                       and m[3] == "weight")
     if not point_w or not linear_w or "head.lb" not in weights:
@@ -303,6 +308,7 @@ def load_ml2l_policy(checkpoint: str | os.PathLike, config: str | os.PathLike,
         "config": {"env": env, "algo": f"ml2l-{str(cfg['agent_cfg'].get('type', '?')).lower()}"},
         "extra": {"algo": "ml2l", "obs_mode": "pointcloud", "obs_processing": processing, "dataset_manifest": None,
                   "action_dim": int(actor.action_low.numel()), "gym_env_id": None},
-        "step": int(m[1]) if (m := re.search(r"model_(\d+)", Path(checkpoint).stem)) else 0,  # ML2L's model_<steps>.ckpt
+        # ML2L names checkpoints model_<steps>.ckpt
+        "step": int(m[1]) if (m := re.search(r"model_(\d+)", Path(checkpoint).stem)) else 0,
     }
     return actor, view
