@@ -8,7 +8,8 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
         obs/rgb (T, 3C, H, W) uint8, obs/depth (T, C, H, W) float32, [obs/seg]   rgbd: channels first
         obs/state (T, S)                           state
         obs_layout ml2l: obs/ holds ManiSkill2-Learn's own keys as stored (xyz, rgb float32 in [0, 1],
-        frame_related_states, to_frames, state (T, 30); rgbd rgb (T, 3C, H, W), depth float16, state (T, 38))
+        frame_related_states, to_frames, state (T, 30); rgbd rgb (T, 3C, H, W), depth float16, state (T, 38));
+        per-step scalars (rewards, dones, episode_dones, ...) as (T, 1), as ML2L's ReplayMemory writes them
         actions (T, A) float32, rewards (T,) float32, dones (T,) bool,
         episode_dones (T,) bool (True at the last step), success (T,) bool
       attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
@@ -38,18 +39,22 @@ def _to_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
     # obs_mode "rgbd" means ms2flow's channels-last images; the ml2l layout is stored channels first already.
     if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
         return np.ascontiguousarray(values.transpose(0, 3, 1, 2))  # (T,H,W,C) -> (T,C,H,W)
+    if obs_mode == "ml2l" and values.ndim == 1:  # ML2L's ReplayMemory stores per-step scalars as (T, 1)
+        return values[:, None]
     return values
 
 
 def _from_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
     if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
         return np.ascontiguousarray(values.transpose(0, 2, 3, 1))
+    if obs_mode == "ml2l" and values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
     return values
 
 
 def _image_layout(obs) -> str:
-    """'rgbd' where images need turning channels first for ML2L; the ml2l layout stores them so."""
-    return "rgbd-channels-first" if obs.obs_layout == "ml2l" else obs.obs_mode
+    """The obs mode, or 'ml2l' for the ml2l layout: stored as ML2L writes it (channels first, scalars (T, 1))."""
+    return "ml2l" if obs.obs_layout == "ml2l" else obs.obs_mode
 
 
 def export_h5(cfg: ExportConfig) -> ExportResult:
@@ -77,7 +82,7 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
                     group.create_dataset(key, data=values, **(kwargs if values.ndim >= 2 else {}))
                 episode_dones = np.zeros(end - start, bool)
                 episode_dones[-1] = True
-                group.create_dataset("episode_dones", data=episode_dones)
+                group.create_dataset("episode_dones", data=_to_h5_layout("episode_dones", episode_dones, obs_mode))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

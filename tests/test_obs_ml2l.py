@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
+from ms2core import zarr_io
 from ms2core.envs import make_env
 from ms2core.errors import UnsupportedModeError
 from ms2core.obs import process_observation
@@ -209,4 +210,9 @@ def test_render_and_export_h5_write_the_ml2l_keys(tmp_path, obs):
         end = int(root["meta/episode_ends"][0])
         for key in group:
             np.testing.assert_array_equal(group[key][()], root[f"data/obs/{key}"][:end], err_msg=key)
+        assert f["traj_0"]["rewards"].shape == (end, 1) and f["traj_0"]["episode_dones"].shape == (end, 1)
+        assert f["traj_0"]["actions"].shape == (end, 7)  # ML2L's ReplayMemory: per-step scalars are (T, 1)
+    back = zarr.open_group(export.import_h5(str(out), str(tmp_path / "back.zarr")), mode="r")
+    for key, array in zarr_io.list_arrays(root["data"]).items():
+        np.testing.assert_array_equal(back[f"data/{key}"][:], array[:], err_msg=key)
 
