@@ -216,3 +216,29 @@ def test_render_and_export_h5_write_the_ml2l_keys(tmp_path, obs):
     for key, array in zarr_io.list_arrays(root["data"]).items():
         np.testing.assert_array_equal(back[f"data/{key}"][:], array[:], err_msg=key)
 
+
+
+def test_ms2flow_networks_read_the_ml2l_layout_as_its_own():
+    """float rgb in [0, 1] and channels-first images give the same network outputs as ms2flow's layout."""
+    import torch
+
+    from ms2core.nn import build_policy
+    from storage_schemas.training import NetworkConfig
+
+    torch.manual_seed(0)
+    rgb = torch.randint(0, 256, (2, 16, 3), dtype=torch.uint8)
+    own = {"xyz": torch.randn(2, 16, 3), "rgb": rgb, "state": torch.randn(2, 9)}
+    ml2l = {**own, "rgb": rgb.float() / 255.0}
+    shapes = {k: tuple(v.shape[1:]) for k, v in own.items()}
+    pointnet = build_policy(NetworkConfig(normalize_state=False), "pointcloud", shapes, 7)
+    torch.testing.assert_close(pointnet.encoder(ml2l), pointnet.encoder(own))
+    images = {"rgb": torch.randint(0, 256, (2, 40, 48, 6), dtype=torch.uint8), "depth": torch.rand(2, 40, 48, 2),
+              "state": torch.randn(2, 9)}
+    first = {"rgb": images["rgb"].permute(0, 3, 1, 2), "depth": images["depth"].permute(0, 3, 1, 2).half(),
+             "state": images["state"]}
+    cfg = NetworkConfig(normalize_state=False)
+    last_net = build_policy(cfg, "rgbd", {k: tuple(v.shape[1:]) for k, v in images.items()}, 7)
+    first_net = build_policy(cfg, "rgbd", {k: tuple(v.shape[1:]) for k, v in first.items()}, 7)
+    assert first_net.encoder.channels_first and not last_net.encoder.channels_first
+    first_net.load_state_dict(last_net.state_dict())
+    torch.testing.assert_close(first_net.encoder(first), last_net.encoder({**images, "depth": images["depth"].half()}))
