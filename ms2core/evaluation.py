@@ -179,17 +179,42 @@ def _env_kwargs(env_cfg: dict, cfg: EvalConfig) -> dict:
     )
 
 
-def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int = 1) -> None:
+def load_eval_policy(cfg: EvalConfig, device: str = "cpu"):
+    """(policy with ``act``, checkpoint view): an ms2flow checkpoint, or an ML2L one with its config."""
+    if cfg.ml2l_config:
+        from ms2core.nn.ml2l import load_ml2l_policy
+
+        return load_ml2l_policy(cfg.checkpoint, cfg.ml2l_config, cfg.ml2l_options)
     from ms2core.algos.policies import load_policy
+
+    return load_policy(cfg.checkpoint, device)
+
+
+def _require_action_dim(env, ckpt: dict, cfg: EvalConfig) -> None:
+    dim = ckpt.get("extra", {}).get("action_dim")
+    if dim is not None and env.action_space.shape != (int(dim),):
+        raise ConfigError(f"the policy acts in {dim} dimensions, control mode {ckpt['config']['env']['control_mode']!r} "
+                          f"of {ckpt['config']['env']['env_id']} takes {env.action_space.shape[0]}",
+                          hint="use the control mode it was trained with (ML2L: --ml2l-cfg-option "
+                               "env_cfg.control_mode=...)" if cfg.ml2l_config else "evaluate in the training env")
+
+
+def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int = 1) -> None:
     from ms2core.envs import make_env
 
     torch.set_num_threads(threads)
     cfg = EvalConfig.model_validate_json(cfg_json)
-    policy, ckpt = load_policy(cfg.checkpoint, "cpu")
+    policy, ckpt = load_eval_policy(cfg, "cpu")
     env_cfg = ckpt["config"]["env"]
     extra = ckpt.get("extra", {})
+    env = make_env(**_env_kwargs(env_cfg, cfg))
+    try:
+        _require_action_dim(env, ckpt, cfg)
+    except ConfigError:
+        env.close()
+        raise
     _WORKER.update(
-        cfg=cfg, policy=policy, env=make_env(**_env_kwargs(env_cfg, cfg)),
+        cfg=cfg, policy=policy, env=env,
         processor=obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed,
                                                          extra.get("obs_processing")),
     )
@@ -221,11 +246,10 @@ def default_output_dir(cfg: EvalConfig) -> Path:
 
 def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progress: bool = True) -> EvaluationResult:
     """Run ``cfg.num_episodes`` episodes of the checkpoint's policy; save ``result.json`` (and trajectories/videos)."""
-    from ms2core.algos.policies import load_policy
     from ms2core.trajectory import Episode, write_demo_pair
     from storage_schemas.demos import EpisodeMeta
 
-    _, ckpt = load_policy(cfg.checkpoint)  # any algorithm; fails here, not in a worker, on a bad checkpoint
+    _, ckpt = load_eval_policy(cfg)  # any algorithm; fails here, not in a worker, on a bad checkpoint
     require_maniskill_env(ckpt, cfg.checkpoint)
     env_cfg = ckpt["config"]["env"]
     out_dir = default_output_dir(cfg)

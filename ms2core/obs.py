@@ -15,6 +15,10 @@ and extra poses/positions are expressed in the robot base or TCP frame
 cameras are stacked in the fixed order hand_camera, base_camera, then the others
 sorted by name, so a dataset never depends on a dict order.
 
+``obs_layout: ml2l`` swaps all of this for ManiSkill2-Learn's layout
+(``ms2core.obs_ml2l``: its keys, 30/38-entry state, float rgb, channels-first
+float16 depth, base-frame "world"); ``state`` mode is the same in both.
+
 Point clouds: points with w == 0 (nothing hit) are dropped, then the ground
 (world z < ground_z_m) if asked, then the cloud is downsampled to n_points by a
 random subset or farthest-point sampling (fpsample), kept in camera raster order, padded by resampling when
@@ -321,6 +325,12 @@ def process_observation(raw_obs, cfg: ObsProcessConfig, rng: np.random.Generator
             f"of shape {getattr(raw_obs, 'shape', None)}",
             hint=f"build the env with obs_mode={cfg.env_obs_mode!r}",
         )
+    if cfg.obs_layout == "ml2l":  # ManiSkill2-Learn's keys, state vector, dtypes and frames
+        from ms2core.obs_ml2l import process_pointcloud_ml2l, process_rgbd_ml2l
+
+        if cfg.obs_mode == "pointcloud":
+            return process_pointcloud_ml2l(raw_obs, cfg, rng)
+        return process_rgbd_ml2l(raw_obs, cfg)
     if cfg.obs_mode == "pointcloud":
         return _process_pointcloud(raw_obs, cfg, rng)
     return _process_rgbd(raw_obs, cfg)

@@ -13,6 +13,10 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
         is_truncated (T,) bool   all False, as convert_state writes it: in ManiSkill2-Learn it marks a
                                  rollout segment cut by the sampler, not a time limit (a cut episode is
                                  episode_dones & ~dones there), so import derives truncated from those two
+        obs_layout ml2l: obs/ holds ManiSkill2-Learn's own keys as stored (xyz, rgb float32 in [0, 1],
+        frame_related_states, to_frames, state (T, 30); rgbd rgb (T, 3C, H, W), depth float16, state (T, 38));
+        per-step scalars (rewards, dones, episode_dones, is_truncated, ...) as (T, 1), as ML2L's ReplayMemory
+        writes them
       attrs["ms2flow"] = the dataset manifest (JSON), so an exported file says where it came from
 
 Stores are read through ``DatasetStore`` (chunks verified against the inventory) and imports are
@@ -37,21 +41,31 @@ CHANNEL_FIRST_KEYS = ("rgb", "depth", "seg")
 
 
 def _to_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
+    # obs_mode "rgbd" means ms2flow's channels-last images; the ml2l layout is stored channels first already.
     if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
         return np.ascontiguousarray(values.transpose(0, 3, 1, 2))  # (T,H,W,C) -> (T,C,H,W)
+    if obs_mode == "ml2l" and values.ndim == 1:  # ML2L's ReplayMemory stores per-step scalars as (T, 1)
+        return values[:, None]
     return values
 
 
 def _from_h5_layout(key: str, values: np.ndarray, obs_mode: str) -> np.ndarray:
     if obs_mode == "rgbd" and key in CHANNEL_FIRST_KEYS and values.ndim == 4:
         return np.ascontiguousarray(values.transpose(0, 2, 3, 1))
+    if obs_mode == "ml2l" and values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
     return values
+
+
+def _image_layout(obs) -> str:
+    """The obs mode, or 'ml2l' for the ml2l layout: stored as ML2L writes it (channels first, scalars (T, 1))."""
+    return "ml2l" if obs.obs_layout == "ml2l" else obs.obs_mode
 
 
 def export_h5(cfg: ExportConfig) -> ExportResult:
     dataset = DatasetStore.open(cfg.store, cfg.storage_options)
     manifest = dataset.manifest
-    obs_mode = manifest.options.obs.obs_mode
+    obs_mode = _image_layout(manifest.options.obs)
     ends = dataset.episode_ends
     if len(ends) == 0:
         raise DatasetError(f"{cfg.store} has no committed episodes to export", hint="finish the render first")
@@ -75,8 +89,9 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
                     group.create_dataset(name, data=values, **(kwargs if values.ndim >= 2 else {}))
                 episode_dones = np.zeros(end - start, bool)
                 episode_dones[-1] = True
-                group.create_dataset("episode_dones", data=episode_dones)
-                group.create_dataset("is_truncated", data=np.zeros(end - start, bool))
+                group.create_dataset("episode_dones", data=_to_h5_layout("episode_dones", episode_dones, obs_mode))
+                group.create_dataset("is_truncated", data=_to_h5_layout("is_truncated", np.zeros(end - start, bool),
+                                                                        obs_mode))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -97,7 +112,7 @@ def import_h5(path: str, store: str) -> str:
             raise DatasetError(f"{path} has no ms2flow manifest attribute",
                                hint="only files written by `ms2 export-h5` can be imported")
         manifest = DatasetManifest.model_validate(json.loads(f.attrs["ms2flow"]))
-        obs_mode = manifest.options.obs.obs_mode
+        obs_mode = _image_layout(manifest.options.obs)
         names = sorted((k for k in f if k.startswith("traj_")), key=lambda k: int(k[5:]))
         columns: dict[str, list[np.ndarray]] = {}
 
@@ -110,7 +125,8 @@ def import_h5(path: str, store: str) -> str:
         for name in names:
             f[name].visititems(visit)
             lengths.append(f[name]["actions"].shape[0])
-            columns.setdefault("truncated", []).append(f[name]["episode_dones"][()] & ~f[name]["dones"][()])
+            flags = {k: _from_h5_layout(k, f[name][k][()], obs_mode) for k in ("episode_dones", "dones")}
+            columns.setdefault("truncated", []).append(flags["episode_dones"] & ~flags["dones"])
     data = {k: np.concatenate(v) for k, v in columns.items()}
     write_dataset(store, manifest, data, lengths)  # the one writer: arrays, episode_ends, inventory, manifest
     return store

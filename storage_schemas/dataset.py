@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from storage_schemas.env import RewardMode, StrictModel
 
@@ -35,6 +35,20 @@ MiB = 1 << 20
 
 #: The observation modes a dataset can be rendered in (ManiSkill2-Learn's convert_state modes).
 DatasetObsMode = Literal["state", "pointcloud", "rgbd"]
+
+#: Processed-observation layouts: ms2flow's own, or ManiSkill2-Learn's exactly (ms2core/obs_ml2l.py).
+ObsLayout = Literal["ms2flow", "ml2l"]
+
+#: Options the ml2l layout fixes to ManiSkill2-Learn's behaviour: (value, what ML2L does).
+ML2L_FIXED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "remove_ground": (True, "ML2L always drops ground points"),
+    "ground_z_m": (1e-4, "ML2L keeps points with world z > 1e-4"),
+    "downsample": ("random", "ML2L downsamples by a random subset"),
+    "goal_point_radius_m": (0.01, "ML2L draws goal points in a 1 cm half-width cube"),
+    "include_rgb": (True, "ML2L point clouds and images always carry rgb"),
+    "include_depth": (True, "ML2L rgbd observations always carry depth"),
+    "include_seg": (False, "ML2L's segmentation keys (one-hot visual/actor seg, 'segs') are not reproduced"),
+}
 
 
 class ObsProcessConfig(StrictModel):
@@ -62,12 +76,42 @@ class ObsProcessConfig(StrictModel):
     include_seg: bool = Field(
         False, description="store the robot segmentation mask (renders in <mode>_robot_seg)"
     )
+    obs_layout: ObsLayout = Field(
+        "ms2flow",
+        description="ms2flow: this project's layout; ml2l: ManiSkill2-Learn's observation keys, state vector, "
+                    "dtypes and frames exactly (README: observation layouts)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ml2l_fixed_options(cls, data: Any) -> Any:
+        """The ml2l layout fills in ML2L's values for the options it fixes and refuses others."""
+        if not isinstance(data, dict) or data.get("obs_layout") != "ml2l":
+            return data
+        data = dict(data)
+        for name, (value, why) in ML2L_FIXED_OPTIONS.items():
+            given = data.setdefault(name, value)
+            if given != value:
+                raise ValueError(f"obs_layout ml2l fixes {name} to {value!r} ({why}); got {given!r}. "
+                                 f"Remove {name} from the config or use obs_layout ms2flow")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ObsProcessConfig:
         if self.obs_mode == "state" and self.include_seg:
             raise ValueError("include_seg needs obs_mode pointcloud or rgbd (state has no pictures)")
+        if self.obs_layout == "ml2l" and self.obs_mode == "rgbd" and self.obs_frame != "world":
+            raise ValueError(f"obs_layout ml2l with obs_mode rgbd keeps the state in the world frame, as ML2L "
+                             f"does (its rgbd ignores obs_frame); got obs_frame {self.obs_frame!r}. Use world")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_layout(self, handler):
+        # The default layout is not written, so datasets rendered before the field existed keep their version.
+        data = handler(self)
+        if isinstance(data, dict) and self.obs_layout == "ms2flow":
+            data.pop("obs_layout", None)
+        return data
 
     @property
     def env_obs_mode(self) -> str:

@@ -93,7 +93,10 @@ class TrainLoopConfig(StrictModel):
 class EvalConfig(StrictModel):
     """``ms2 evaluate``: run a checkpoint's policy for ``num_episodes`` episodes."""
 
-    checkpoint: str = Field("", description="path of a checkpoint written by ms2 train")
+    checkpoint: str = Field("", description="path of a checkpoint written by ms2 train (or by ManiSkill2-Learn, "
+                                            "with ml2l_config)")
+    ml2l_config: str | None = Field(None, description="the ManiSkill2-Learn .py config of an ML2L checkpoint")
+    ml2l_options: list[str] = Field(default_factory=list, description="ML2L --cfg-options KEY=VALUE on ml2l_config")
     num_episodes: int = Field(100, gt=0)
     num_procs: int = Field(1, gt=0, description="worker processes (spawn), each keeping one env")
     seed: int = Field(0, description="episode i is reset with seed + i")

@@ -12,6 +12,13 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         checkpoint: Path = typer.Option(None, "--checkpoint", help="a .pt checkpoint written by ms2 train"),
         policy: Path = typer.Option(None, "--policy", help="a package written by ms2 export-policy (instead of --checkpoint)"),
+        ml2l_checkpoint: Path = typer.Option(None, "--ml2l-checkpoint",
+                                             help="a ManiSkill2-Learn checkpoint (model_*.ckpt) of a PointNet actor, "
+                                                  "run with the ml2l observation layout; needs --ml2l-config"),
+        ml2l_config: Path = typer.Option(None, "--ml2l-config", help="the ManiSkill2-Learn .py config it was trained with"),
+        ml2l_cfg_options: list[str] = typer.Option(None, "--ml2l-cfg-option",
+                                                   help="ML2L's --cfg-options KEY=VALUE on that config, repeatable "
+                                                        "(e.g. env_cfg.control_mode=pd_ee_delta_pose)"),
         num: int = typer.Option(100, "--num", help="episodes"),
         num_procs: int = typer.Option(1, "--num-procs", help="worker processes (spawn), one env each"),
         seed: int = typer.Option(0, help="episode i uses seed + i"),
@@ -33,14 +40,20 @@ def register(app: typer.Typer) -> None:
 
         from ms2core.errors import ConfigError
 
-        if (checkpoint is None) == (policy is None):
-            raise ConfigError("give exactly one of --checkpoint and --policy",
-                              hint="--checkpoint run/checkpoints/final.pt or --policy DIR from ms2 export-policy")
+        if sum(x is not None for x in (checkpoint, policy, ml2l_checkpoint)) != 1:
+            raise ConfigError("give exactly one of --checkpoint, --policy and --ml2l-checkpoint",
+                              hint="--checkpoint run/checkpoints/final.pt, --policy DIR from ms2 export-policy, or "
+                                   "--ml2l-checkpoint model.ckpt --ml2l-config CONFIG.py")
+        if (ml2l_checkpoint is None) != (ml2l_config is None):
+            raise ConfigError("--ml2l-checkpoint and --ml2l-config go together",
+                              hint="ms2 evaluate --ml2l-checkpoint model.ckpt --ml2l-config configs/brl/bc/pointnet.py")
         if policy is not None:
             from ms2core.export import evaluate_exported
 
             _print(evaluate_exported(policy, num, seed, max_episode_steps, backend), None)
             return
+        if ml2l_checkpoint is not None:
+            checkpoint = ml2l_checkpoint
         overrides = [f"checkpoint={checkpoint}", f"num_episodes={num}", f"num_procs={num_procs}", f"seed={seed}",
                      f"sample_mode={sample_mode}", f"save_traj={save_traj}", f"save_video={save_video}",
                      f"continue_after_success={continue_after_success}"]
@@ -51,6 +64,9 @@ def register(app: typer.Typer) -> None:
         if max_episode_steps:
             overrides.append(f"max_episode_steps={max_episode_steps}")
         cfg = load_config(EvalConfig, None, overrides)
+        if ml2l_config is not None:
+            cfg = EvalConfig.model_validate({**cfg.model_dump(), "ml2l_config": str(ml2l_config),
+                                             "ml2l_options": list(ml2l_cfg_options or [])})
         result = run(cfg, force=force)
         _print(result, default_output_dir(cfg) / "result.json")
 

@@ -61,6 +61,11 @@ class StateEncoder(nn.Module):
         return self.mlp(self.normalizer(obs["state"]))
 
 
+def unit_rgb(rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Colours in [0, 1]: uint8 (ms2flow layout) is divided by 255, floats (ml2l layout) are in [0, 1] already."""
+    return rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)
+
+
 class PointNetEncoder(nn.Module):
     """ManiSkill2-Learn's PointNet: per-point MLP [64,128,512] -> max-pool -> concat state -> MLP [256,256]."""
 
@@ -74,7 +79,7 @@ class PointNetEncoder(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         xyz = obs["xyz"].to(self.mlp[0].weight.dtype)
-        rgb = obs["rgb"].to(xyz.dtype) / 255.0
+        rgb = unit_rgb(obs["rgb"], xyz.dtype)
         points = torch.cat([xyz, rgb], dim=-1)  # (B, N, 6)
         per_point = self.point_mlp(points)  # Linear on the last dim = shared 1x1 conv
         pooled = per_point.amax(dim=1)
@@ -103,9 +108,10 @@ class CNNEncoder(nn.Module):
 
     def __init__(self, image_hw: tuple[int, int], in_channels: int, state_dim: int, hidden: list[int],
                  kind: str = "nature", activation: str = "relu", normalize_state: bool = True,
-                 depth_max_m: float = 4.0):
+                 depth_max_m: float = 4.0, channels_first: bool = False):
         super().__init__()
         self.depth_max_m = depth_max_m
+        self.channels_first = channels_first  # the ml2l layout's (C, H, W) images; ms2flow's are (H, W, C)
         self.normalizer = StateNormalizer(state_dim, normalize_state)
         act = ACTIVATIONS[activation]
         if kind == "nature":
@@ -132,7 +138,10 @@ class CNNEncoder(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         dtype = self.mlp[0].weight.dtype
-        rgb = obs["rgb"].to(dtype) / 255.0
+        rgb = unit_rgb(obs["rgb"], dtype)
         depth = obs["depth"].to(dtype).clamp(0, self.depth_max_m) / self.depth_max_m
-        image = torch.cat([rgb, depth], dim=-1).permute(0, 3, 1, 2)  # (B, C, H, W)
+        if self.channels_first:
+            image = torch.cat([rgb, depth], dim=1)
+        else:
+            image = torch.cat([rgb, depth], dim=-1).permute(0, 3, 1, 2)  # (B, C, H, W)
         return self.mlp(torch.cat([self.conv(image), self.normalizer(obs["state"]).to(dtype)], dim=-1))

@@ -67,10 +67,13 @@ def build_policy(cfg: NetworkConfig, obs_mode: str, obs_shapes: dict[str, tuple[
         encoder = PointNetEncoder(state_dim, cfg.pointnet_point_mlp, cfg.mlp_hidden, cfg.activation,
                                   cfg.normalize_state)
     else:
-        h, w, rgb_ch = obs_shapes["rgb"]
-        depth_ch = obs_shapes["depth"][-1]
+        rgb_shape, depth_shape = tuple(obs_shapes["rgb"]), tuple(obs_shapes["depth"])
+        # (H, W, 3C) + (H, W, C) in ms2flow's layout, (3C, H, W) + (C, H, W) in the ml2l layout: never both.
+        channels_first = rgb_shape[1:] == depth_shape[1:] and rgb_shape[:2] != depth_shape[:2]
+        (h, w), rgb_ch, depth_ch = ((rgb_shape[1:], rgb_shape[0], depth_shape[0]) if channels_first
+                                    else (rgb_shape[:2], rgb_shape[-1], depth_shape[-1]))
         encoder = CNNEncoder((h, w), rgb_ch + depth_ch, state_dim, cfg.mlp_hidden, cfg.cnn_kind, cfg.activation,
-                             cfg.normalize_state, cfg.depth_max_m)
+                             cfg.normalize_state, cfg.depth_max_m, channels_first)
     if cfg.head == "deterministic":
         head = DeterministicHead(encoder.out_dim, action_dim)
     elif cfg.head == "gaussian":
