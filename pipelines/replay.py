@@ -8,8 +8,9 @@ pd_joint_delta_pos. Output, beside it by default (ManiSkill2's naming)::
     NAME.none.<target_mode>.h5 / .json      converted episodes (same episode ids and seeds)
     NAME.none.<target_mode>.report.json     ReplayReport: every episode, converted or why not
 
-Episodes are split over spawned worker processes (each keeps its envs alive
-and reads its episodes from the h5 itself); results come back in episode
+Episodes are split over the simulator worker pool (``ms2core.workers``; started
+with ``sim_python`` if set; each worker keeps its envs alive and reads its
+episodes from the h5 itself); results come back in episode
 order. An episode that does not convert is excluded from the pair and listed
 in the report with the reason. The input passes the demo-pair checks
 (``require_sound_demos``) before any work, and nothing is written unless the
@@ -27,10 +28,13 @@ import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from ms2core.demo_pairs import options_digest, remove_stale_temporaries, validate_pair
 from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, refuse_existing, write_demo_pair
 from ms2core.validation.demos import require_sound_demos
-from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
+from ms2core.workers import SimPool, requirements
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
 
 REPLAY_VERSION = "ms2-replay-1"  # bump when conversion behaviour changes (invalidates cached outputs)
@@ -56,7 +60,7 @@ def _text_digest(text: str) -> str:
 
 def run(cfg: ReplayConfig) -> ReplayResult:
     from ms2core.envs import registered_env_ids, supported_control_modes
-    from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
+    from ms2core.envs.replay import ConvertTask, check_conversion, convert_in_worker
 
     source_h5, source_json = pair_paths(cfg.input)
     # The demo gate first: NaN/huge/int actions, wrong dims, a wrong seed or damaged h5 are refused here,
@@ -104,11 +108,15 @@ def run(cfg: ReplayConfig) -> ReplayResult:
              for i in range(num_episodes)]
     start = time.perf_counter()
     results, arrival_s = [], []
-    with WorkerPool(min(cfg.num_workers, num_episodes), close_inline=close_worker_state) as pool:
-        for res in pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
-                             progress=cfg.progress):
+    num_workers = min(cfg.num_workers, num_episodes)
+    pool = SimPool(num_workers if num_workers > 1 else 0, python=cfg.sim_python, requires=requirements(cfg.backend))
+    bar = tqdm(total=len(tasks), desc=f"replay {env_id} -> {cfg.target_control_mode}", unit="ep",
+               disable=not cfg.progress, dynamic_ncols=True)
+    with pool, bar:
+        for res in pool.imap(convert_in_worker, tasks):
             results.append(res)
             arrival_s.append(time.perf_counter())
+            bar.update()
     wall_s = time.perf_counter() - start
     # After the first result every worker has its envs up: the rate from there on excludes start-up.
     span_s = arrival_s[-1] - arrival_s[0]
