@@ -30,6 +30,8 @@ _PROBE = (
     "for name in sys.argv[1:]:\n"
     "    try:\n"
     "        importlib.import_module(name)\n"
+    "    except ModuleNotFoundError as exc:\n"
+    "        missing.append(name if exc.name == name else f'{name} (needs {exc.name})')\n"
     "    except Exception as exc:\n"
     "        missing.append(f'{name} ({type(exc).__name__}: {exc})')\n"
     "print(json.dumps({'python': platform.python_version(), 'missing': missing}))\n"
@@ -86,5 +88,5 @@ def _probe(python: str, modules: tuple[str, ...]) -> str:
                           hint=hint) from None
     if found["missing"]:
         raise ConfigError(f"{where}, Python {found['python']}, cannot run simulator workers: it lacks "
-                          + "; ".join(found["missing"]), hint=hint)
+                          + ", ".join(found["missing"]), hint=hint)
     return found["python"]
