@@ -101,7 +101,10 @@ class _Worker:
         try:
             return wire.read_frame(self.read_fd)
         except EOFError as exc:
-            self.proc.wait(timeout=CLOSE_TIMEOUT_S) if self.proc.poll() is None else None
+            try:
+                self.proc.wait(timeout=CLOSE_TIMEOUT_S)  # so that the error can say how it ended
+            except subprocess.TimeoutExpired:
+                pass
             raise self.died("closed its pipe") from exc
 
     def close_fds(self) -> None:
@@ -114,16 +117,17 @@ class _Worker:
 
 def _wait_readable(workers: list[_Worker], deadline: float | None) -> list[_Worker]:
     """Workers with a reply ready; raises WorkerError for a dead worker or a passed deadline."""
+    poller = select.poll()  # not select.select: descriptors may be numbered above 1024
+    for w in workers:
+        poller.register(w.read_fd, select.POLLIN)
     while True:
         timeout = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
-        ready, _, _ = select.select([w.read_fd for w in workers], [], [], timeout)
+        ready = {fd for fd, _ in poller.poll(timeout * 1000)}  # POLLHUP too: receive() then names the death
         if ready:
             return [w for w in workers if w.read_fd in ready]
         for w in workers:
             if w.proc.poll() is not None:
-                select_again, _, _ = select.select([w.read_fd], [], [], 0)
-                if not select_again:
-                    raise w.died("died before answering")
+                raise w.died("died before answering")
         if deadline is not None and time.monotonic() >= deadline:
             raise WorkerError(f"no answer from {', '.join(w.name for w in workers)} within the time limit",
                               worker=workers[0].index, pid=workers[0].proc.pid)
