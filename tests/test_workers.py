@@ -41,6 +41,10 @@ def die(x):
     os._exit(7)
 
 
+def sleep_long(x):
+    time.sleep(600)
+
+
 def cached_counter(x):
     from ms2core.envs.cache import env_cache
 
@@ -154,6 +158,14 @@ def test_typed_errors_come_back_as_themselves():
 def test_a_worker_that_dies_is_reported_not_waited_for():
     with SimPool(2) as pool, pytest.raises(WorkerError, match="exited with status 7"):
         pool.call_each(die, [(0,), (1,)])
+
+
+def test_a_hung_worker_is_reported_when_a_call_limit_is_set(monkeypatch):
+    monkeypatch.setenv("MS2FLOW_SIM_CALL_TIMEOUT_S", "0.5")
+    pool = SimPool(1)
+    with pool, pytest.raises(WorkerError, match="no answer from simulator worker 0"):
+        list(pool.imap(sleep_long, [0]))
+    assert pool._closed and all(w.proc.poll() is not None for w in pool._workers)
 
 
 def test_rollout_worker_crash_names_the_exception():

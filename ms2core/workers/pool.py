@@ -21,8 +21,10 @@ Failure and shutdown:
   (``worker_traceback``); ms2flow's typed errors (``Ms2Error``) are raised again
   as themselves, so the CLI still prints them as one paragraph;
 * a worker that dies (crash, OOM kill) is noticed within ``POLL_S``: every wait
-  is a ``select`` with a timeout followed by a liveness check, and start-up has
-  its own deadline (``start_timeout_s``);
+  is a ``poll`` with a timeout followed by a liveness check; start-up has its
+  own deadline (``start_timeout_s``), and a call one too where ``call_timeout_s``
+  (or ``$MS2FLOW_SIM_CALL_TIMEOUT_S``) is set: a hung worker is then reported
+  and the pool closed;
 * ``close()`` (also on an exception or Ctrl-C in the ``with`` body) asks each
   worker to exit, then terminates and finally kills what is left;
 * the workers watch this process and exit when it dies, even by ``kill -9``.
@@ -46,6 +48,8 @@ from ms2core.workers.interpreter import BASE_MODULES, check_interpreter, resolve
 POLL_S = 0.5
 START_TIMEOUT_S = 300.0  # importing torch/sapien and compiling shaders on a loaded machine takes a while
 CLOSE_TIMEOUT_S = 10.0
+ABORT_GRACE_S = 1.0  # after a failure or Ctrl-C: workers busy with abandoned work are not waited for long
+CALL_TIMEOUT_ENV = "MS2FLOW_SIM_CALL_TIMEOUT_S"  # default per-call limit (unset: none; liveness is still polled)
 
 
 class WorkerError(RuntimeError):
@@ -168,6 +172,8 @@ class SimPool:
             num_workers = 1  # another interpreter cannot run work in this process
         self.num_workers = num_workers
         self.requires = tuple(requires)
+        if call_timeout_s is None and os.environ.get(CALL_TIMEOUT_ENV):
+            call_timeout_s = float(os.environ[CALL_TIMEOUT_ENV])
         self.start_timeout_s, self.call_timeout_s = start_timeout_s, call_timeout_s
         self._cache = EnvCache()
         self._workers: list[_Worker] = []
@@ -205,11 +211,12 @@ class SimPool:
                     w.info = w.receive()
                     waiting.remove(w)
         except BaseException:
-            self.close()
+            self.close(ABORT_GRACE_S)
             raise
         return self
 
-    def close(self) -> None:
+    def close(self, grace_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Ask every worker to exit; terminate (then kill) those still running after ``grace_s``."""
         if self._closed:
             return
         self._closed = True
@@ -219,7 +226,7 @@ class SimPool:
                 wire.write_frame(w.write_fd, {"op": "close"})
             except OSError:
                 pass
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        deadline = time.monotonic() + grace_s
         for w in self._workers:
             try:
                 w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -235,8 +242,8 @@ class SimPool:
     def __enter__(self) -> SimPool:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(CLOSE_TIMEOUT_S if exc_type is None else ABORT_GRACE_S)
 
     def __del__(self):
         try:
@@ -272,7 +279,7 @@ class SimPool:
                 for w in _wait_readable(pending, deadline):
                     replies[w.index] = w.receive()
         except BaseException:
-            self.close()  # the lock-step is broken: no worker can be trusted to be at the same step
+            self.close(ABORT_GRACE_S)  # the lock-step is broken: no worker can be trusted to be at the same step
             raise
         for w in self._workers:
             if "error" in replies[w.index]:
@@ -321,8 +328,8 @@ class SimPool:
                     done[busy.pop(w.index)] = reply
                     idle.append(w)
         except GeneratorExit:
-            self.close()  # abandoned half-way: items still running are not waited for
+            self.close(ABORT_GRACE_S)  # abandoned half-way: items still running are not waited for
             raise
         except BaseException:
-            self.close()
+            self.close(ABORT_GRACE_S)
             raise
