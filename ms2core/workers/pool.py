@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ms2core.envs.cache import EnvCache, using
-from ms2core.errors import Ms2Error
+from ms2core.errors import ConfigError, Ms2Error
 from ms2core.workers import wire
 from ms2core.workers.interpreter import BASE_MODULES, check_interpreter, resolve_sim_python, worker_environment
 
@@ -173,7 +173,11 @@ class SimPool:
         self.num_workers = num_workers
         self.requires = tuple(requires)
         if call_timeout_s is None and os.environ.get(CALL_TIMEOUT_ENV):
-            call_timeout_s = float(os.environ[CALL_TIMEOUT_ENV])
+            try:
+                call_timeout_s = float(os.environ[CALL_TIMEOUT_ENV])
+            except ValueError:
+                raise ConfigError(f"${CALL_TIMEOUT_ENV}={os.environ[CALL_TIMEOUT_ENV]!r} is not a number of seconds",
+                                  hint="e.g. 600, or unset it for no per-call limit") from None
         self.start_timeout_s, self.call_timeout_s = start_timeout_s, call_timeout_s
         self._cache = EnvCache()
         self._workers: list[_Worker] = []
@@ -194,6 +198,9 @@ class SimPool:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> SimPool:
+        if self._closed:
+            raise WorkerError("this simulator pool is closed (closed by its owner, or after a worker failed); "
+                              "work needs a new SimPool")
         if self._started:
             return self
         self._started = True
