@@ -91,7 +91,7 @@ def test_demo_to_dataset_renders_on_the_scheduler_into_the_object_store(topology
     assert report.report.status == "passed", report.report.findings[:3]
     # Rendered by the external workers (each keeps a cached env), not by a LocalCluster in the flow.
     with Client(topology.scheduler_address, timeout="10s") as client:
-        cached = client.run(lambda: len(__import__("pipelines.render").render._ENV_CACHE))
+        cached = client.run(lambda: len(__import__("ms2core.envs.cache").envs.cache.PROCESS_CACHE))
     assert sum(cached.values()) >= 1, cached
     # Nothing went to the local data directory but demos: datasets live only in the object store.
     assert not list((topology.data_dir / "datasets").rglob("zarr.json"))
