@@ -207,7 +207,11 @@ def test_restarting_the_prefect_worker_crashes_the_run_and_a_rerun_reuses_finish
         assert topology.flow_run(run_id)["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED")
         time.sleep(0.1)
     assert states(topology, run_id)["replay-demos"] == ["Completed"]
-    time.sleep(1.0)  # let a few ranges land
+    # The render checks the demo pair (the demo gate) before it creates the store: kill it once the store
+    # exists, not after a fixed pause (a second was once enough to reach the ranges, now not on a loaded machine).
+    while time.monotonic() < deadline and not stores_in(topology, f"datasets/{ENV_ID}/mplib.s1000"):
+        assert topology.flow_run(run_id)["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED")
+        time.sleep(0.1)
 
     # A host/service restart: SIGTERM to the flow run the worker started, then to the worker; a new
     # worker comes up. (Flow run first: its logs go through a pipe to the worker, and a flow-run process
