@@ -11,6 +11,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
+        ctx: typer.Context,
         path: str = typer.Argument(..., help="Zarr store (dir or s3://...) or demo pair NAME.h5 / NAME.json"),
         replay_sample: int = typer.Option(0, "--replay-sample", "-k", min=0,
                                           help="re-simulate this many episodes and compare states and success"),
@@ -31,10 +32,7 @@ def register(app: typer.Typer) -> None:
 
         from pipelines.validate import run
 
-        # Options given on the command line win over the YAML file; --set wins over both.
-        given = dict(replay_sample=replay_sample, workers=workers, scheduler=scheduler, backend=backend,
-                     success_only=success_only, recheck=recheck, progress=progress)
-        cfg = build_config(path, config, given, overrides or [])
+        cfg = build_config(ctx, path, config, overrides)
         result = run(cfg)
         console = Console()
         print_report(console, result, max_rows)
@@ -42,28 +40,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def build_config(path: str, config: Path | None, given: dict, overrides: list[str]):
-    import yaml
-    from pydantic import ValidationError
+VALIDATE_FIELDS = {name: name for name in ("replay_sample", "workers", "scheduler", "backend", "success_only",
+                                           "recheck", "progress")}
 
-    from ms2core.config import apply_overrides, load_config
-    from ms2core.errors import ConfigError
+
+def build_config(ctx: typer.Context, path: str, config: Path | None, overrides: list[str] | None):
+    """The command's ValidationConfig: option defaults < YAML < options given < --set (flows.commands._options)."""
+    from flows.commands._options import config_from_cli
     from storage_schemas.validation import ValidationConfig
 
-    data: dict = {}
-    if config is not None:
-        data = load_config(ValidationConfig, config, [f"path={yaml.safe_dump(path).strip()}"]).model_dump(
-            exclude_unset=True)
-    defaults = ValidationConfig.model_fields
-    data.update({k: v for k, v in given.items() if v != defaults[k].default})
-    data["path"] = path
-    data = apply_overrides(data, overrides, ValidationConfig)
-    try:
-        return ValidationConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"invalid validate option {'.'.join(map(str, err['loc']))}: {err['msg']} "
-                          f"(got {err.get('input')!r})") from exc
+    return config_from_cli(ctx, ValidationConfig, config, overrides, VALIDATE_FIELDS, fixed={"path": path})
 
 
 def print_report(console, result, max_rows: int = 50) -> None:
