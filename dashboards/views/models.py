@@ -99,7 +99,10 @@ def render() -> None:
         if headline:
             cols = st.columns(len(headline))
             for col, (key, value) in zip(cols, headline.items()):
-                col.metric(key.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else value)
+                col.metric(key, value)
+            st.caption("mean (95% interval)")
+        else:
+            st.caption("Not an ms2 evaluation result (storage_schemas EvaluationResult); shown as stored.")
         with st.expander("Full results (JSON)"):
             st.json(result)
 

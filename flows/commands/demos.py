@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = SetOption,
     ) -> None:
         """Generate successful expert demos with the mplib planner, recorded in pd_joint_pos with env states."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from flows.commands._options import config_from_cli
         from pipelines import demos
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = config_from_cli(ctx, GenerateDemosConfig, config, sets, GENERATE_FIELDS)
         result = demos.run(cfg)
-        console = Console()
+        console = make_console()
         if result.skipped:
             console.print(f"[green]up to date:[/green] {result.h5_path} (same config; nothing to do)")
         else:
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a ManiSkill2 demo pair (official or ours; `ms2 validate PAIR.h5` without replay) and register it
         under the data directory; a pair that fails the checks is refused unless --force."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from flows.commands._options import config_from_cli
         from pipelines import demos
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         state = "already registered" if record.skipped else "registered"
         if record.demo_checks != "passed":
             state += f" ({record.demo_checks} checks{': ' + ', '.join(record.demo_check_errors) if record.demo_check_errors else ''})"
-        Console().print(f"[green]{state}:[/green] {record.h5_path}: {record.env_id}, {record.control_mode}, "
+        make_console().print(f"[green]{state}:[/green] {record.h5_path}: {record.env_id}, {record.control_mode}, "
                         f"{record.num_episodes} episodes, {record.total_steps} steps\ndigest {record.digest}")
 
     @demos_app.command("merge")
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = OverwriteOption,
     ) -> None:
         """Merge demo pairs into one (episodes renumbered), like ManiSkill2's merge_h5."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from flows.commands._options import config_from_cli
         from pipelines import demos
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         result = demos.merge(config_from_cli(ctx, MergeDemosConfig, None, None, MERGE_FIELDS))
         state = "up to date" if result.skipped else "wrote"
-        Console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
+        make_console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
                         f"{len(result.sources)} pairs\ndigest {result.digest}")
 
     @app.command("replay")
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = SetOption,
     ) -> None:
         """Convert demos to another control mode by replay; writes the pair and a per-episode report."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
         from rich.table import Table
 
         from flows.commands._options import config_from_cli
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         cfg = config_from_cli(ctx, ReplayConfig, config, sets, REPLAY_FIELDS)
         result = replay_stage.run(cfg)
         report = result.report
-        console = Console()
+        console = make_console()
         if result.skipped:
             console.print(f"[green]up to date:[/green] {result.h5_path} (same source and options; nothing to do)")
         line = (f"{report.num_converted}/{report.num_episodes} episodes converted "
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         console.print(line + f", {report.episodes_per_s:.2f} episodes/s with {report.num_workers} worker(s)")
         if report.excluded:
             table = Table(title="excluded episodes")
-            table.add_column("episode"), table.add_column("seed"), table.add_column("reason")
+            table.add_column("episode"), table.add_column("seed"), table.add_column("reason", overflow="fold")
             for ep in report.excluded:
                 table.add_row(str(ep.episode_id), str(ep.seed), ep.reason)
             console.print(table)

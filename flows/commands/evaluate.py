@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print(result, result_path) -> None:
-    from rich.console import Console
+    from flows.commands._output import console as make_console
     from rich.table import Table
 
     table = Table(title=f"{result.env_id} {result.obs_mode} step {result.checkpoint_step}: {result.num_episodes} episodes")
@@ -81,7 +81,7 @@ def _print(result, result_path) -> None:
     for name in ("success_once", "success_at_end", "episode_length", "episode_return"):
         stat = getattr(result, name)
         table.add_row(name, f"{stat.mean:.3f}", f"{stat.ci95_low:.3f} .. {stat.ci95_high:.3f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     if result_path is not None:
         console.print(f"result: {result_path}")

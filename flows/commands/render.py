@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
                                    "(recorded in the manifest)"),
     ) -> None:
         """Render demos into a Zarr v3 dataset (resumable; same inputs and options -> nothing to do)."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from flows.commands._options import config_from_cli
         from pipelines import render as render_stage
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = config_from_cli(ctx, RenderConfig, config, overrides, RENDER_FIELDS)
         result = render_stage.run(cfg)
-        console = Console()
+        console = make_console()
         if result.nothing_to_do:
             console.print(f"[green]up to date:[/green] {result.store} (version {result.dataset_version}, "
                           f"{result.n_episodes} episodes, {result.n_rows} transitions)")
@@ -58,12 +58,12 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, help="replace an existing output file"),
     ) -> None:
         """Write a dataset in ManiSkill2-Learn's converted-demo HDF5 layout (gzip)."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from flows.commands._options import config_from_cli
         from pipelines import export
         from storage_schemas.dataset import ExportConfig
 
         result = export.run(config_from_cli(ctx, ExportConfig, None, overrides, EXPORT_FIELDS))
-        Console().print(f"[green]wrote[/green] {result.output}: {result.n_episodes} episodes, "
+        make_console().print(f"[green]wrote[/green] {result.output}: {result.n_episodes} episodes, "
                         f"{result.n_rows} transitions, {result.bytes / 2**20:.1f} MiB")
