@@ -34,14 +34,8 @@ def _frame(entry: DatasetEntry, episode: int, step: int, max_points: int):
     return read_frame(entry, episode, step, max_points=max_points)
 
 
-def render() -> None:
-    st.title("Datasets")
-    root = sources.datasets_dir()
-    entries = list_datasets(root)
-    if not entries:
-        st.info(f"No datasets under `{root}`. Render one with `ms2 render ...` (datasets live in `datasets/<env_id>/<name>.zarr`).")
-        st.stop()
-
+def _overview(entries) -> None:
+    """One row per dataset: what it is and how much it holds (committed episodes only)."""
     overview = []
     for e in entries:
         s = _summary(e)
@@ -53,6 +47,17 @@ def render() -> None:
             "size": human_bytes(s.size_bytes),
         })
     st.dataframe(pd.DataFrame(overview), hide_index=True)
+
+
+def render() -> None:
+    st.title("Datasets")
+    root = sources.datasets_dir()
+    entries = list_datasets(root)
+    if not entries:
+        st.info(f"No datasets under `{root}`. Render one with `ms2 render ...` (datasets live in `datasets/<env_id>/<name>.zarr`).")
+        st.stop()
+
+    _overview(entries)
 
     labels = [e.label for e in entries]
     choice = st.selectbox("Dataset", labels, key="dataset", bind="query-params")

@@ -168,10 +168,16 @@ def test_training_page_labels_bc_by_updates_and_rl_by_env_steps(dashboard_env):
     assert mixed["layout"]["xaxis"]["title"]["text"] in ("updates / env steps", "env steps / updates")
     assert sorted(t["name"] for t in mixed["data"]) == ["bc-default (bc) [updates]", "ppo-seed0 (ppo) [env steps]",
                                                         "ppo-seed1 (ppo) [env steps]"]
-    params = at.dataframe[-1].value  # only differing parameters by default
-    assert "run_name" in params.index and "env.env_id" not in params.index
+    client = MlflowClient(dashboard_env.tracking_uri)
+    by_name = {r.info.run_name: r.info.run_id
+               for r in client.search_runs([client.get_experiment_by_name(TASK).experiment_id])}
+    ppo_ids = [by_name["ppo-seed0"], by_name["ppo-seed1"]]
+    at.multiselect(key="runs").set_value(ppo_ids).run()
+    params = at.dataframe[-1].value  # only differing parameters by default: the two PPO runs differ in seed
+    assert "run.seed" in params.index and "ppo.rollout_steps" not in params.index
+    assert params.loc["run.seed"].tolist() == ["0", "1"]
     at.toggle(key="only_diff").set_value(False).run()
-    assert "env.env_id" in at.dataframe[-1].value.index
+    assert "ppo.rollout_steps" in at.dataframe[-1].value.index
 
 
 def test_models_page_shows_aliases_eval_results_and_video(dashboard_env):
