@@ -69,12 +69,20 @@ def episode_timeseries(actions: np.ndarray | None, rewards: np.ndarray | None, s
     return fig
 
 
-def learning_curves(histories: pd.DataFrame, metric: str, labels: dict[str, str]) -> go.Figure:
-    """One line per run for one metric vs the logged step (env steps)."""
+def learning_curves(histories: pd.DataFrame, metric: str, labels: dict[str, str],
+                    units: dict[str, str] | None = None) -> go.Figure:
+    """One line per run for one metric vs its logged step, whose meaning ``units`` gives per run (BC logs by
+    update, the RL algorithms by env step: read_mlflow.step_unit). Runs of different units on one figure
+    name their unit in the legend and the axis."""
+    units = units or {}
+    rows_of = list(histories[histories["metric"] == metric].groupby("run_id", sort=False))
+    shown = list(dict.fromkeys(units.get(run_id, "step") for run_id, _ in rows_of)) or ["step"]
     fig = go.Figure()
-    for run_id, rows in histories[histories["metric"] == metric].groupby("run_id", sort=False):
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["value"], mode="lines+markers", marker=dict(size=4), name=labels.get(run_id, run_id)))
-    fig.update_layout(title=metric, height=340, xaxis_title="env steps", legend=dict(orientation="h", y=-0.25), **_LAYOUT)
+    for run_id, rows in rows_of:
+        name = labels.get(run_id, run_id) + (f" [{units.get(run_id, 'step')}]" if len(shown) > 1 else "")
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows["value"], mode="lines+markers", marker=dict(size=4), name=name))
+    fig.update_layout(title=metric, height=340, xaxis_title=" / ".join(shown), legend=dict(orientation="h", y=-0.25),
+                      **_LAYOUT)
     return fig
 
 

@@ -14,8 +14,9 @@ The layout (written by pipelines.render, see DESIGN.md)::
 
 Everything here reads lazily: opening a store reads metadata only, and an
 episode read touches only that episode's rows (one frame for images and point
-clouds), so a many-GB dataset stays responsive. The manifest is read as a plain
-dict because its schema evolves; known keys are picked out when present.
+clouds), so a many-GB dataset stays responsive. The manifest and the validation report are parsed
+through their storage_schemas models (DatasetManifest, ValidationReport/ValidationRecord), so what the
+pages show is what the writers store; one that does not parse is shown raw with the reason.
 """
 
 from __future__ import annotations
@@ -29,20 +30,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-from storage_schemas.dataset import EPISODE_ENDS, MANIFEST_ATTR
+from pydantic import ValidationError
 
-# Manifest keys shown as a summary when present; (label, candidate keys in order of preference).
-MANIFEST_SUMMARY_KEYS: list[tuple[str, tuple[str, ...]]] = [
-    ("task", ("env_id", "task")),
-    ("obs mode", ("obs_mode",)),
-    ("control mode", ("control_mode",)),
-    ("render options", ("render_options", "render", "options")),
-    ("episodes (manifest)", ("num_episodes", "n_episodes")),
-    ("versions", ("versions", "software_versions")),
-    ("source digest", ("source_digest", "demo_digest", "source")),
-    ("created", ("created_at", "created")),
-]
-FINDING_COLUMNS = ["code", "severity", "episode", "key", "message"]
+from storage_schemas.dataset import EPISODE_ENDS, MANIFEST_ATTR, DatasetManifest
+from storage_schemas.validation import VALIDATION_ATTR
+from storage_schemas.validation import ValidationRecord as StoredRecord
+from storage_schemas.validation import ValidationReport as StoredReport
+
+FINDING_COLUMNS = ["code", "severity", "episode", "key", "index", "row", "value", "expected", "message"]
 # Contract order of cameras in rgbd obs (ms2core.obs): hand_camera, base_camera, then others sorted.
 DEFAULT_CAMERA_ORDER = ["hand_camera", "base_camera"]
 MAX_POINTS_DEFAULT = 5000
@@ -62,8 +57,10 @@ class DatasetEntry:
 @dataclass
 class DatasetSummary:
     entry: DatasetEntry
-    manifest: dict[str, Any]
-    num_episodes: int
+    manifest: DatasetManifest | None  # None: no manifest, or one that does not parse (manifest_error says why)
+    raw_manifest: dict[str, Any]
+    manifest_error: str | None
+    num_episodes: int  # committed episodes only
     num_transitions: int
     obs_keys: dict[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype)
     other_arrays: dict[str, tuple[tuple[int, ...], str]]
@@ -71,32 +68,97 @@ class DatasetSummary:
     episode_success: np.ndarray | None  # success at the last step of each episode
     size_bytes: int
 
-    def known_manifest_fields(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for label, keys in MANIFEST_SUMMARY_KEYS:
-            for key in keys:
-                if key in self.manifest and self.manifest[key] not in (None, "", {}):
-                    found[label] = self.manifest[key]
-                    break
-        return found
+    @property
+    def task(self) -> str:
+        return self.manifest.source.env_id if self.manifest else self.entry.env_id
+
+    @property
+    def control_mode(self) -> str | None:
+        return self.manifest.source.control_mode if self.manifest else None
 
     @property
     def obs_mode(self) -> str:
-        mode = self.manifest.get("obs_mode")
-        if mode:
-            return str(mode)
+        if self.manifest is not None:
+            return self.manifest.options.obs.obs_mode
         if "xyz" in self.obs_keys:
             return "pointcloud"
         if "depth" in self.obs_keys:
             return "rgbd"
         return "state"
 
+    def manifest_fields(self) -> dict[str, str]:
+        """The manifest's identity card, as label -> text (empty without a parsed manifest)."""
+        m = self.manifest
+        if m is None:
+            return {}
+        src = m.source
+        return {
+            "task": src.env_id, "obs mode": m.options.obs.obs_mode, "obs layout": m.options.obs.obs_layout,
+            "control mode": src.control_mode or "(not recorded)", "dataset version": m.dataset_version,
+            "render version": str(m.render_version), "backend": m.options.backend,
+            "episodes committed": f"{m.n_committed_episodes} of {len(m.episodes)} ({src.n_episodes} in the source)",
+            "rows committed": str(m.n_committed_rows), "complete": "yes" if m.complete else "no",
+            "source": src.path, "source digest": src.digest, "replay": src.replay,
+            "demo checks": src.demo_checks + (f" ({', '.join(src.demo_check_errors)})" if src.demo_check_errors else ""),
+            "chunk inventory": "recorded" if m.inventory is not None else "none (written before inventories)",
+        }
+
+    def render_option_rows(self) -> list[dict[str, str]]:
+        """Every render option as one row: dotted name -> value (obs.n_points -> 1200)."""
+        if self.manifest is None:
+            return []
+        flat = _flatten(self.manifest.options.model_dump(mode="json"))
+        return [{"option": key, "value": _text(value)} for key, value in flat.items()]
+
+    def version_rows(self) -> list[dict[str, str]]:
+        if self.manifest is None:
+            return []
+        return [{"package": name, "version": version} for name, version in sorted(self.manifest.versions.items())]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, (list, tuple)):
+        return " x ".join(map(str, value)) if all(isinstance(v, int) for v in value) else ", ".join(map(str, value))
+    return str(value)
+
+
+def parse_manifest(raw: Any) -> tuple[DatasetManifest | None, str | None]:
+    """The stored manifest through its model: (manifest, None), or (None, why it could not be read)."""
+    if not raw:
+        return None, "the store has no manifest (attrs['ms2flow'])"
+    try:
+        return DatasetManifest.model_validate(raw), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        return None, f"the manifest does not match this version's DatasetManifest: {where}: {first['msg']}"
+
 
 @dataclass
 class ValidationReport:
+    """The latest validation of a dataset as the page shows it."""
+
     source: str  # file path or "store attrs"
-    report: dict[str, Any]
+    status: str | None  # passed | failed | None (unreadable)
+    n_errors: int = 0
+    n_warnings: int = 0
+    validated_at: str | None = None
     findings: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # the stored JSON, for the "full report" view
+    error: str | None = None  # why it could not be read
+    full_report: bool = True  # False: only the summary record in the store's attrs
 
 
 @dataclass
@@ -167,21 +229,23 @@ def episode_bounds(episode_ends: np.ndarray, episode: int) -> tuple[int, int]:
     return start, int(episode_ends[episode])
 
 
-def committed_episode_ends(root: zarr.Group) -> np.ndarray:
+def committed_episode_ends(root: zarr.Group, manifest: DatasetManifest | None = None) -> np.ndarray:
     """The dashboard's one reader of episode boundaries: cut to the manifest's committed episodes, like
     ms2core's DatasetStore (which this layer may not import). Chunks are not verified here: the
     dashboard shows a store's validation report, ``ms2 validate`` checks the inventory."""
     if EPISODE_ENDS not in root:
         return np.zeros(0, np.int64)
     ends = np.asarray(root[EPISODE_ENDS][:], dtype=np.int64)
-    committed = (root.attrs.get(MANIFEST_ATTR) or {}).get("n_committed_episodes")
-    return ends[:committed] if isinstance(committed, int) else ends
+    if manifest is None:
+        manifest, _ = parse_manifest(root.attrs.get(MANIFEST_ATTR))
+    return ends[: manifest.n_committed_episodes] if manifest is not None else ends
 
 
 def summarize(entry: DatasetEntry, with_size: bool = True) -> DatasetSummary:
     root = open_store(entry.path)
-    manifest = dict(root.attrs.get(MANIFEST_ATTR) or {})
-    ends = committed_episode_ends(root)
+    raw = dict(root.attrs.get(MANIFEST_ATTR) or {})
+    manifest, manifest_error = parse_manifest(raw)
+    ends = committed_episode_ends(root, manifest)
     lengths = np.diff(np.concatenate([[0], ends])) if len(ends) else np.zeros(0, np.int64)
     data = root["data"] if "data" in root else None
     obs_keys: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -197,8 +261,7 @@ def summarize(entry: DatasetEntry, with_size: bool = True) -> DatasetSummary:
             # One element per episode: the success flag at its last step.
             success_at_end = np.asarray(data["success"].get_coordinate_selection(ends - 1), dtype=bool)
     return DatasetSummary(
-        entry=entry,
-        manifest=manifest,
+        entry=entry, manifest=manifest, raw_manifest=raw, manifest_error=manifest_error,
         num_episodes=int(len(ends)),
         num_transitions=int(ends[-1]) if len(ends) else 0,
         obs_keys=obs_keys,
@@ -209,14 +272,12 @@ def summarize(entry: DatasetEntry, with_size: bool = True) -> DatasetSummary:
     )
 
 
-def _findings_of(report: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = report.get("findings") or report.get("issues") or []
+def _finding_rows(report: StoredReport) -> list[dict[str, Any]]:
     rows = []
-    for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, dict):
-            rows.append({col: item.get(col) for col in FINDING_COLUMNS} | {k: v for k, v in item.items() if k not in FINDING_COLUMNS})
-        else:
-            rows.append({"code": None, "severity": None, "episode": None, "key": None, "message": str(item)})
+    for finding in report.findings:
+        row = finding.model_dump(mode="json")
+        rows.append({col: _text(row[col]) if col in ("value", "expected") and row[col] is not None else row[col]
+                     for col in FINDING_COLUMNS})
     return rows
 
 
@@ -224,20 +285,37 @@ def validation_report_path(entry: DatasetEntry) -> Path:
     return entry.path.parent / f"{entry.name}.validation.json"
 
 
+def _model_error(what: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{what} does not match this version's schema: {'.'.join(map(str, first['loc'])) or '(root)'}: {first['msg']}"
+
+
 def read_validation_report(entry: DatasetEntry) -> ValidationReport | None:
-    """The latest report: the JSON file beside the store wins over one stored in the store's attrs."""
+    """The latest report: the JSON file beside the store (the full report, pipelines.validate writes it) wins
+    over the summary record in the store's attrs."""
     path = validation_report_path(entry)
     if path.is_file():
         try:
-            report = json.loads(path.read_text())
+            raw = json.loads(path.read_text())
+            report = StoredReport.model_validate(raw)
         except (OSError, json.JSONDecodeError) as exc:
-            return ValidationReport(source=str(path), report={"error": f"unreadable report: {exc}"})
-        if isinstance(report, dict):
-            return ValidationReport(source=str(path), report=report, findings=_findings_of(report))
-    attrs_report = open_store(entry.path).attrs.get("ms2flow_validation")
-    if isinstance(attrs_report, dict):
-        return ValidationReport(source="store attrs['ms2flow_validation']", report=attrs_report, findings=_findings_of(attrs_report))
-    return None
+            return ValidationReport(source=str(path), status=None, error=f"unreadable report: {exc}")
+        except ValidationError as exc:
+            return ValidationReport(source=str(path), status=None, report=raw, error=_model_error("the report", exc))
+        return ValidationReport(source=str(path), status=report.status, n_errors=report.n_errors,
+                                n_warnings=report.n_warnings, validated_at=report.validated_at,
+                                findings=_finding_rows(report), report=raw)
+    raw = open_store(entry.path).attrs.get(VALIDATION_ATTR)
+    if raw is None:
+        return None
+    source = f"store attrs['{VALIDATION_ATTR}']"
+    try:
+        record = StoredRecord.model_validate(raw)
+    except ValidationError as exc:
+        return ValidationReport(source=source, status=None, report=dict(raw), error=_model_error("the record", exc))
+    return ValidationReport(source=source, status=record.status, n_errors=record.n_errors,
+                            n_warnings=record.n_warnings, validated_at=record.validated_at, report=dict(raw),
+                            full_report=False)
 
 
 def read_episode_series(entry: DatasetEntry, episode: int) -> EpisodeSeries:
@@ -252,16 +330,8 @@ def read_episode_series(entry: DatasetEntry, episode: int) -> EpisodeSeries:
                          rows("terminated"), rows("truncated"))
 
 
-def camera_names(manifest: dict[str, Any], count: int) -> list[str]:
-    for key in ("cameras", "camera_names"):
-        names = manifest.get(key)
-        if isinstance(names, list) and len(names) == count:
-            return [str(n) for n in names]
-    options = manifest.get("render_options") or {}
-    if isinstance(options, dict):
-        names = options.get("cameras") or options.get("camera_names")
-        if isinstance(names, list) and len(names) == count:
-            return [str(n) for n in names]
+def camera_names(count: int) -> list[str]:
+    """Cameras of stacked rgbd channels in the contract order (ms2core.obs); manifests do not name them."""
     if count <= len(DEFAULT_CAMERA_ORDER):
         return DEFAULT_CAMERA_ORDER[:count]
     return DEFAULT_CAMERA_ORDER + [f"camera_{i}" for i in range(len(DEFAULT_CAMERA_ORDER), count)]
@@ -274,7 +344,7 @@ def subsample_indices(num_points: int, max_points: int, seed: int = 0) -> np.nda
     return np.sort(np.random.default_rng(seed).choice(num_points, size=max_points, replace=False))
 
 
-def read_frame(entry: DatasetEntry, episode: int, step: int, manifest: dict[str, Any] | None = None, max_points: int = MAX_POINTS_DEFAULT) -> Frame:
+def read_frame(entry: DatasetEntry, episode: int, step: int, max_points: int = MAX_POINTS_DEFAULT) -> Frame:
     """Images and point cloud of one step (only that row is read from disk)."""
     root = open_store(entry.path)
     start, end = episode_bounds(committed_episode_ends(root), episode)
@@ -282,7 +352,6 @@ def read_frame(entry: DatasetEntry, episode: int, step: int, manifest: dict[str,
         raise IndexError(f"step {step} is out of range for episode {episode} of length {end - start}")
     row = start + step
     obs = root["data/obs"]
-    manifest = manifest if manifest is not None else dict(root.attrs.get("ms2flow") or {})
     rgb_by_camera: dict[str, np.ndarray] = {}
     depth_by_camera: dict[str, np.ndarray] = {}
     xyz = point_rgb = point_seg = None
@@ -301,7 +370,7 @@ def read_frame(entry: DatasetEntry, episode: int, step: int, manifest: dict[str,
         depth = np.asarray(obs["depth"][row]) if "depth" in obs else None
         rgb = np.asarray(obs["rgb"][row]) if "rgb" in obs else None
         count = depth.shape[-1] if depth is not None else rgb.shape[-1] // 3
-        names = camera_names(manifest, count)
+        names = camera_names(count)
         for i, name in enumerate(names):
             if rgb is not None:
                 rgb_by_camera[name] = rgb[..., 3 * i : 3 * i + 3]

@@ -2,8 +2,9 @@
 
 Conventions written by flows/tracking.py and flows/registry.py:
 one experiment per task (named by env id); runs carry an ``algo`` tag or param;
-metrics such as train/loss, rollout/return, eval/success_rate with step = env
-steps (or updates); registered models ``ms2-<task>-<algo>`` with aliases
+metrics such as train/loss (BC) or mean_return/success_rate (online RL) with step = the
+algorithm's own counter: gradient updates for BC, env steps for the RL algorithms (step_unit), and
+eval/success_rate etc. of the final evaluation; registered models ``ms2-<task>-<algo>`` with aliases
 candidate/champion and a version tag ``eval_success_rate``; evaluation results
 as JSON under an ``eval`` artifact directory and videos as .mp4 artifacts.
 
@@ -25,7 +26,10 @@ SUCCESS_TAG = "eval_success_rate"
 ALIASES = ("champion", "candidate")
 EVAL_DIR = "eval"
 # Metrics drawn by default when present (others can be picked in the page).
-PREFERRED_METRICS = ["eval/success_rate", "rollout/return", "eval/mean_return", "train/loss"]
+PREFERRED_METRICS = ["eval/success_rate", "success_rate", "mean_return", "train/loss"]
+#: What a metric's step counts, per algorithm (ms2core.algos: BC's sink.log(..., updates), RL's (..., env_steps)).
+STEP_UNITS = {"bc": "updates"}
+DEFAULT_STEP_UNIT = "env steps"
 MAX_ARTIFACT_DEPTH = 4
 RUN_COLUMNS = ["run_id", "run_name", "task", "algo", "status", "start_time"]
 
@@ -65,6 +69,10 @@ def _algo_of(run) -> str:
     return run.data.tags.get("algo") or run.data.params.get("algo") or "?"
 
 
+def step_unit(algo: str) -> str:
+    return STEP_UNITS.get(algo, DEFAULT_STEP_UNIT)
+
+
 def runs_table(client) -> pd.DataFrame:
     """One row per run across all experiments (task = experiment name)."""
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
@@ -87,7 +95,7 @@ def runs_table(client) -> pd.DataFrame:
 
 
 def metric_histories(client, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
-    """Long table run_id, metric, step, value (step = env steps as logged)."""
+    """Long table run_id, metric, step, value (step as logged: see step_unit)."""
     rows = []
     for run_id in run_ids:
         for key in keys:
@@ -198,13 +206,21 @@ def read_eval_results(client, run_id: str, artifacts: list[str]) -> dict[str, di
     return results
 
 
-# Headline numbers of an evaluation result, in display order.
-EVAL_HEADLINE_KEYS = ["success_rate", "success_once_rate", "success_at_end_rate", "mean_return", "mean_episode_length", "num_episodes"]
+def eval_headline(result: dict[str, Any]) -> dict[str, str]:
+    """Headline numbers of an ms2 EvaluationResult (storage_schemas.training), label -> text with the 95%
+    interval; empty for JSON that is not one (the page then shows it raw)."""
+    from pydantic import ValidationError
 
+    from storage_schemas.training import EvaluationResult
 
-def eval_headline(result: dict[str, Any]) -> dict[str, Any]:
-    headline = {k: result[k] for k in EVAL_HEADLINE_KEYS if k in result and isinstance(result[k], (int, float))}
-    lengths = result.get("episode_lengths")
-    if "mean_episode_length" not in headline and isinstance(lengths, list) and lengths:
-        headline["mean_episode_length"] = sum(lengths) / len(lengths)
-    return headline
+    try:
+        ev = EvaluationResult.model_validate(result)
+    except ValidationError:
+        return {}
+
+    def stat(s, digits: int = 2) -> str:
+        return f"{s.mean:.{digits}f} ({s.ci95_low:.{digits}f}–{s.ci95_high:.{digits}f})"
+
+    return {"success once": stat(ev.success_once), "success at end": stat(ev.success_at_end),
+            "mean return": stat(ev.episode_return), "mean episode length": stat(ev.episode_length, 1),
+            "episodes": str(ev.num_episodes)}

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from flows.commands._output import console as make_console
+from flows.commands._output import fit_text
 from ms2core.errors import Ms2Error
 
 app = typer.Typer(
@@ -21,8 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()  # soft-wrapped: a long path is never split off a terminal (flows/commands/_output)
+err_console = make_console(stderr=True)
 
 
 @app.callback()
@@ -39,10 +40,12 @@ def doctor(
 
     report = run_doctor(env_id)
     table = Table(title="ms2flow doctor", show_header=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
     for name, ver in report.versions.items():
         table.add_row(name, ver)
     table.add_row("vulkan devices", "\n".join(report.vulkan_devices) or "none")
-    table.add_row("ms2flow vulkan layer", report.layer_manifest)
+    table.add_row("ms2flow vulkan layer", fit_text(str(report.layer_manifest), max(console.width - 30, 20)))
     for cam, stats in report.frame_stats.items():
         table.add_row(
             f"{env_id} {cam}",

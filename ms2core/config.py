@@ -42,23 +42,36 @@ def _allowed_keys(model: type[BaseModel] | None, path: list[str]) -> list[str] |
     return list(model.model_fields) if model is not None else None
 
 
+def _set_path(data: dict, keys: list[str], value: Any, model: type[BaseModel] | None) -> None:
+    """Set ``data[k0][k1]...`` to ``value`` (copying the dicts on the way), refusing keys the model lacks."""
+    node = data
+    for depth, part in enumerate(keys):
+        allowed = _allowed_keys(model, keys[:depth])
+        if allowed is not None and part not in allowed:
+            where = ".".join(keys[:depth]) or "the config"
+            raise unknown_choice(f"key in {where}:", part, allowed)
+        if depth == len(keys) - 1:
+            node[part] = value
+        else:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+
+
 def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | None = None) -> dict:
     data = dict(data)
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for depth, part in enumerate(keys):
-            allowed = _allowed_keys(model, keys[:depth])
-            if allowed is not None and part not in allowed:
-                where = ".".join(keys[:depth]) or "the config"
-                raise unknown_choice(f"key in {where}:", part, allowed)
-            if depth == len(keys) - 1:
-                node[part] = value
-            else:
-                child = node.get(part)
-                child = dict(child) if isinstance(child, dict) else {}
-                node[part] = child
-                node = child
+        _set_path(data, keys, value, model)
+    return data
+
+
+def apply_values(data: dict, values: dict[str, Any], model: type[BaseModel] | None = None) -> dict:
+    """Dotted key -> Python value (typed command-line options: no YAML parsing of the value)."""
+    data = dict(data)
+    for key, value in values.items():
+        _set_path(data, key.split("."), os.fspath(value) if isinstance(value, os.PathLike) else value, model)
     return data
 
 
@@ -74,7 +87,7 @@ def _override_for(loc: tuple, overrides: list[str]) -> str | None:
 
 
 def _format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None,
-                             overrides: list[str] | None = None) -> ConfigError:
+                             overrides: list[str] | None = None, given: dict[str, Any] | None = None) -> ConfigError:
     """Each problem names its key, the value and where it came from (the YAML file or the ``--set``);
     an unknown key lists the allowed keys at its level."""
     lines, hints = [], []
@@ -82,7 +95,8 @@ def _format_validation_error(exc: ValidationError, source: str, model: type[Base
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
         override = _override_for(loc, overrides or [])
-        origin = f" (from --set {override})" if override else ""
+        flag = _override_for(loc, list(given or {}))
+        origin = f" (from --set {override})" if override else (" (from a command-line option)" if flag else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}{origin}")
             allowed = _allowed_keys(model, [str(p) for p in loc[:-1]]) if model is not None else None
@@ -91,14 +105,18 @@ def _format_validation_error(exc: ValidationError, source: str, model: type[Base
                 hints.append(f"at {where}: " + unknown_choice("key", str(loc[-1]), allowed).hint)
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}){origin}")
-    from_file = any(_override_for(tuple(e["loc"]), overrides or []) is None for e in exc.errors()[:5])
-    where = source if from_file else "(--set overrides)"
+    from_file = any(_override_for(tuple(e["loc"]), [*(overrides or []), *(given or {})]) is None
+                    for e in exc.errors()[:5])
+    where = source if from_file else "(command-line options)"
     return ConfigError(f"invalid config {where}: " + "; ".join(lines), hint="; ".join(hints) or None)
 
 
-def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> M:
-    """Build ``model`` from an optional YAML file plus dotted overrides, validating everything."""
-    data: dict = {}
+def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                *, values: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None) -> M:
+    """Build ``model`` from, lowest precedence first: ``defaults`` (a command's own option defaults), the
+    optional YAML file, ``values`` (options given on the command line; dotted key -> value) and the
+    dotted ``--set`` overrides, validating everything."""
+    data: dict = apply_values({}, defaults or {}, model)
     source = "(defaults)"
     if path is not None:
         path = Path(path)
@@ -111,12 +129,21 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(loaded).__name__}")
-        data = loaded
+        data = _merge(data, loaded)
+    data = apply_values(data, values or {}, model)
     data = apply_overrides(data, overrides or [], model)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation_error(exc, source, model, overrides or []) from exc
+        raise _format_validation_error(exc, source, model, overrides or [], values) from exc
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def dump_config(cfg: BaseModel, path: str | os.PathLike) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -36,6 +34,21 @@ def _frame(entry: DatasetEntry, episode: int, step: int, max_points: int):
     return read_frame(entry, episode, step, max_points=max_points)
 
 
+def _overview(entries) -> None:
+    """One row per dataset: what it is and how much it holds (committed episodes only)."""
+    overview = []
+    for e in entries:
+        s = _summary(e)
+        rates = s.episode_success
+        overview.append({
+            "task": s.task, "dataset": e.name, "obs mode": s.obs_mode, "control mode": s.control_mode or "",
+            "episodes": s.num_episodes, "transitions": s.num_transitions,
+            "success at end": f"{rates.mean():.0%}" if rates is not None and len(rates) else "",
+            "size": human_bytes(s.size_bytes),
+        })
+    st.dataframe(pd.DataFrame(overview), hide_index=True)
+
+
 def render() -> None:
     st.title("Datasets")
     root = sources.datasets_dir()
@@ -44,17 +57,7 @@ def render() -> None:
         st.info(f"No datasets under `{root}`. Render one with `ms2 render ...` (datasets live in `datasets/<env_id>/<name>.zarr`).")
         st.stop()
 
-    overview = []
-    for e in entries:
-        s = _summary(e)
-        rates = s.episode_success
-        overview.append({
-            "task": e.env_id, "dataset": e.name, "obs mode": s.obs_mode, "control mode": s.manifest.get("control_mode", ""),
-            "episodes": s.num_episodes, "transitions": s.num_transitions,
-            "success at end": f"{rates.mean():.0%}" if rates is not None and len(rates) else "",
-            "size": human_bytes(s.size_bytes),
-        })
-    st.dataframe(pd.DataFrame(overview), hide_index=True)
+    _overview(entries)
 
     labels = [e.label for e in entries]
     choice = st.selectbox("Dataset", labels, key="dataset", bind="query-params")
@@ -63,9 +66,11 @@ def render() -> None:
 
     st.subheader(entry.label)
     st.markdown(
-        f":blue-badge[task: {entry.env_id}] :violet-badge[obs mode: {summary.obs_mode}] "
-        f":orange-badge[control mode: {summary.manifest.get('control_mode', '?')}]"
+        f":blue-badge[task: {summary.task}] :violet-badge[obs mode: {summary.obs_mode}] "
+        f":orange-badge[control mode: {summary.control_mode or 'not recorded'}]"
     )
+    if summary.manifest_error:
+        st.warning(f"Manifest not readable by this version: {summary.manifest_error}. The raw manifest is shown below.")
     rates = summary.episode_success
     cols = st.columns(4)
     cols[0].metric("Episodes", summary.num_episodes)
@@ -76,41 +81,10 @@ def render() -> None:
     tab_manifest, tab_validation, tab_viewer = st.tabs(["Manifest", "Validation", "Episode viewer"])
 
     with tab_manifest:
-        known = summary.known_manifest_fields()
-        if known:
-            st.dataframe(
-                pd.DataFrame([{"field": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in known.items()]),
-                hide_index=True,
-            )
-        else:
-            st.caption("The manifest has none of the usual fields; the whole manifest follows.")
-        arrays = [{"array": f"data/obs/{k}", "shape": str(shape), "dtype": dt} for k, (shape, dt) in summary.obs_keys.items()]
-        arrays += [{"array": f"data/{k}", "shape": str(shape), "dtype": dt} for k, (shape, dt) in summary.other_arrays.items()]
-        st.dataframe(pd.DataFrame(arrays), hide_index=True)
-        with st.expander("Full manifest (JSON)", expanded=not known):
-            st.json(summary.manifest)
+        _manifest_tab(summary)
 
     with tab_validation:
-        report = read_validation_report(entry)
-        if report is None:
-            st.info(f"No validation report for this dataset yet. Run `ms2 validate` (looked for `{entry.path.parent / (entry.name + '.validation.json')}` and the store's `ms2flow_validation` attribute).")
-        elif "error" in report.report and not report.findings:
-            st.error(f"Validation report {report.source}: {report.report['error']}")
-        else:
-            verdict = report.report.get("ok", report.report.get("passed"))
-            errors = sum(1 for f in report.findings if str(f.get("severity", "")).lower() == "error")
-            warnings = sum(1 for f in report.findings if str(f.get("severity", "")).lower() == "warning")
-            c = st.columns(3)
-            c[0].metric("Verdict", "passed" if verdict else ("failed" if verdict is not None else "?"))
-            c[1].metric("Errors", errors)
-            c[2].metric("Warnings", warnings)
-            st.caption(f"Report: {report.source}" + (f" · checked at {report.report['checked_at']}" if report.report.get("checked_at") else ""))
-            if report.findings:
-                st.dataframe(pd.DataFrame(report.findings), hide_index=True)
-            else:
-                st.success("No findings.")
-            with st.expander("Full report (JSON)"):
-                st.json(report.report)
+        _validation_tab(entry)
 
     with tab_viewer:
         if summary.num_episodes == 0:
@@ -153,3 +127,45 @@ def render() -> None:
             if frame.xyz is None and not cameras:
                 st.caption("State-only dataset: no images or point clouds to show.")
         st.plotly_chart(figures.episode_timeseries(series.actions, series.rewards, series.success, step), key="timeseries")
+
+
+def _manifest_tab(summary) -> None:
+    """The manifest as readable tables: identity, render options (one row each), package versions, arrays."""
+    fields = summary.manifest_fields()
+    if fields:
+        st.dataframe(pd.DataFrame([{"field": k, "value": v} for k, v in fields.items()]), hide_index=True)
+        left, right = st.columns([3, 2])
+        left.markdown("**Render options**")
+        left.dataframe(pd.DataFrame(summary.render_option_rows()), hide_index=True)
+        right.markdown("**Versions**")
+        right.dataframe(pd.DataFrame(summary.version_rows()), hide_index=True)
+    arrays = [{"array": f"data/obs/{k}", "shape": str(shape), "dtype": dt} for k, (shape, dt) in summary.obs_keys.items()]
+    arrays += [{"array": f"data/{k}", "shape": str(shape), "dtype": dt} for k, (shape, dt) in summary.other_arrays.items()]
+    st.dataframe(pd.DataFrame(arrays), hide_index=True)
+    with st.expander("Full manifest (JSON)", expanded=summary.manifest is None and bool(summary.raw_manifest)):
+        st.json({k: v for k, v in summary.raw_manifest.items() if k != "inventory"})
+
+
+def _validation_tab(entry) -> None:
+    report = read_validation_report(entry)
+    if report is None:
+        st.info(f"No validation report for this dataset yet. Run `ms2 validate {entry.path}` (looked for "
+                f"`{entry.path.parent / (entry.name + '.validation.json')}` and the store's `ms2flow_validation` attribute).")
+        return
+    if report.error:
+        st.error(f"Validation report {report.source}: {report.error}")
+        return
+    c = st.columns(3)
+    c[0].metric("Verdict", report.status or "?")
+    c[1].metric("Errors", report.n_errors)
+    c[2].metric("Warnings", report.n_warnings)
+    st.caption(f"Report: {report.source}" + (f" · validated at {report.validated_at}" if report.validated_at else ""))
+    if not report.full_report:
+        st.caption("Only the summary recorded in the store; the full report (findings) is the JSON file "
+                   "`ms2 validate` writes beside the dataset.")
+    elif report.findings:
+        st.dataframe(pd.DataFrame(report.findings), hide_index=True)
+    else:
+        st.success("No findings.")
+    with st.expander("Full report (JSON)"):
+        st.json(report.report)

@@ -95,11 +95,7 @@ def render() -> None:
         if "error" in result:
             st.warning(result["error"])
             continue
-        headline = read_mlflow.eval_headline(result)
-        if headline:
-            cols = st.columns(len(headline))
-            for col, (key, value) in zip(cols, headline.items()):
-                col.metric(key.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else value)
+        _headline(read_mlflow.eval_headline(result))
         with st.expander("Full results (JSON)"):
             st.json(result)
 
@@ -114,3 +110,12 @@ def render() -> None:
             st.video(_artifact_bytes(uri, mv.run_id, path), format="video/mp4")
     if len(videos) > 12:
         st.caption(f"{len(videos) - 12} more videos not shown.")
+
+
+def _headline(headline: dict[str, str]) -> None:
+    if not headline:
+        st.caption("Not an ms2 evaluation result (storage_schemas EvaluationResult); shown as stored.")
+        return
+    for col, (key, value) in zip(st.columns(len(headline)), headline.items()):
+        col.metric(key, value)
+    st.caption("mean (95% interval)")

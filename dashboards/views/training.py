@@ -54,6 +54,7 @@ def render() -> None:
     st.dataframe(task_runs[summary_cols], hide_index=True)
 
     run_labels = {r.run_id: f"{r.run_name} ({r.algo})" for r in task_runs.itertuples()}
+    step_units = {r.run_id: read_mlflow.step_unit(r.algo) for r in task_runs.itertuples()}
     selected = st.multiselect("Compare runs", list(run_labels), default=list(run_labels)[:8], format_func=run_labels.get, key="runs")
     if not selected:
         st.info("Pick runs to compare.")
@@ -74,7 +75,7 @@ def render() -> None:
     cols = st.columns(2)
     for i, metric in enumerate(metrics):
         with cols[i % 2]:
-            st.plotly_chart(figures.learning_curves(histories, metric, run_labels), key=f"curve-{metric}")
+            st.plotly_chart(figures.learning_curves(histories, metric, run_labels, step_units), key=f"curve-{metric}")
 
     st.subheader("Parameters side by side")
     params = _params(uri, tuple(selected), tuple(run_labels.items()))

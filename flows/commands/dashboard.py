@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
                 f"--data-dir {data_dir} is not a directory",
                 hint="pass the ms2flow data directory (the one holding datasets/ and mlflow.db), or leave it out to use $MS2FLOW_DATA_DIR / ./ms2data",
             )
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
         from dashboards.server import serve
 
-        Console().print(f"[bold]ms2flow dashboard[/bold] on http://{host}:{port} (Ctrl-C to stop)")
+        make_console().print(f"[bold]ms2flow dashboard[/bold] on http://{host}:{port} (Ctrl-C to stop)")
         serve(host=host, port=port, data_dir=str(data_dir) if data_dir is not None else None)

@@ -13,10 +13,12 @@ OverwriteOption = typer.Option(False, "--overwrite", help="replace an existing o
 ForceOption = typer.Option(False, "--force", help="use a pair that fails the demo-pair checks anyway (recorded)")
 
 
-def _overrides(sets: list[str] | None, **named) -> list[str]:
-    """Named CLI options become --set overrides (applied after the YAML, before explicit --set)."""
-    out = [f"{key}={value}" for key, value in named.items() if value is not None]
-    return out + list(sets or [])
+GENERATE_FIELDS = {"env_id": "env_id", "num_episodes": "num_episodes", "seed_start": "seed_start",
+                   "workers": "num_workers", "output": "output", "overwrite": "overwrite"}
+IMPORT_FIELDS = {name: name for name in ("path", "name", "check_env", "overwrite", "force")}
+MERGE_FIELDS = {"inputs": "inputs", "output": "output", "overwrite": "overwrite"}
+REPLAY_FIELDS = {"path": "input", "target_control_mode": "target_control_mode", "workers": "num_workers",
+                 "output": "output", "max_episodes": "max_episodes", "overwrite": "overwrite", "force": "force"}
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +28,7 @@ def register(app: typer.Typer) -> None:
 
     @demos_app.command("generate")
     def generate(
+        ctx: typer.Context,
         config: Path = ConfigOption,
         env_id: str = typer.Option(None, help="PickCube-v0, LiftCube-v0 or StackCube-v0"),
         num_episodes: int = typer.Option(None, "--num-episodes", "-n", help="successful episodes to keep"),
@@ -36,17 +39,15 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = SetOption,
     ) -> None:
         """Generate successful expert demos with the mplib planner, recorded in pd_joint_pos with env states."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
-        from ms2core.config import load_config
+        from flows.commands._options import config_from_cli
         from pipelines import demos
         from storage_schemas.demos import GenerateDemosConfig
 
-        cfg = load_config(GenerateDemosConfig, config, _overrides(
-            sets, env_id=env_id, num_episodes=num_episodes, seed_start=seed_start, num_workers=workers,
-            output=output, overwrite=overwrite or None))
+        cfg = config_from_cli(ctx, GenerateDemosConfig, config, sets, GENERATE_FIELDS)
         result = demos.run(cfg)
-        console = Console()
+        console = make_console()
         if result.skipped:
             console.print(f"[green]up to date:[/green] {result.h5_path} (same config; nothing to do)")
         else:
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
 
     @demos_app.command("import")
     def import_(
+        ctx: typer.Context,
         path: Path = typer.Argument(..., help="NAME.h5 (or NAME.json) of an existing ManiSkill2 demo pair"),
         name: str = typer.Option(None, help="registered name (default: the file's stem)"),
         check_env: bool = typer.Option(True, help="run the demo-pair checks (env id, control mode, seeds, values) "
@@ -66,39 +68,41 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a ManiSkill2 demo pair (official or ours; `ms2 validate PAIR.h5` without replay) and register it
         under the data directory; a pair that fails the checks is refused unless --force."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
+        from flows.commands._options import config_from_cli
         from pipelines import demos
         from storage_schemas.demos import ImportDemosConfig
 
-        record = demos.import_demos(ImportDemosConfig(path=str(path), name=name, check_env=check_env,
-                                                      overwrite=overwrite, force=force))
+        record = demos.import_demos(config_from_cli(ctx, ImportDemosConfig, None, None, IMPORT_FIELDS))
         state = "already registered" if record.skipped else "registered"
         if record.demo_checks != "passed":
             state += f" ({record.demo_checks} checks{': ' + ', '.join(record.demo_check_errors) if record.demo_check_errors else ''})"
-        Console().print(f"[green]{state}:[/green] {record.h5_path}: {record.env_id}, {record.control_mode}, "
+        make_console().print(f"[green]{state}:[/green] {record.h5_path}: {record.env_id}, {record.control_mode}, "
                         f"{record.num_episodes} episodes, {record.total_steps} steps\ndigest {record.digest}")
 
     @demos_app.command("merge")
     def merge(
+        ctx: typer.Context,
         inputs: list[Path] = typer.Argument(..., help="demo pairs (NAME.h5) of one task and control mode"),
         output: str = typer.Option(..., "--output", "-o", help="path stem of the merged pair"),
         overwrite: bool = OverwriteOption,
     ) -> None:
         """Merge demo pairs into one (episodes renumbered), like ManiSkill2's merge_h5."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
+        from flows.commands._options import config_from_cli
         from pipelines import demos
         from storage_schemas.demos import MergeDemosConfig
 
-        result = demos.merge(MergeDemosConfig(inputs=[str(p) for p in inputs], output=output,
-                                                    overwrite=overwrite))
+        result = demos.merge(config_from_cli(ctx, MergeDemosConfig, None, None, MERGE_FIELDS))
         state = "up to date" if result.skipped else "wrote"
-        Console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
+        make_console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
                         f"{len(result.sources)} pairs\ndigest {result.digest}")
 
     @app.command("replay")
     def replay(
+        ctx: typer.Context,
         path: Path = typer.Argument(None, help="source demo pair NAME.h5 (or set input in --config)"),
         target_control_mode: str = typer.Option(None, "--target-control-mode", "-t",
                                                 help="e.g. pd_ee_delta_pose, pd_ee_delta_pos, pd_joint_delta_pos"),
@@ -111,20 +115,17 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = SetOption,
     ) -> None:
         """Convert demos to another control mode by replay; writes the pair and a per-episode report."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
         from rich.table import Table
 
-        from ms2core.config import load_config
+        from flows.commands._options import config_from_cli
         from pipelines import replay as replay_stage
         from storage_schemas.demos import ReplayConfig
 
-        cfg = load_config(ReplayConfig, config, _overrides(
-            sets, input=str(path) if path else None, target_control_mode=target_control_mode,
-            num_workers=workers, output=output, max_episodes=max_episodes, overwrite=overwrite or None,
-            force=force or None))
+        cfg = config_from_cli(ctx, ReplayConfig, config, sets, REPLAY_FIELDS)
         result = replay_stage.run(cfg)
         report = result.report
-        console = Console()
+        console = make_console()
         if result.skipped:
             console.print(f"[green]up to date:[/green] {result.h5_path} (same source and options; nothing to do)")
         line = (f"{report.num_converted}/{report.num_episodes} episodes converted "
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
         console.print(line + f", {report.episodes_per_s:.2f} episodes/s with {report.num_workers} worker(s)")
         if report.excluded:
             table = Table(title="excluded episodes")
-            table.add_column("episode"), table.add_column("seed"), table.add_column("reason")
+            table.add_column("episode"), table.add_column("seed"), table.add_column("reason", overflow="fold")
             for ep in report.excluded:
                 table.add_row(str(ep.episode_id), str(ep.seed), ep.reason)
             console.print(table)

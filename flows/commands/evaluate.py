@@ -7,9 +7,16 @@ from pathlib import Path
 import typer
 
 
+EVAL_FIELDS = {"checkpoint": "checkpoint", "num": "num_episodes", "num_procs": "num_procs", "seed": "seed",
+               "sample_mode": "sample_mode", "save_traj": "save_traj", "save_video": "save_video",
+               "output_dir": "output_dir", "backend": "backend", "max_episode_steps": "max_episode_steps",
+               "continue_after_success": "continue_after_success"}
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
+        ctx: typer.Context,
         checkpoint: Path = typer.Option(None, "--checkpoint", help="a .pt checkpoint written by ms2 train"),
         policy: Path = typer.Option(None, "--policy", help="a package written by ms2 export-policy (instead of --checkpoint)"),
         ml2l_checkpoint: Path = typer.Option(None, "--ml2l-checkpoint",
@@ -31,16 +38,18 @@ def register(app: typer.Typer) -> None:
         continue_after_success: bool = typer.Option(False, "--continue-after-success",
                                                     help="run to the step limit even after success"),
         force: bool = typer.Option(False, help="re-run even if a result for these options exists"),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML EvalConfig (options given here win over it)"),
+        sets: list[str] = typer.Option(None, "--set", help="dotted override, e.g. --set num_procs=2 (repeatable)"),
     ) -> None:
         """Evaluate a checkpoint: success (at end / once), episode length and return with 95% intervals."""
-        from ms2core.config import load_config
+        from flows.commands._options import config_from_cli
+        from ms2core.errors import ConfigError
         from ms2core.evaluation import default_output_dir
         from pipelines.evaluate import run
         from storage_schemas.training import EvalConfig
 
-        from ms2core.errors import ConfigError
-
-        if sum(x is not None for x in (checkpoint, policy, ml2l_checkpoint)) != 1:
+        sources = sum(x is not None for x in (checkpoint, policy, ml2l_checkpoint))
+        if sources > 1 or (sources == 0 and config is None):
             raise ConfigError("give exactly one of --checkpoint, --policy and --ml2l-checkpoint",
                               hint="--checkpoint run/checkpoints/final.pt, --policy DIR from ms2 export-policy, or "
                                    "--ml2l-checkpoint model.ckpt --ml2l-config CONFIG.py")
@@ -52,27 +61,18 @@ def register(app: typer.Typer) -> None:
 
             _print(evaluate_exported(policy, num, seed, max_episode_steps, backend), None)
             return
-        if ml2l_checkpoint is not None:
-            checkpoint = ml2l_checkpoint
-        overrides = [f"checkpoint={checkpoint}", f"num_episodes={num}", f"num_procs={num_procs}", f"seed={seed}",
-                     f"sample_mode={sample_mode}", f"save_traj={save_traj}", f"save_video={save_video}",
-                     f"continue_after_success={continue_after_success}"]
-        if output_dir:
-            overrides.append(f"output_dir={output_dir}")
-        if backend:
-            overrides.append(f"backend={backend}")
-        if max_episode_steps:
-            overrides.append(f"max_episode_steps={max_episode_steps}")
-        cfg = load_config(EvalConfig, None, overrides)
-        if ml2l_config is not None:
-            cfg = EvalConfig.model_validate({**cfg.model_dump(), "ml2l_config": str(ml2l_config),
-                                             "ml2l_options": list(ml2l_cfg_options or [])})
+        ml2l = {} if ml2l_checkpoint is None else {"checkpoint": ml2l_checkpoint, "ml2l_config": ml2l_config,
+                                                   "ml2l_options": list(ml2l_cfg_options or [])}
+        cfg = config_from_cli(ctx, EvalConfig, config, sets, EVAL_FIELDS, fixed=ml2l)
+        if not cfg.checkpoint:
+            raise ConfigError(f"no checkpoint to evaluate: {config} sets none",
+                              hint="add checkpoint: PATH to the YAML file, or give --checkpoint PATH")
         result = run(cfg, force=force)
         _print(result, default_output_dir(cfg) / "result.json")
 
 
 def _print(result, result_path) -> None:
-    from rich.console import Console
+    from flows.commands._output import console as make_console
     from rich.table import Table
 
     table = Table(title=f"{result.env_id} {result.obs_mode} step {result.checkpoint_step}: {result.num_episodes} episodes")
@@ -81,7 +81,7 @@ def _print(result, result_path) -> None:
     for name in ("success_once", "success_at_end", "episode_length", "episode_return"):
         stat = getattr(result, name)
         table.add_row(name, f"{stat.mean:.3f}", f"{stat.ci95_low:.3f} .. {stat.ci95_high:.3f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     if result_path is not None:
         console.print(f"result: {result_path}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from flows.commands._output import console as _console
+
+console = _console()
 
 FLOW_CONFIGS = {
     "quickstart": ("flows.quickstart:quickstart", "storage_schemas.quickstart:QuickstartConfig"),
@@ -28,24 +29,58 @@ def _load(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _print_quickstart(summary) -> None:
+def quickstart_rows(summary) -> list[tuple[str, str]]:
+    """The summary as (label, text) rows; paths relative to the data directory (its own row says where)."""
+    from flows.commands._output import shown_path
     from flows.settings import mlflow_tracking_uri
     from ms2core.paths import data_dir
 
-    table = Table(title=f"ms2flow quickstart: {summary.env_id} done in {summary.wall_s / 60:.1f} min", show_header=False)
     rate = "n/a" if summary.success_rate is None else f"{summary.success_rate:.0%}"
-    table.add_row("success rate (BC, short run)", rate)
-    table.add_row("dataset", f"{summary.dataset}\n{summary.n_episodes} episodes, {summary.n_rows} transitions, "
-                             f"validation {summary.validation_status}")
-    table.add_row("checkpoint", summary.checkpoint)
-    table.add_row("MLflow run", f"{summary.run_id} (experiment {summary.env_id})")
+    ci = getattr(summary, "success_ci95", None)
+    n_eval = getattr(summary, "eval_episodes", 0)
+    if ci is not None:
+        rate += f" (95% interval {ci[0]:.0%}-{ci[1]:.0%}" + (f", {n_eval} episodes)" if n_eval else ")")
+    rows = [("success rate (BC)", rate)]
+    if getattr(summary, "meaning", ""):
+        rows.append(("what it means", summary.meaning))
+    rows.append(("dataset", f"{shown_path(summary.dataset)}\n{summary.n_episodes} episodes, {summary.n_rows} "
+                            f"transitions, validation {summary.validation_status}"))
+    if getattr(summary, "pointcloud_dataset", None):
+        rows.append(("point-cloud dataset", f"{shown_path(summary.pointcloud_dataset)}\n"
+                                            f"{summary.pointcloud_episodes} episodes, validation "
+                                            f"{summary.pointcloud_validation_status}"))
+    rows += [("checkpoint", shown_path(summary.checkpoint)),
+             ("MLflow run", f"{summary.run_id} (experiment {summary.env_id})")]
     if summary.model_name:
-        table.add_row("registered model", f"models:/{summary.model_name}/{summary.model_version}")
-    table.add_row("Prefect UI", "ms2 serve   (then open http://127.0.0.1:4200)")
-    table.add_row("MLflow UI", f"mlflow ui --backend-store-uri {mlflow_tracking_uri()}")
-    table.add_row("dashboard", "ms2 dashboard")
-    table.add_row("data directory", str(data_dir()))
-    console.print(table)
+        rows.append(("registered model", f"models:/{summary.model_name}/{summary.model_version}"))
+    rows += [("Prefect UI", "ms2 serve   (then open http://127.0.0.1:4200)"),
+             ("MLflow UI", f"mlflow ui --backend-store-uri {mlflow_tracking_uri()}"),
+             ("dashboard", "ms2 dashboard"),
+             ("data directory", str(data_dir()))]
+    for i, step in enumerate(getattr(summary, "next_steps", None) or []):
+        rows.append(("next" if i == 0 else "", step))
+    return rows
+
+
+def quickstart_table(summary, width: int) -> Table:
+    """The summary as a two-column table that fits ``width`` columns: labels never wrap, long paths and
+    commands break only after a '/' (fit_text), so each stays whole and readable."""
+    from flows.commands._output import fit_text, value_width
+
+    rows = quickstart_rows(summary)
+    label_width = max(len(label) for label, _ in rows)
+    text_width = value_width(width, [label_width])
+    table = Table(title=f"ms2flow quickstart: {summary.env_id} done in {summary.wall_s / 60:.1f} min",
+                  show_header=False)
+    table.add_column("", no_wrap=True, width=label_width)
+    table.add_column("", overflow="fold", max_width=text_width)
+    for label, text in rows:
+        table.add_row(label, "\n".join(fit_text(line, text_width) for line in text.split("\n")))
+    return table
+
+
+def _print_quickstart(summary) -> None:
+    console.print(quickstart_table(summary, console.width))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,9 +7,16 @@ from pathlib import Path
 import typer
 
 
+RENDER_FIELDS = {"source": "source", "obs_mode": "options.obs.obs_mode", "output_dir": "output_dir", "store": "store",
+                 "workers": "workers", "scheduler": "scheduler", "max_episodes": "options.max_episodes",
+                 "overwrite": "overwrite", "force": "force"}
+EXPORT_FIELDS = {"store": "store", "output": "output", "overwrite": "overwrite"}
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def render(
+        ctx: typer.Context,
         source: Path = typer.Argument(..., help="control-mode demo pair (NAME.h5 beside NAME.json)"),
         config: Path | None = typer.Option(None, "--config", "-c", help="YAML render config (configs/render/*.yaml)"),
         overrides: list[str] = typer.Option([], "--set", help="dotted override, e.g. options.obs.n_points=2048"),
@@ -24,24 +31,15 @@ def register(app: typer.Typer) -> None:
                                    "(recorded in the manifest)"),
     ) -> None:
         """Render demos into a Zarr v3 dataset (resumable; same inputs and options -> nothing to do)."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
-        from ms2core.config import load_config
+        from flows.commands._options import config_from_cli
         from pipelines import render as render_stage
         from storage_schemas.dataset import RenderConfig
 
-        sets = [f"source={source}", *overrides]
-        for key, value in (("options.obs.obs_mode", obs_mode), ("output_dir", output_dir), ("store", store),
-                           ("workers", workers), ("scheduler", scheduler), ("options.max_episodes", max_episodes)):
-            if value is not None:
-                sets.append(f"{key}={value}")
-        if overwrite:
-            sets.append("overwrite=true")
-        if force:
-            sets.append("force=true")
-        cfg = load_config(RenderConfig, config, sets)
+        cfg = config_from_cli(ctx, RenderConfig, config, overrides, RENDER_FIELDS)
         result = render_stage.run(cfg)
-        console = Console()
+        console = make_console()
         if result.nothing_to_do:
             console.print(f"[green]up to date:[/green] {result.store} (version {result.dataset_version}, "
                           f"{result.n_episodes} episodes, {result.n_rows} transitions)")
@@ -53,19 +51,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export-h5")
     def export_h5(
+        ctx: typer.Context,
         store: str = typer.Argument(..., help="rendered Zarr dataset (path or s3:// URL)"),
         output: Path = typer.Argument(..., help="HDF5 file to write (ManiSkill2-Learn layout)"),
         overrides: list[str] = typer.Option([], "--set", help="e.g. storage_options.endpoint_url=http://..."),
         overwrite: bool = typer.Option(False, help="replace an existing output file"),
     ) -> None:
         """Write a dataset in ManiSkill2-Learn's converted-demo HDF5 layout (gzip)."""
-        from rich.console import Console
+        from flows.commands._output import console as make_console
 
-        from ms2core.config import load_config
+        from flows.commands._options import config_from_cli
         from pipelines import export
         from storage_schemas.dataset import ExportConfig
 
-        sets = [f"store={store}", f"output={output}", *overrides] + (["overwrite=true"] if overwrite else [])
-        result = export.run(load_config(ExportConfig, None, sets))
-        Console().print(f"[green]wrote[/green] {result.output}: {result.n_episodes} episodes, "
+        result = export.run(config_from_cli(ctx, ExportConfig, None, overrides, EXPORT_FIELDS))
+        make_console().print(f"[green]wrote[/green] {result.output}: {result.n_episodes} episodes, "
                         f"{result.n_rows} transitions, {result.bytes / 2**20:.1f} MiB")
