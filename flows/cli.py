@@ -41,6 +41,8 @@ def doctor(
     table = Table(title="ms2flow doctor", show_header=False)
     for name, ver in report.versions.items():
         table.add_row(name, ver)
+    r = report.renderer
+    table.add_row("render device", f"{r['name']} ({r['driver']}, selected: {r['selection']})" if r else "none")
     table.add_row("vulkan devices", "\n".join(report.vulkan_devices) or "none")
     table.add_row("ms2flow vulkan layer", report.layer_manifest)
     for cam, stats in report.frame_stats.items():
