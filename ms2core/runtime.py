@@ -21,6 +21,7 @@ The unpacked tree:
       lib/python3.11/              stdlib (no test/, idlelib, tkinter, ensurepip, __pycache__, *.a)
       lib/python3.11/site-packages simulator packages + *.dist-info, ms2flow's ms2core/storage_schemas/
                                    pipelines, placeholder torch/ and cv2/ (ms2core/envs/placeholder_module.py)
+      share/vulkan/implicit_layer.d the ms2flow Vulkan layer (lavapipe hosts; scripts/setup builds it)
       ms2flow-runtime.json         the manifest it was unpacked from
 
 Why a launcher and not patchelf: pyenv's python3.11 finds libpython through an absolute RUNPATH
@@ -193,6 +194,15 @@ def _interpreter_files(prefix: Path) -> dict[str, Path]:
     return entries
 
 
+def _layer_files(venv_prefix: Path) -> dict[str, Path]:
+    """The ms2flow Vulkan layer scripts/setup built (lavapipe hosts need it; it names its .so relatively)."""
+    layer_dir = venv_prefix / "share" / "vulkan" / "implicit_layer.d"
+    if not (layer_dir / "ms2flow_cpu_layer.json").is_file():
+        return {}  # a runtime without it still renders on NVIDIA; doctor reports the layer missing on lavapipe
+    return {f"share/vulkan/implicit_layer.d/{p.name}": p for p in sorted(layer_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
+
+
 def _own_files(project_root: Path) -> dict[str, Path]:
     entries = {}
     for pkg in OWN_PACKAGES:
@@ -232,6 +242,7 @@ def pack(cfg: PackConfig) -> PackResult:
     files, versions = _distribution_files(site, tuple(cfg.distributions), read_constraints(constraints))
     if cfg.include_interpreter:
         files.update(_interpreter_files(Path(cfg.python_prefix or sys.base_prefix)))
+    files.update(_layer_files(Path(sys.prefix) if cfg.site_packages is None else site.parents[2]))
     own_version = ms2core.__version__
     generated = _generated_files(own_version) if cfg.include_own_code else {}
     if cfg.include_own_code:
@@ -394,7 +405,7 @@ export LD_LIBRARY_PATH PYTHONNOUSERSITE
 unset PYTHONHOME
 """
 PYTHON_LAUNCHER = LAUNCHER + 'exec "$here/python3.11" "$@"\n'
-SIM_LAUNCHER = LAUNCHER + 'exec "$here/python3.11" -m ms2core.envs.runtime "$@"\n'
+SIM_LAUNCHER = LAUNCHER + 'exec "$here/python3.11" -P -m ms2core.envs.runtime "$@"\n'  # -P: not the cwd's ms2core
 
 
 def unpack(parts_dir: Path, prefix: Path, *, overwrite: bool = False, compile_bytecode: bool = True) -> dict:

@@ -57,6 +57,9 @@ def test_pack_writes_capped_parts_and_unpack_installs_every_file(tiny_parts, tmp
     assert not any(n.startswith(f"{runtime.SITE}/{f}") for n in manifest["tree"] for f in ("prefect", "mlflow"))
     assert not any("__pycache__" in n for n in manifest["tree"])
     assert json.loads((prefix / runtime.INSTALLED_MANIFEST).read_text())["parts"] == manifest["parts"]
+    venv_layer = Path(sys.prefix) / "share" / "vulkan" / "implicit_layer.d" / "ms2flow_cpu_layer.json"
+    if venv_layer.is_file():  # scripts/setup built it: the runtime carries it for lavapipe hosts
+        assert (prefix / "share" / "vulkan" / "implicit_layer.d" / "ms2flow_cpu_layer.json").is_file()
 
 
 def test_missing_part_is_refused_naming_it_and_its_digest(tiny_parts, tmp_path):

@@ -3,7 +3,8 @@
 ``<runtime>/bin/ms2-sim`` runs ``python -m ms2core.envs.runtime`` inside the runtime:
 
     ms2-sim doctor [--env-id PickCube-v0] [--json]   versions, the Vulkan device chosen, one real frame
-    ms2-sim bench --obs-mode pointcloud --seconds 10  control steps/s of one env with random actions
+    ms2-sim bench --obs-mode pointcloud --seconds 10  control steps/s of one env with random actions, and
+                                                      of mani_skill2's own env (gym.make) in the same run
 
 It uses argparse and prints plain text: the runtime carries no typer/rich.
 """
@@ -78,31 +79,42 @@ def doctor_lines(env_id: str) -> tuple[list[str], list[str], dict]:
     return lines, report.problems, data
 
 
-def bench(env_id: str, obs_mode: str, seconds: float, seed: int = 0) -> dict:
-    """Control steps/s of one env stepping random actions (resets included) for ``seconds``."""
+def _step_for(env, seconds: float, seed: int) -> tuple[int, float]:
+    """Random-action control steps (resets included) for ``seconds``; the first step (shader compile) untimed."""
     import time
 
-    import numpy as np
-
-    from ms2core.envs import make_env
-
-    env = make_env(env_id, obs_mode=obs_mode, control_mode="pd_ee_delta_pose")
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    env.step(env.action_space.sample())  # first render compiles shaders; not timed
+    env.step(env.action_space.sample())
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
         steps += 1
         if terminated or truncated:
             env.reset()
-    elapsed = time.perf_counter() - start
-    env.close()
+    return steps, time.perf_counter() - start
+
+
+def bench(env_id: str, obs_mode: str, seconds: float, seed: int = 0, raw: bool = True) -> dict:
+    """Control steps/s of one env through ``make_env``, and of mani_skill2's own env in the same run."""
+    from ms2core.envs import import_mani_skill2, make_env
     from ms2core.envs.rendering import render_device_info
 
-    return dict(env_id=env_id, obs_mode=obs_mode, steps=steps, seconds=round(elapsed, 3),
-                steps_per_s=round(steps / elapsed, 2), renderer=render_device_info(),
-                numpy=np.__version__)
+    out = dict(env_id=env_id, obs_mode=obs_mode, control_mode="pd_ee_delta_pose")
+    env = make_env(env_id, obs_mode=obs_mode, control_mode="pd_ee_delta_pose")
+    steps, elapsed = _step_for(env, seconds, seed)
+    env.close()
+    out.update(steps=steps, seconds=round(elapsed, 3), steps_per_s=round(steps / elapsed, 2))
+    if raw:  # the baseline: mani_skill2's env without ms2flow's validation and wrappers, same process
+        import gymnasium as gym
+
+        import_mani_skill2()
+        env = gym.make(env_id, obs_mode=obs_mode, control_mode="pd_ee_delta_pose")
+        steps, elapsed = _step_for(env, seconds, seed)
+        env.close()
+        out.update(raw_steps_per_s=round(steps / elapsed, 2), ratio_to_raw=round(out["steps_per_s"] * elapsed / steps, 3))
+    out["renderer"] = render_device_info()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ben.add_argument("--env-id", default="PickCube-v0")
     ben.add_argument("--obs-mode", default="pointcloud")
     ben.add_argument("--seconds", type=float, default=10.0)
+    ben.add_argument("--no-raw", action="store_true", help="skip the raw mani_skill2 baseline")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "bench":
-            print(json.dumps(bench(args.env_id, args.obs_mode, args.seconds)))
+            print(json.dumps(bench(args.env_id, args.obs_mode, args.seconds, raw=not args.no_raw)))
             return 0
         lines, problems, data = doctor_lines(args.env_id)
     except Ms2Error as exc:
