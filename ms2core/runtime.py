@@ -107,7 +107,7 @@ class PackConfig:
     include_interpreter: bool = True
     include_own_code: bool = True
     part_size: int = DEFAULT_PART_SIZE
-    level: int = 6                          # xz preset
+    level: int = 3                          # xz preset: 3 packed 616 MiB into 112 MiB in ~9 min on 2 busy cores; 6-9 are slower for a few % less
     overwrite: bool = False
 
 

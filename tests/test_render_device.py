@@ -43,7 +43,7 @@ def loader(monkeypatch, tmp_path):
 def test_nvidia_is_chosen_and_the_loader_restricted_to_it(loader):
     device = configure_rendering()
     assert device.name == "NVIDIA H200" and device.selection == "nvidia-icd"
-    assert device.driver == "NVIDIA 580.95.5" and device.device_type == "discrete-gpu"
+    assert device.driver == "NVIDIA 580.95.05" and device.device_type == "discrete-gpu"
     assert os.environ["VK_DRIVER_FILES"] == str(loader["icd"]) == os.environ["VK_ICD_FILENAMES"]
     assert "MS2FLOW_VK_CPU_LAYER" not in os.environ  # no lavapipe layer on the GPU path
 
@@ -67,6 +67,15 @@ def test_cpu_forces_lavapipe_even_with_a_gpu(loader, monkeypatch):
     device = configure_rendering()
     assert device.device_type == "cpu" and device.selection == "cpu"
     assert os.environ["VK_DRIVER_FILES"].endswith("lvp_icd.x86_64.json")
+
+
+def test_cpu_without_lavapipe_is_refused_not_silently_a_gpu(loader, monkeypatch):
+    # Seen on the GPU host: no lavapipe there, so the loader offered only the NVIDIA device.
+    monkeypatch.setenv("MS2FLOW_RENDER_DEVICE", "cpu")
+    monkeypatch.setattr(rendering, "lavapipe_icd", lambda: None)
+    monkeypatch.setattr(rendering, "_enumerate_devices", lambda: [H200])
+    with pytest.raises(RenderingUnavailableError, match="MS2FLOW_RENDER_DEVICE=cpu but no CPU Vulkan device"):
+        configure_rendering()
 
 
 def test_gpu_without_nvidia_is_refused_with_the_fix(loader, monkeypatch):

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def pack(
     out: Path = typer.Option(Path("ms2data/runtime"), "--out", "-o", help="folder for the parts and manifest"),
     part_size_mib: float = typer.Option(60.0, "--part-size", help="largest part in MiB (60: a part fits a 64 MiB transfer)"),
-    level: int = typer.Option(6, "--level", min=0, max=9, help="xz preset"),
+    level: int = typer.Option(3, "--level", min=0, max=9, help="xz preset (6-9: a little smaller, much slower)"),
     python_prefix: Path = typer.Option(None, "--python-prefix",
                                        help="CPython 3.11 to carry (default: this interpreter's base prefix)"),
     site_packages: Path = typer.Option(None, "--site-packages", help="where the packages come from (default: this venv)"),

@@ -79,7 +79,7 @@ class VulkanDevice:
         """The driver and its version, decoded the way the vendor encodes it."""
         v = self.driver_version
         if self.vendor_id == NVIDIA_VENDOR_ID:
-            return f"NVIDIA {v >> 22}.{(v >> 14) & 0xFF}.{(v >> 6) & 0xFF}"
+            return f"NVIDIA {v >> 22}.{(v >> 14) & 0xFF}.{(v >> 6) & 0xFF:02d}"
         return f"{self.vendor} {v >> 22}.{(v >> 12) & 0x3FF}.{v & 0xFFF}"
 
 
@@ -157,6 +157,11 @@ def configure_rendering() -> RenderDevice | None:
     if not devices:
         return None
     best = sorted(devices, key=lambda d: (d.device_type == "cpu") != (choice == "cpu"))[0]
+    if choice == "cpu" and best.device_type != "cpu":
+        raise RenderingUnavailableError(
+            f"MS2FLOW_RENDER_DEVICE=cpu but no CPU Vulkan device enumerates (found: {best.name})",
+            hint="install Mesa's lavapipe (mesa-vulkan-drivers >= 25; scripts/setup does), or set "
+                 "MS2FLOW_RENDER_DEVICE=auto to render on the GPU")
     return _render_device(best, "user-icd" if user_icd else ("cpu" if choice == "cpu" else "lavapipe+layer"))
 
 
