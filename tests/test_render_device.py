@@ -48,6 +48,12 @@ def test_nvidia_is_chosen_and_the_loader_restricted_to_it(loader):
     assert "MS2FLOW_VK_CPU_LAYER" not in os.environ  # no lavapipe layer on the GPU path
 
 
+def test_the_drivers_own_name_wins_over_the_decoded_version():
+    import dataclasses
+
+    assert dataclasses.replace(LAVAPIPE, driver_info="llvmpipe Mesa 25.0.7").driver == "llvmpipe Mesa 25.0.7"
+
+
 def test_an_nvidia_icd_without_a_gpu_falls_back_to_lavapipe_and_the_layer(loader):
     loader["gpus"] = []
     device = configure_rendering()

@@ -69,6 +69,7 @@ class VulkanDevice:
     has_external_semaphore_fd: bool
     vendor_id: int = 0
     driver_version: int = 0
+    driver_info: str = ""  # VkPhysicalDeviceDriverProperties name + info, e.g. "llvmpipe Mesa 25.2.0 (LLVM 19.1.7)"
 
     @property
     def vendor(self) -> str:
@@ -76,7 +77,9 @@ class VulkanDevice:
 
     @property
     def driver(self) -> str:
-        """The driver and its version, decoded the way the vendor encodes it."""
+        """The driver and its version: what the driver says (Vulkan 1.2), else decoded from driverVersion."""
+        if self.driver_info:
+            return self.driver_info
         v = self.driver_version
         if self.vendor_id == NVIDIA_VENDOR_ID:
             return f"NVIDIA {v >> 22}.{(v >> 14) & 0xFF}.{(v >> 6) & 0xFF:02d}"
@@ -242,18 +245,37 @@ def _enumerate_devices() -> list[VulkanDevice]:
                 ext_buf.raw[260 * j: 260 * j + 256].split(b"\0", 1)[0].decode()
                 for j in range(n_ext.value)
             }
+            driver_info = _driver_info(vk, handles[i]) if api >= (1 << 22) | (2 << 12) else ""
             devices.append(
                 VulkanDevice(
                     name=name,
                     device_type=_DEVICE_TYPES.get(dtype, str(dtype)),
                     api_version=f"{api >> 22}.{(api >> 12) & 0x3FF}.{api & 0xFFF}",
                     has_external_semaphore_fd="VK_KHR_external_semaphore_fd" in names,
-                    vendor_id=vendor_id, driver_version=driver_version,
+                    vendor_id=vendor_id, driver_version=driver_version, driver_info=driver_info,
                 )
             )
         return devices
     finally:
         vk.vkDestroyInstance(instance, None)
+
+
+def _driver_info(vk, handle) -> str:
+    """driverName + driverInfo from VkPhysicalDeviceDriverProperties (core in Vulkan 1.2), "" if unavailable."""
+    import struct
+
+    driver = ctypes.create_string_buffer(544)  # sType, pNext, driverID, driverName[256], driverInfo[256], conformance
+    struct.pack_into("<i", driver, 0, 1000196000)  # VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES
+    props2 = ctypes.create_string_buffer(16 + 2048)  # sType, pNext, VkPhysicalDeviceProperties
+    struct.pack_into("<i", props2, 0, 1000059001)  # VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2
+    struct.pack_into("<Q", props2, 8, ctypes.addressof(driver))  # pNext (8-byte aligned)
+    try:
+        vk.vkGetPhysicalDeviceProperties2(ctypes.c_void_p(handle), props2)
+    except AttributeError:
+        return ""
+    name = driver.raw[20:276].split(b"\0", 1)[0].decode(errors="replace")
+    info = driver.raw[276:532].split(b"\0", 1)[0].decode(errors="replace")
+    return " ".join(x for x in (name, info) if x)
 
 
 def diagnose_rendering() -> str:
