@@ -5,8 +5,10 @@ ManiSkill2-Learn does: ``info["success"]`` reached within the step limit
 ("success once"); "success at end" is ``info["success"]`` at the last step.
 ManiSkill2 terminates an episode on success unless ``continue_after_success``.
 
-Workers are started with "spawn" (SAPIEN does not survive fork); each builds one
-env and loads the policy weights once, on CPU. Raw observations become processed
+Episodes run in the simulator worker pool (``ms2core.workers.SimPool``; in this
+process for one worker, unless ``sim_python`` names another interpreter); each
+worker builds one env and loads the policy weights once, on CPU, and keeps them
+in its env cache. Its interpreter needs torch as well as the simulator. Raw observations become processed
 observations through an ``obs_processor`` callable: for obs mode "state" that
 is ``{"state": raw.astype(float32)}`` (``state_obs_processor``); for point clouds
 and RGB-D, ``ms2core.obs.process_observation`` with the training dataset's
@@ -16,7 +18,6 @@ processing options (imported lazily, inside the worker).
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from ms2core.errors import ConfigError
+from ms2core.workers import SimPool, requirements
 from storage_schemas.training import EpisodeResult, EvalConfig, EvaluationResult, Stat
 
 ObsProcessor = Callable[[Any], dict[str, np.ndarray]]
@@ -165,9 +167,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
 
 # -- workers -------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
-
-
 def _env_kwargs(env_cfg: dict, cfg: EvalConfig) -> dict:
     return dict(
         env_id=env_cfg["env_id"], obs_mode=env_cfg["obs_mode"], control_mode=env_cfg["control_mode"],
@@ -199,41 +198,43 @@ def _require_action_dim(env, ckpt: dict, cfg: EvalConfig) -> None:
                                "env_cfg.control_mode=...)" if cfg.ml2l_config else "evaluate in the training env")
 
 
-def _init_worker(cfg_json: str, obs_processor: ObsProcessor | None, threads: int = 1) -> None:
-    from ms2core.envs import make_env
+class _EvalWorker:
+    """What an evaluation worker keeps (in its env cache): the policy on CPU, one env, the obs processing."""
 
-    torch.set_num_threads(threads)
-    cfg = EvalConfig.model_validate_json(cfg_json)
-    policy, ckpt = load_eval_policy(cfg, "cpu")
-    env_cfg = ckpt["config"]["env"]
-    extra = ckpt.get("extra", {})
-    env = make_env(**_env_kwargs(env_cfg, cfg))
-    try:
-        _require_action_dim(env, ckpt, cfg)
-    except ConfigError:
-        env.close()
-        raise
-    _WORKER.update(
-        cfg=cfg, policy=policy, env=env,
-        processor=obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed,
-                                                         extra.get("obs_processing")),
-    )
+    def __init__(self, cfg_json: str, obs_processor: ObsProcessor | None, threads: int):
+        from ms2core.envs import make_env
+
+        torch.set_num_threads(threads)
+        self.cfg = cfg = EvalConfig.model_validate_json(cfg_json)
+        self.policy, ckpt = load_eval_policy(cfg, "cpu")
+        env_cfg = ckpt["config"]["env"]
+        extra = ckpt.get("extra", {})
+        self.env = make_env(**_env_kwargs(env_cfg, cfg))
+        try:
+            _require_action_dim(self.env, ckpt, cfg)
+        except ConfigError:
+            self.env.close()
+            raise
+        self.processor = obs_processor or default_obs_processor(
+            env_cfg["obs_mode"], extra.get("dataset_manifest"), cfg.seed, extra.get("obs_processing"))
+
+    def episode(self, index: int, video: str | None) -> tuple[int, EpisodeResult, dict | None]:
+        cfg = self.cfg
+        result, traj = run_episode(self.env, self.policy, self.processor, cfg.seed + index, cfg.sample_mode,
+                                   cfg.continue_after_success, cfg.save_traj, Path(video) if video else None)
+        return index, result, traj
+
+    def close(self) -> None:
+        self.env.close()
 
 
-def _worker_episode(task: tuple[int, str | None]) -> tuple[int, EpisodeResult, dict | None]:
-    index, video = task
-    cfg: EvalConfig = _WORKER["cfg"]
-    result, traj = run_episode(
-        _WORKER["env"], _WORKER["policy"], _WORKER["processor"], cfg.seed + index, cfg.sample_mode,
-        cfg.continue_after_success, cfg.save_traj, Path(video) if video else None,
-    )
-    return index, result, traj
+def evaluate_in_worker(task: tuple) -> tuple[int, EpisodeResult, dict | None]:
+    """Pool entry point: (config json, obs processor, torch threads, episode index, video path or None)."""
+    from ms2core.envs.cache import env_cache
 
-
-def _close_worker() -> None:
-    env = _WORKER.pop("env", None)
-    if env is not None:
-        env.close()
+    cfg_json, obs_processor, threads, index, video = task
+    worker = env_cache().get(("ms2core.evaluation", cfg_json), lambda: _EvalWorker(cfg_json, obs_processor, threads))
+    return worker.episode(index, video)
 
 
 def default_output_dir(cfg: EvalConfig) -> Path:
@@ -260,22 +261,17 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     results: dict[int, tuple[EpisodeResult, dict | None]] = {}
     num_procs = min(cfg.num_procs, cfg.num_episodes)
     bar = _progress(cfg.num_episodes, progress)
-    if num_procs == 1:
-        _init_worker(cfg.model_dump_json(), obs_processor, threads=torch.get_num_threads())
-        try:
-            for task in tasks:
-                i, res, traj = _worker_episode(task)
-                results[i] = (res, traj)
-                bar.update(1)
-        finally:
-            _close_worker()
-            _WORKER.clear()
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(num_procs, initializer=_init_worker, initargs=(cfg.model_dump_json(), obs_processor)) as pool:
-            for i, res, traj in pool.imap_unordered(_worker_episode, tasks):
-                results[i] = (res, traj)
-                bar.update(1)
+    # One worker: the episodes run here (unless sim_python names another interpreter), with this
+    # process's torch threads; each worker process runs its policy on one thread.
+    threads = torch.get_num_threads() if num_procs == 1 else 1
+    cfg_json = cfg.model_dump_json()
+    items = [(cfg_json, obs_processor, threads, i, video) for i, video in tasks]
+    pool = SimPool(num_procs if num_procs > 1 else 0, python=getattr(cfg, "sim_python", None),
+                   requires=requirements(cfg.backend or env_cfg.get("backend", "sapien")) + ("torch",))
+    with pool:
+        for i, res, traj in pool.imap(evaluate_in_worker, items):
+            results[i] = (res, traj)
+            bar.update(1)
     bar.close()
     episodes = [results[i][0] for i in range(cfg.num_episodes)]
 
@@ -311,6 +307,24 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     )
     save_result(result, out_dir / "result.json")
     return result
+
+
+def evaluate_or_reuse(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progress: bool = True,
+                      force: bool = False) -> EvaluationResult:
+    """``evaluate``, unless the output directory already holds a result for the same checkpoint file (not
+    changed since), seeds and options (the evaluate stage's idempotence, also used after training)."""
+    result_path = default_output_dir(cfg) / "result.json"
+    if not force and result_path.exists():
+        previous = EvaluationResult.model_validate_json(result_path.read_text())
+        same = (previous.checkpoint == str(cfg.checkpoint) and previous.num_episodes == cfg.num_episodes
+                and previous.seed == cfg.seed and previous.sample_mode == cfg.sample_mode
+                and (not cfg.save_traj or previous.trajectory_path)
+                and (not cfg.save_video or all(e.video for e in previous.episodes))
+                and Path(cfg.checkpoint).exists()
+                and Path(cfg.checkpoint).stat().st_mtime <= result_path.stat().st_mtime)
+        if same:
+            return previous
+    return evaluate(cfg, obs_processor=obs_processor, progress=progress)
 
 
 def require_maniskill_env(ckpt_view: dict, checkpoint) -> None:

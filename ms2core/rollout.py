@@ -1,8 +1,10 @@
 """Experience collection: envs in worker processes, stepped together, with auto-reset and episode statistics.
 
 ``VectorEnv`` owns ``num_envs`` env copies spread over ``num_procs`` worker
-processes (0 = in the learner's process). Simulation always runs on CPU
-processes; the learner may sit on CUDA. Each step returns a :class:`StepBatch`:
+processes (0 = in the learner's process) of one ``ms2core.workers.SimPool``,
+started with ``sim_python`` when it names another interpreter (the learner's
+Python may lack the simulator). Simulation always runs on CPU processes; the
+learner may sit on CUDA. Each step returns a :class:`StepBatch`:
 
 * ``obs``       processed observations after the step (already reset where an episode ended),
 * ``next_obs``  the true s_{t+1} of the episode that took the step (= the *final*
@@ -20,15 +22,15 @@ point-cloud / RGB-D modes so that rollouts and datasets see identical inputs.
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ms2core.envs.cache import env_cache
 from ms2core.errors import ConfigError, UnsupportedModeError
+from ms2core.workers import SimPool, requirements
 
 ObsDict = dict[str, np.ndarray]
 
@@ -151,33 +153,64 @@ class _EnvSlot:
         self.env.close()
 
 
-def _worker_main(conn, factory: EnvFactory, env_indices: list[int], num_envs: int, seed: int) -> None:
-    slots = []
-    try:
-        slots = [_EnvSlot(factory, i, num_envs, seed) for i in env_indices]
-        conn.send(("ok", slots[0].spaces()))
-        while True:
-            cmd, payload = conn.recv()
-            if cmd == "reset":
-                conn.send(("ok", [s.reset() for s in slots]))
-            elif cmd == "step":
-                conn.send(("ok", [s.step(a) for s, a in zip(slots, payload)]))
-            elif cmd == "close":
-                break
-    except (EOFError, KeyboardInterrupt):
-        pass
-    except Exception as exc:  # report to the learner instead of dying silently
-        try:
-            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
-        except (BrokenPipeError, OSError):
-            pass
-    finally:
-        for s in slots:
+class _SlotGroup:
+    """The env slots one worker holds (all of them in-process), kept in its env cache."""
+
+    def __init__(self, slots: list[_EnvSlot]):
+        self.slots = slots
+
+    def close(self) -> None:
+        for s in self.slots:
             try:
                 s.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken env must not stop the others closing
                 pass
-        conn.close()
+
+
+_SLOTS_KEY = "ms2core.rollout.slots"
+
+
+def _start_slots(factory: EnvFactory, env_indices: list[int], num_envs: int, seed: int) -> dict:
+    """Worker side: build this worker's env slots; returns the spaces as plain data (they cross the wire)."""
+    group = _SlotGroup([])
+    env_cache().put(_SLOTS_KEY, group)  # before building: a failure half-way still closes what was built
+    for i in env_indices:
+        group.slots.append(_EnvSlot(factory, i, num_envs, seed))
+    observation_space, action_space = group.slots[0].spaces()
+    return {"observation_space": space_to_wire(observation_space), "action_space": space_to_wire(action_space)}
+
+
+def _reset_slots() -> list[ObsDict]:
+    return [s.reset() for s in env_cache().peek(_SLOTS_KEY).slots]
+
+
+def _step_slots(actions: np.ndarray) -> list[_SlotStep]:
+    return [s.step(a) for s, a in zip(env_cache().peek(_SLOTS_KEY).slots, actions)]
+
+
+def space_to_wire(space) -> dict:
+    """A gymnasium Box/Dict/Discrete space as plain data (bounds as arrays, key order kept)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        return {"kind": "dict", "keys": list(space.spaces), "spaces": [space_to_wire(s) for s in space.spaces.values()]}
+    if isinstance(space, spaces.Box):
+        return {"kind": "box", "low": space.low, "high": space.high, "dtype": space.dtype.str}
+    if isinstance(space, spaces.Discrete):
+        return {"kind": "discrete", "n": int(space.n), "start": int(space.start)}
+    raise UnsupportedModeError(f"rollouts support Box, Dict and Discrete spaces, not {type(space).__name__}")
+
+
+def space_from_wire(desc: dict):
+    from collections import OrderedDict
+
+    from gymnasium import spaces
+
+    if desc["kind"] == "dict":
+        return spaces.Dict(OrderedDict(zip(desc["keys"], map(space_from_wire, desc["spaces"]))))
+    if desc["kind"] == "box":
+        return spaces.Box(desc["low"], desc["high"], dtype=np.dtype(desc["dtype"]))
+    return spaces.Discrete(desc["n"], start=desc["start"])
 
 
 # --------------------------------------------------------------------------- the vector env
@@ -205,37 +238,29 @@ class VectorEnv:
     """``num_envs`` envs over ``num_procs`` processes (0 = in-process), stepped in lock-step with auto-reset."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, num_procs: int = 0, seed: int = 0,
-                 start_method: str = "spawn"):
+                 start_method: str = "spawn", sim_python: str | None = None):
+        # start_method is kept for configs that name one: every worker is a fresh interpreter (spawn-like).
+        del start_method
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         if not 0 <= num_procs <= num_envs:
             raise ConfigError(f"num_procs must be in [0, num_envs={num_envs}], got {num_procs}",
                               hint="use num_procs=0 to step the envs in this process")
-        self.num_envs, self.num_procs = num_envs, num_procs
-        self._slots: list[_EnvSlot] = []
-        self._conns, self._procs = [], []
-        if num_procs == 0:
-            self._slots = [_EnvSlot(factory, i, num_envs, seed) for i in range(num_envs)]
-            observation_space, action_space = self._slots[0].spaces()
-        else:
-            ctx = mp.get_context(start_method)
-            groups = np.array_split(np.arange(num_envs), num_procs)
-            for group in groups:
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, factory, group.tolist(), num_envs, seed),
-                                   daemon=True)
-                proc.start()
-                child.close()
-                self._conns.append(parent)
-                self._procs.append(proc)
-            self._group_sizes = [len(g) for g in groups]
-            observation_space, action_space = [self._receive(c) for c in self._conns][0]
+        self.num_envs = num_envs
+        self._closed = False
+        backend = "gym" if factory.gym_env_id is not None else getattr(factory.env_cfg, "backend", None)
+        self.pool = SimPool(num_procs, python=sim_python, requires=requirements(backend))
+        self.num_procs = self.pool.num_workers  # another interpreter needs a worker even for num_procs=0
+        groups = np.array_split(np.arange(num_envs), max(1, self.num_procs))
+        self._group_sizes = [len(g) for g in groups]
+        spaces = self._call(_start_slots, [(factory, g.tolist(), num_envs, seed) for g in groups], flat=False)
+        observation_space = space_from_wire(spaces[0]["observation_space"])
+        action_space = space_from_wire(spaces[0]["action_space"])
         #: the env's raw observation space (before processing): networks read the state layout from it
         self.raw_observation_space = observation_space
         self.action_low = np.asarray(action_space.low, np.float32)
         self.action_high = np.asarray(action_space.high, np.float32)
         self.action_dim = int(np.prod(action_space.shape))
-        self._closed = False
 
     # action scaling: policies live in [-1, 1]
     def to_env_action(self, actions: np.ndarray) -> np.ndarray:
@@ -246,24 +271,17 @@ class VectorEnv:
         span = np.where(self.action_high > self.action_low, self.action_high - self.action_low, 1.0)
         return np.clip(2.0 * (np.asarray(env_actions, np.float32) - self.action_low) / span - 1.0, -1.0, 1.0)
 
-    def _receive(self, conn):
+    def _call(self, fn, args_per_worker: list[tuple], flat: bool = True) -> list:
+        """One lock-step call on every worker; on any failure the envs are closed (their steps diverged)."""
         try:
-            status, payload = conn.recv()
-        except EOFError as exc:
+            parts = self.pool.call_each(fn, args_per_worker)
+        except BaseException:
             self.close()
-            raise RuntimeError("an env worker process died (see its stderr above)") from exc
-        if status == "error":
-            name, message, trace = payload
-            self.close()
-            raise RuntimeError(f"env worker failed with {name}: {message}\n{trace}")
-        return payload
+            raise
+        return [r for part in parts for r in part] if flat else parts
 
     def reset(self) -> ObsDict:
-        if self._slots:
-            return stack_obs([s.reset() for s in self._slots])
-        for c in self._conns:
-            c.send(("reset", None))
-        return stack_obs([o for c in self._conns for o in self._receive(c)])
+        return stack_obs(self._call(_reset_slots, [()] * len(self._group_sizes)))
 
     def step(self, actions: np.ndarray) -> StepBatch:
         actions = np.asarray(actions)
@@ -271,14 +289,8 @@ class VectorEnv:
             raise ValueError(f"VectorEnv.step needs actions of shape ({self.num_envs}, {self.action_dim}), "
                              f"got {actions.shape}")
         env_actions = self.to_env_action(actions)
-        if self._slots:
-            results = [s.step(a) for s, a in zip(self._slots, env_actions)]
-        else:
-            start = 0
-            for c, n in zip(self._conns, self._group_sizes):
-                c.send(("step", env_actions[start:start + n]))
-                start += n
-            results = [r for c in self._conns for r in self._receive(c)]
+        bounds = np.cumsum([0] + self._group_sizes)
+        results = self._call(_step_slots, [(env_actions[a:b],) for a, b in zip(bounds[:-1], bounds[1:])])
         return StepBatch(
             obs=stack_obs([r.obs for r in results]),
             next_obs=stack_obs([r.next_obs for r in results]),
@@ -292,18 +304,7 @@ class VectorEnv:
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        for s in self._slots:
-            s.close()
-        for c in self._conns:
-            try:
-                c.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
-        for p in self._procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
+        self.pool.close()
 
     def __enter__(self):
         return self
@@ -320,7 +321,7 @@ class VectorEnv:
 
 def vector_env_from_config(rollout_cfg, seed: int) -> VectorEnv:
     return VectorEnv(env_factory_from_config(rollout_cfg), rollout_cfg.num_envs, rollout_cfg.num_procs, seed,
-                     rollout_cfg.start_method)
+                     rollout_cfg.start_method, getattr(rollout_cfg, "sim_python", None))
 
 
 @dataclass

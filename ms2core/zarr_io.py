@@ -69,9 +69,12 @@ def open_store(url: str, storage_options: Mapping[str, Any] | None = None, read_
     """A zarr store for a local directory or an fsspec URL (s3://bucket/key with endpoint_url...)."""
     url = str(url)
     if is_remote(url):
+        # fsspec keeps one filesystem per thread with a cache of directory listings; a store is written by
+        # other processes (a render's workers and commits), so a cached listing would hide the arrays and
+        # ranges written since: zarr lists groups through the object store itself.
+        options = {"use_listings_cache": False, **(storage_options or {})}
         try:
-            return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}),
-                                                     read_only=read_only)
+            return zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=read_only)
         except (ImportError, ValueError) as exc:
             raise DatasetError(f"cannot open store {url}: {exc}",
                                hint="remote stores need the fsspec backend installed, e.g. s3fs for s3://") from exc

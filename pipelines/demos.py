@@ -4,8 +4,9 @@
     import_demos(ImportDemosConfig) -> DemoRecord          (``ms2 demos import PATH``)
     merge(MergeDemosConfig)       -> MergeDemosResult      (``ms2 demos merge``)
 
-Generation tries seeds ``seed_start, seed_start+1, ...`` in order, in worker
-processes that each keep one env and planner alive, and keeps the first
+Generation tries seeds ``seed_start, seed_start+1, ...`` in order, in the
+simulator worker pool (``ms2core.workers``; started with ``sim_python`` if set),
+whose workers each keep one env and planner alive, and keeps the first
 ``num_episodes`` successful ones, in seed order. Each seed's outcome depends
 only on the seed, so the output is the same for any ``num_workers``.
 
@@ -18,18 +19,15 @@ does no work. An existing pair made from other inputs is refused unless
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from ms2core.demo_pairs import options_digest, remove_stale_temporaries, validate_pair
 from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
+from ms2core.workers import SimPool, requirements
 from ms2core.paths import demos_dir
 from ms2core.trajectory import (
     DemoPair,
@@ -52,77 +50,9 @@ from storage_schemas.demos import (
     MergeDemosResult,
 )
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 # Bump when the planner's behaviour changes (invalidates cached demos). 2: the gripper waits only until the
 # fingers settle.
 GENERATOR_VERSION = "mplib-screw-2"
-
-
-# --------------------------------------------------------------------------- #
-# Process pool shared by generation and replay
-# --------------------------------------------------------------------------- #
-class WorkerPool:
-    """Spawned worker processes kept for the whole stage; ``imap`` yields results in input order.
-
-    ``spawn``: SAPIEN does not survive a fork after initialisation. Workers
-    cache their envs across calls, so one pool serves every batch of a run.
-    With one worker the work runs in this process (no start-up cost) and
-    ``close_inline`` releases what the worker functions cached here (envs).
-    """
-
-    def __init__(self, num_workers: int, close_inline: Callable[[], None] | None = None):
-        self.num_workers = num_workers
-        self.close_inline = close_inline
-        self._pool = None
-
-    def __enter__(self) -> WorkerPool:
-        if self.num_workers > 1:
-            self._pool = multiprocessing.get_context("spawn").Pool(self.num_workers)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.terminate()  # also on error or Ctrl-C: no orphaned simulator processes
-            self._pool.join()
-        elif self.close_inline is not None:
-            self.close_inline()
-
-    def imap(self, fn: Callable[[T], R], items: list[T], desc: str = "", unit: str = "it",
-             progress: bool = True) -> Iterator[R]:
-        bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
-        try:
-            results = self._pool.imap(fn, items, chunksize=1) if self._pool is not None else map(fn, items)
-            for result in results:
-                yield result
-                bar.update()
-        finally:
-            bar.close()
-
-
-def options_digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def remove_stale_temporaries(stem: Path) -> None:
-    """Delete ``.NAME.*.tmp-PID`` files left by killed runs whose process is gone."""
-    h5_path, json_path = pair_paths(stem)
-    for target in (h5_path, json_path, stem.with_name(stem.name + ".report.json")):
-        for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-            pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- #
@@ -160,7 +90,7 @@ def _check_generate(cfg: GenerateDemosConfig) -> None:
 
 def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
     """Generate ``cfg.num_episodes`` successful expert episodes as a pd_joint_pos demo pair."""
-    from ms2core.envs.planner import RECORD_CONTROL_MODE, SolveTask, close_worker_state, solve_in_worker
+    from ms2core.envs.planner import RECORD_CONTROL_MODE, SolveTask, solve_in_worker
 
     _check_generate(cfg)
     stem = Path(cfg.output) if cfg.output else default_generate_output(cfg)
@@ -181,7 +111,9 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
     start = time.perf_counter()
     bar = tqdm(total=cfg.num_episodes, desc=f"generate {cfg.env_id}", unit="demo", disable=not cfg.progress,
                dynamic_ncols=True)
-    with WorkerPool(cfg.num_workers, close_inline=close_worker_state) as pool, bar:
+    pool = SimPool(cfg.num_workers if cfg.num_workers > 1 else 0, python=cfg.sim_python,
+                   requires=requirements(cfg.backend))
+    with pool, bar:
         while len(kept) < cfg.num_episodes and next_seed < cfg.seed_start + max_attempts:
             # Try about as many seeds as are still needed (plus one per worker), then take them in seed order:
             # the kept set is the first num_episodes successes whatever the batch sizes were.
@@ -189,7 +121,7 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
             tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s, cfg.action_noise_rad)
                      for s in range(next_seed, next_seed + batch)]
             next_seed += batch
-            for result in pool.imap(solve_in_worker, tasks, progress=False):
+            for result in pool.imap(solve_in_worker, tasks):
                 if len(kept) >= cfg.num_episodes:
                     continue  # a success past the quota: not kept, not counted as tried
                 if result.success:
@@ -232,51 +164,7 @@ def _registered_limit(cfg: GenerateDemosConfig) -> int | None:
 # --------------------------------------------------------------------------- #
 # Import
 # --------------------------------------------------------------------------- #
-def validate_pair(path: str | os.PathLike, check_env: bool = True, backend: str = "sapien") -> DemoRecord:
-    """Open the pair, check its layout and every episode's data, and (optionally) its env id and control mode."""
-    h5_path, json_path = pair_paths(path)
-    with DemoPair(h5_path) as demos:
-        env_id = demos.env_info.env_id
-        control_mode = demos.meta.control_mode
-        total_steps, state_dim, has_states = 0, None, False
-        for i, meta in enumerate(demos.episodes):
-            episode = demos.read_episode(i)  # reads every array: a corrupt chunk fails here, naming the episode
-            where = f"{h5_path} episode {meta.episode_id}"
-            if episode.env_states is not None:
-                has_states = True
-                if state_dim is None:
-                    state_dim = episode.env_states.shape[1:]
-                elif episode.env_states.shape[1:] != state_dim:
-                    raise DemoFileError(f"{where}: env_states rows have shape {episode.env_states.shape[1:]}, "
-                                        f"other episodes {state_dim}")
-            if meta.control_mode and control_mode and meta.control_mode != control_mode:
-                raise DemoFileError(f"{where}: control mode {meta.control_mode!r} differs from the pair's "
-                                    f"{control_mode!r}", hint="one pair holds one control mode; split it")
-            if meta.seed is None and episode.env_states is None:
-                raise DemoFileError(f"{where}: neither a seed (episode_seed / reset_kwargs.seed) nor env_states",
-                                    hint="the episode's initial state cannot be reproduced")
-            total_steps += episode.num_steps
-        if check_env:
-            _check_env_and_mode(env_id, control_mode, backend, json_path)
-    return DemoRecord(env_id=env_id, control_mode=control_mode, num_episodes=len(demos.episodes),
-                      total_steps=total_steps, digest=demo_digest(h5_path), h5_path=str(h5_path),
-                      json_path=str(json_path), source=str(h5_path), has_env_states=has_states)
-
-
-def _check_env_and_mode(env_id: str, control_mode: str | None, backend: str, json_path: Path) -> None:
-    from ms2core.envs import registered_env_ids, supported_control_modes
-
-    ids = registered_env_ids(backend)
-    if env_id not in ids:
-        err = unknown_choice(f"env id in {json_path} (env_info.env_id):", env_id, ids, cls=UnknownEnvError)
-        raise err
-    modes = supported_control_modes(env_id, backend)
-    if control_mode is None:
-        raise DemoFileError(f"{json_path}: no control_mode in the episodes or env_info.env_kwargs",
-                            hint=f"{env_id} supports {', '.join(modes)}")
-    if modes and control_mode not in modes:
-        raise unknown_choice(f"control mode in {json_path} for {env_id}:", control_mode, modes,
-                             cls=UnsupportedModeError)
+__all__ = ["import_demos", "merge", "options_digest", "remove_stale_temporaries", "run", "validate_pair"]
 
 
 def import_demos(cfg: ImportDemosConfig) -> DemoRecord:

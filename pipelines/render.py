@@ -43,18 +43,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
 
 from ms2core import zarr_io
-from ms2core.envs.episode_sim import simulate_recorded_episode
+# relax_malloc_trimming and _cached_env stay importable from here (benchmarks/render_scaling.py uses them).
+from ms2core.envs.render_env import EnvKey, relax_malloc_trimming, render_episode  # noqa: F401
+from ms2core.envs.render_env import cached_env as _cached_env
 from ms2core.data.store import DatasetWriter
 from ms2core.errors import DatasetError, DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
-from ms2core.obs import observe_env, process_observation
 from ms2core.paths import datasets_url
-from ms2core.trajectory import DemoPair, Episode
+from ms2core.trajectory import DemoPair
 from ms2core.validation.demos import require_sound_demos
 from storage_schemas.dataset import (
     DatasetManifest,
@@ -75,19 +75,6 @@ XYZ_KEY = "obs/xyz"  # point coordinates: the one array whose low mantissa bits 
 
 
 # -- work units ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EnvKey:
-    """Everything that decides which env a worker needs (envs are cached per worker by this key)."""
-
-    env_id: str
-    obs_mode: str
-    control_mode: str
-    reward_mode: str
-    camera_size: tuple[int, int] | None
-    backend: str
-    env_kwargs: tuple = ()
-
-
 @dataclass
 class RangeTask:
     store_url: str
@@ -126,67 +113,7 @@ def range_name(first_episode: int, n_episodes: int) -> str:
     return f"e{first_episode:06d}-n{n_episodes}"
 
 
-# -- worker side ---------------------------------------------------------------------------------
-_ENV_CACHE: dict[EnvKey, Any] = {}
-
-
-def relax_malloc_trimming() -> bool:
-    """Undo Dask's worker default MALLOC_TRIM_THRESHOLD_=65536 for this process (glibc only).
-
-    That variable pins glibc's mmap threshold, so every camera texture read
-    (hundreds of KB per picture) is a fresh mmap + page faults + munmap: rendering
-    in a Dask worker measured 2.7x slower than in a plain process. mallopt restores
-    large thresholds at run time, so workers started by any scheduler benefit.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 128 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
-def _cached_env(key: EnvKey):
-    """One env per worker process and key, kept alive across ranges (shader compile is seconds)."""
-    env = _ENV_CACHE.get(key)
-    if env is None:
-        from ms2core.envs import make_env
-
-        relax_malloc_trimming()
-
-        env = make_env(key.env_id, key.obs_mode, key.control_mode, key.reward_mode,
-                       max_episode_steps=100_000, camera_size=key.camera_size, backend=key.backend,
-                       **dict(key.env_kwargs))
-        _ENV_CACHE[key] = env
-    return env
-
-
-def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
-
-
-def render_episode(env, episode: Episode, obs_cfg: ObsProcessConfig, rng: np.random.Generator,
-                   where: str = "") -> dict[str, np.ndarray]:
-    """Time-major arrays of one episode: obs/<key>, actions, rewards, success, terminated, truncated (T rows each).
-
-    The simulation is ``ms2core.envs.episode_sim.simulate_recorded_episode`` (shared with ``ms2 validate``):
-    row t is observed once at the recorded state s_t, and its reward/success/terminated are what
-    ``env.step(a_t)`` returns from s_t.
-    """
-    def observe(env_now, raw):
-        return process_observation(observe_env(env_now) if raw is None else raw, obs_cfg, rng)
-
-    sim = simulate_recorded_episode(env, episode, observe, where)
-    out = {f"obs/{k}": v for k, v in _stack(sim.observations).items()}
-    out.update(actions=np.asarray(episode.actions, np.float32), rewards=sim.rewards.astype(np.float32),
-               success=sim.success, terminated=sim.terminated, truncated=sim.truncated)
-    return out
-
-
+# -- worker side (the env cache and the per-episode simulation live in ms2core.envs.render_env) ----
 def render_range(task: RangeTask) -> RangeReport:
     """Render one episode range into its own staging group ``ranges/<name>``; mark it complete last."""
     start = time.perf_counter()

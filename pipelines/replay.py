@@ -8,8 +8,9 @@ pd_joint_delta_pos. Output, beside it by default (ManiSkill2's naming)::
     NAME.none.<target_mode>.h5 / .json      converted episodes (same episode ids and seeds)
     NAME.none.<target_mode>.report.json     ReplayReport: every episode, converted or why not
 
-Episodes are split over spawned worker processes (each keeps its envs alive
-and reads its episodes from the h5 itself); results come back in episode
+Episodes are split over the simulator worker pool (``ms2core.workers``; started
+with ``sim_python`` if set; each worker keeps its envs alive and reads its
+episodes from the h5 itself); results come back in episode
 order. An episode that does not convert is excluded from the pair and listed
 in the report with the reason. The input passes the demo-pair checks
 (``require_sound_demos``) before any work, and nothing is written unless the
@@ -27,10 +28,13 @@ import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from ms2core.demo_pairs import options_digest, remove_stale_temporaries, validate_pair
 from ms2core.errors import ConfigError, DemoFileError, UnknownEnvError, unknown_choice
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths, read_json_extra, refuse_existing, write_demo_pair
 from ms2core.validation.demos import require_sound_demos
-from pipelines.demos import WorkerPool, options_digest, remove_stale_temporaries, validate_pair
+from ms2core.workers import SimPool, requirements
 from storage_schemas.demos import EnvInfo, EpisodeReplayStatus, ReplayConfig, ReplayReport, ReplayResult
 
 REPLAY_VERSION = "ms2-replay-1"  # bump when conversion behaviour changes (invalidates cached outputs)
@@ -54,11 +58,45 @@ def _text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run(cfg: ReplayConfig) -> ReplayResult:
-    from ms2core.envs import registered_env_ids, supported_control_modes
-    from ms2core.envs.replay import ConvertTask, check_conversion, close_worker_state, convert_in_worker
+def _convert(cfg: ReplayConfig, tasks: list, desc: str) -> tuple[list, list[float]]:
+    """Convert every task's episode in the simulator worker pool; results in episode order, arrival times."""
+    from ms2core.envs.replay import convert_in_worker
 
-    source_h5, source_json = pair_paths(cfg.input)
+    results, arrival_s = [], []
+    num_workers = min(cfg.num_workers, len(tasks))
+    pool = SimPool(num_workers if num_workers > 1 else 0, python=cfg.sim_python, requires=requirements(cfg.backend))
+    bar = tqdm(total=len(tasks), desc=desc, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+    with pool, bar:
+        for res in pool.imap(convert_in_worker, tasks):
+            results.append(res)
+            arrival_s.append(time.perf_counter())
+            bar.update()
+    return results, arrival_s
+
+
+def _statuses(cfg: ReplayConfig, results: list) -> tuple[list[EpisodeReplayStatus], list]:
+    """Each episode's status for the report, and the converted episodes kept in the output."""
+    statuses, kept = [], []
+    for res in results:
+        status = EpisodeReplayStatus(
+            episode_id=res.episode_id, seed=res.seed, converted=res.converted, reason=res.reason,
+            source_steps=res.source_steps, converted_steps=res.episode.num_steps if res.episode else 0,
+            first_success_step=res.first_success_step, open_loop_success=res.open_loop_success,
+        )
+        if status.converted and cfg.require_open_loop_success and res.open_loop_success is False:
+            status.converted = False
+            status.reason = "converted actions replayed open-loop from the seed did not reach success"
+        statuses.append(status)
+        if status.converted:
+            kept.append(res.episode)
+    return statuses, kept
+
+
+def _check_source(cfg: ReplayConfig, source_h5: Path, source_json: Path):
+    """The demo gate, the pair's layout, its env id and the conversion: (gate result, record, env info, mode, N)."""
+    from ms2core.envs import registered_env_ids, supported_control_modes
+    from ms2core.envs.replay import check_conversion
+
     # The demo gate first: NaN/huge/int actions, wrong dims, a wrong seed or damaged h5 are refused here,
     # not converted and reported as converted.
     checked = require_sound_demos(source_h5, backend=cfg.backend, force=cfg.force)
@@ -77,7 +115,15 @@ def run(cfg: ReplayConfig) -> ReplayResult:
         raise UnknownEnvError(f"{source_json}: env_info.env_id: {err.message}", hint=err.hint)
     supported = supported_control_modes(env_id, cfg.backend)
     check_conversion(env_id, source_mode, cfg.target_control_mode, supported, where=str(source_json))
+    return checked, record, env_info, source_mode, num_episodes
 
+
+def run(cfg: ReplayConfig) -> ReplayResult:
+    from ms2core.envs.replay import ConvertTask
+
+    source_h5, source_json = pair_paths(cfg.input)
+    checked, record, env_info, source_mode, num_episodes = _check_source(cfg, source_h5, source_json)
+    env_id = env_info.env_id
     stem = Path(cfg.output) if cfg.output else default_output(source_h5, source_mode, cfg.target_control_mode)
     stem = stem.with_suffix("") if stem.suffix in (".h5", ".json") else stem
     out_h5, out_json = pair_paths(stem)
@@ -103,30 +149,12 @@ def run(cfg: ReplayConfig) -> ReplayResult:
                          json.dumps(env_info.env_kwargs, sort_keys=True), cfg.backend, cfg.verify_open_loop)
              for i in range(num_episodes)]
     start = time.perf_counter()
-    results, arrival_s = [], []
-    with WorkerPool(min(cfg.num_workers, num_episodes), close_inline=close_worker_state) as pool:
-        for res in pool.imap(convert_in_worker, tasks, f"replay {env_id} -> {cfg.target_control_mode}", "ep",
-                             progress=cfg.progress):
-            results.append(res)
-            arrival_s.append(time.perf_counter())
+    results, arrival_s = _convert(cfg, tasks, f"replay {env_id} -> {cfg.target_control_mode}")
     wall_s = time.perf_counter() - start
     # After the first result every worker has its envs up: the rate from there on excludes start-up.
     span_s = arrival_s[-1] - arrival_s[0]
     steady = (len(arrival_s) - 1) / span_s if len(arrival_s) > 1 and span_s > 0 else None
-
-    statuses, kept = [], []
-    for res in results:
-        status = EpisodeReplayStatus(
-            episode_id=res.episode_id, seed=res.seed, converted=res.converted, reason=res.reason,
-            source_steps=res.source_steps, converted_steps=res.episode.num_steps if res.episode else 0,
-            first_success_step=res.first_success_step, open_loop_success=res.open_loop_success,
-        )
-        if status.converted and cfg.require_open_loop_success and res.open_loop_success is False:
-            status.converted = False
-            status.reason = "converted actions replayed open-loop from the seed did not reach success"
-        statuses.append(status)
-        if status.converted:
-            kept.append(res.episode)
+    statuses, kept = _statuses(cfg, results)
     open_loop = [s.open_loop_success for s in statuses if s.converted and s.open_loop_success is not None]
     report = ReplayReport(
         source_h5=str(source_h5), source_digest=record.digest, env_id=env_id, source_control_mode=source_mode,

@@ -145,7 +145,7 @@ def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = 
         result = train_fn(cfg, resume_from, progress, sink)
         eval_episodes = getattr(cfg, "eval_episodes", 0)
         if eval_episodes:
-            from pipelines.evaluate import run as evaluate
+            from ms2core.evaluation import evaluate_or_reuse as evaluate
 
             result.evaluation = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=eval_episodes,
                                                     num_procs=getattr(cfg, "eval_num_procs", 1)), progress=progress)

@@ -65,6 +65,9 @@ class GenerateDemosConfig(StrictModel):
     max_attempts: int | None = Field(None, gt=0, description="seeds to try at most; None = 3 x num_episodes")
     max_episode_steps: int | None = Field(None, gt=0, description="None keeps the env's registered limit")
     num_workers: int = Field(1, ge=1, description="simulator processes (results do not depend on it)")
+    sim_python: str | None = Field(
+        None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
+        "None = $MS2FLOW_SIM_PYTHON, else this one")
     output: str | None = Field(None, description="path stem of the pair; None = demos_dir(env_id)/<derived name>")
     action_noise_rad: float = Field(
         0.0, ge=0.0, le=0.2,
@@ -147,6 +150,9 @@ class ReplayConfig(StrictModel):
     target_control_mode: str = "pd_ee_delta_pose"
     output: str | None = Field(None, description="path stem; None = NAME.none.<target_control_mode> beside the input")
     num_workers: int = Field(1, ge=1)
+    sim_python: str | None = Field(
+        None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
+        "None = $MS2FLOW_SIM_PYTHON, else this one")
     max_episodes: int | None = Field(None, gt=0, description="convert only the first N episodes (ManiSkill2's --count)")
     verify_open_loop: bool = Field(
         True, description="also replay each converted episode's actions in a fresh env from its seed and report success"

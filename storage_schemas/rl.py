@@ -28,8 +28,12 @@ class RolloutConfig(StrictModel):
         0, ge=0, description="worker processes holding the envs (0 = step them in the learner's process)"
     )
     start_method: Literal["spawn", "forkserver"] = Field(
-        "spawn", description="multiprocessing start method for workers (fork is unsafe with SAPIEN/torch threads)"
+        "spawn", description="kept for old configs: workers are always fresh interpreters (ms2core.workers)"
     )
+    sim_python: str | None = Field(
+        None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
+        "None = $MS2FLOW_SIM_PYTHON, else this one; another interpreter puts the envs in at least one worker "
+        "process even with num_procs=0")
     obs: ObsProcessConfig | None = Field(
         None, description="how raw observations are processed (points, frame, goal points, ...); None = the render "
         "defaults for env.obs_mode. DAPG/GAIL: must match the demo dataset's (its manifest's options.obs)"

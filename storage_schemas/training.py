@@ -98,7 +98,10 @@ class EvalConfig(StrictModel):
     ml2l_config: str | None = Field(None, description="the ManiSkill2-Learn .py config of an ML2L checkpoint")
     ml2l_options: list[str] = Field(default_factory=list, description="ML2L --cfg-options KEY=VALUE on ml2l_config")
     num_episodes: int = Field(100, gt=0)
-    num_procs: int = Field(1, gt=0, description="worker processes (spawn), each keeping one env")
+    num_procs: int = Field(1, gt=0, description="worker processes, each keeping one env (1 = in this process)")
+    sim_python: str | None = Field(
+        None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
+        "None = $MS2FLOW_SIM_PYTHON, else this one; it needs torch too")
     seed: int = Field(0, description="episode i is reset with seed + i")
     sample_mode: SampleMode = "mean"
     save_traj: bool = False

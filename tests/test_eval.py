@@ -115,7 +115,9 @@ def test_evaluate_stage_is_idempotent(tmp_path, monkeypatch):
     def must_not_run(*a, **k):
         raise AssertionError("evaluated again")
 
-    monkeypatch.setattr(stage, "evaluate", must_not_run)
+    import ms2core.evaluation as core
+
+    monkeypatch.setattr(core, "evaluate", must_not_run)  # the stage's reuse check lives beside evaluate
     assert stage.run(cfg, progress=False) == first
     with pytest.raises(AssertionError):
         stage.run(cfg.model_copy(update={"seed": 1}), progress=False)

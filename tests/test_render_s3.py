@@ -134,3 +134,24 @@ def test_an_unreachable_object_store_is_a_dataset_error(monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(DatasetError, match=f"object store at http://127.0.0.1:{port} cannot be reached"):
         open_demo_store("s3://ms2-datasets/x.zarr")
+
+
+def test_a_store_rewritten_elsewhere_is_listed_afresh_when_opened_again(s3_env):
+    """fsspec keeps one S3 filesystem per thread, with a cache of directory listings: a process that had
+    opened a store kept listing the arrays it had then, though another thread or process (a render's
+    commits) had written new ones since (the services tier's resumed render listed no data/ arrays)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ms2core.data.store import DatasetStore, synthetic_manifest, write_dataset
+
+    url = "s3://ms2-datasets/relisted.zarr"
+    actions = np.zeros((3, 4), np.float32)
+    state = np.ones((3, 10), np.float32)
+    manifest = synthetic_manifest("PickCube-v0", "pd_ee_delta_pose", "state", [3], source="test")
+    with ThreadPoolExecutor(1) as writer:  # another thread: its own filesystem instance, like another process
+        writer.submit(write_dataset, url, manifest, {"actions": actions}, [3]).result()
+        assert set(DatasetStore.open(url).arrays) == {"actions"}
+        writer.submit(write_dataset, url, manifest, {"actions": actions, "obs/state": state}, [3]).result()
+    reopened = DatasetStore.open(url)
+    assert set(reopened.arrays) == {"actions", "obs/state"}
+    np.testing.assert_array_equal(reopened.read("obs/state"), state)

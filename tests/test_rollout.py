@@ -80,7 +80,7 @@ def test_actions_are_rescaled_to_env_bounds():
 def test_worker_error_is_reported():
     factory = EnvFactory(EnvConfig(env_id="PickCube-v0", backend="fake"), obs_processor=_exploding_processor)
     vec = VectorEnv(factory, num_envs=2, num_procs=1)
-    with pytest.raises(RuntimeError, match="env worker failed with KeyError: .*no_such_key"):
+    with pytest.raises(RuntimeError, match=r"simulator worker 0 .* failed with KeyError: .*no_such_key"):
         vec.reset()
     assert vec._closed
 

@@ -79,6 +79,8 @@ def identity_of_dump(dump: dict) -> dict:
     if isinstance(out.get("run"), dict):
         for key in ("run_dir", "resume_from", "overwrite"):
             out["run"].pop(key, None)
+    if isinstance(out.get("rollout"), dict):  # where simulator workers run does not change what is learned
+        out["rollout"].pop("sim_python", None)
     return out
 
 

@@ -323,9 +323,6 @@ class EpisodeSolver:
         self.env.close()
 
 
-_WORKER_SOLVERS: dict[tuple, EpisodeSolver] = {}
-
-
 @dataclass(frozen=True)
 class SolveTask:
     env_id: str
@@ -336,17 +333,13 @@ class SolveTask:
 
 
 def solve_in_worker(task: SolveTask) -> SolveResult:
-    """Pool entry point: one solver (env + planner) per process, reused across seeds."""
-    key = (task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
-    if key not in _WORKER_SOLVERS:
-        _WORKER_SOLVERS[key] = EpisodeSolver(task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
-    return _WORKER_SOLVERS[key].solve(task.seed)
+    """Pool entry point: one solver (env + planner) per worker's env cache, reused across seeds."""
+    from ms2core.envs.cache import env_cache
 
-
-def close_worker_state() -> None:
-    for solver in _WORKER_SOLVERS.values():
-        solver.close()
-    _WORKER_SOLVERS.clear()
+    key = ("ms2core.planner", task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
+    solver = env_cache().get(key, lambda: EpisodeSolver(task.env_id, task.backend, task.max_episode_steps,
+                                                        task.action_noise_rad))
+    return solver.solve(task.seed)
 
 
 def registered_max_episode_steps(env_id: str) -> int | None:

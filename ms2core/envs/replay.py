@@ -225,10 +225,6 @@ class EpisodeConverter:
         return bool(info.get("success", False))
 
 
-_WORKER_CONVERTERS: dict[tuple, EpisodeConverter] = {}
-_WORKER_DEMOS: dict[str, object] = {}
-
-
 @dataclass(frozen=True)
 class ConvertTask:
     """What a worker needs to convert one episode (the episode is read in the worker, not pickled)."""
@@ -244,27 +240,18 @@ class ConvertTask:
 
 
 def convert_in_worker(task: ConvertTask) -> ConvertedEpisode:
-    """Pool entry point: converter and open demo file cached per process, keyed by their settings."""
+    """Pool entry point: converter and open demo file kept in the worker's env cache, keyed by their settings."""
+    from ms2core.envs.cache import env_cache
     from ms2core.trajectory import DemoPair
 
-    key = (task.env_id, task.source_mode, task.target_mode, task.env_kwargs_json, task.backend, task.verify_open_loop)
-    if key not in _WORKER_CONVERTERS:
-        _WORKER_CONVERTERS[key] = EpisodeConverter(task.env_id, task.source_mode, task.target_mode,
-                                                   json.loads(task.env_kwargs_json), task.backend, task.verify_open_loop)
-    if task.h5_path not in _WORKER_DEMOS:
-        _WORKER_DEMOS[task.h5_path] = DemoPair(task.h5_path, check_episodes=False)
-    episode = _WORKER_DEMOS[task.h5_path].read_episode(task.index)
-    return _WORKER_CONVERTERS[key].convert(episode)
-
-
-def close_worker_state() -> None:
-    """Close cached envs and files (for in-process runs; pool workers just exit)."""
-    for conv in _WORKER_CONVERTERS.values():
-        conv.close()
-    for demos in _WORKER_DEMOS.values():
-        demos.close()
-    _WORKER_CONVERTERS.clear()
-    _WORKER_DEMOS.clear()
+    key = ("ms2core.replay", task.env_id, task.source_mode, task.target_mode, task.env_kwargs_json, task.backend,
+           task.verify_open_loop)
+    converter = env_cache().get(key, lambda: EpisodeConverter(
+        task.env_id, task.source_mode, task.target_mode, json.loads(task.env_kwargs_json), task.backend,
+        task.verify_open_loop))
+    demos = env_cache().get(("ms2core.replay.demos", task.h5_path),
+                            lambda: DemoPair(task.h5_path, check_episodes=False))
+    return converter.convert(demos.read_episode(task.index))
 
 
 def run_maniskill2_replay_tool(h5_path: str, target_control_mode: str | None, count: int | None = None,

@@ -35,7 +35,12 @@ def _store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool)
 
 
 def open_root(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r") -> zarr.Group:
-    return zarr.open_group(_store(url, storage_options, read_only=mode == "r"), mode=mode)
+    store = _store(url, storage_options, read_only=mode == "r")
+    try:
+        return zarr.open_group(store, mode=mode)
+    except Exception as exc:  # noqa: BLE001 - damaged zarr.json (JSON, schema or codec errors of every kind)
+        raise DatasetError(f"{url} is not a readable Zarr store: {type(exc).__name__}: {exc}",
+                           hint="its metadata (zarr.json) is damaged: re-render it or restore it from a copy") from exc
 
 
 def report_digest(report: ValidationReport) -> str:

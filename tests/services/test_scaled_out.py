@@ -91,7 +91,7 @@ def test_demo_to_dataset_renders_on_the_scheduler_into_the_object_store(topology
     assert report.report.status == "passed", report.report.findings[:3]
     # Rendered by the external workers (each keeps a cached env), not by a LocalCluster in the flow.
     with Client(topology.scheduler_address, timeout="10s") as client:
-        cached = client.run(lambda: len(__import__("pipelines.render").render._ENV_CACHE))
+        cached = client.run(lambda: len(__import__("ms2core.envs.cache").envs.cache.PROCESS_CACHE))
     assert sum(cached.values()) >= 1, cached
     # Nothing went to the local data directory but demos: datasets live only in the object store.
     assert not list((topology.data_dir / "datasets").rglob("zarr.json"))
@@ -207,7 +207,11 @@ def test_restarting_the_prefect_worker_crashes_the_run_and_a_rerun_reuses_finish
         assert topology.flow_run(run_id)["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED")
         time.sleep(0.1)
     assert states(topology, run_id)["replay-demos"] == ["Completed"]
-    time.sleep(1.0)  # let a few ranges land
+    # The render checks the demo pair (the demo gate) before it creates the store: kill it once the store
+    # exists, not after a fixed pause (a second was once enough to reach the ranges, now not on a loaded machine).
+    while time.monotonic() < deadline and not stores_in(topology, f"datasets/{ENV_ID}/mplib.s1000"):
+        assert topology.flow_run(run_id)["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED")
+        time.sleep(0.1)
 
     # A host/service restart: SIGTERM to the flow run the worker started, then to the worker; a new
     # worker comes up. (Flow run first: its logs go through a pipe to the worker, and a flow-run process
