@@ -227,3 +227,15 @@ def test_unpacked_runtime_runs_pickcube_refuses_soft_body_and_doctor_names_the_d
     assert report["runtime"]["prefix"] == str(real_runtime.resolve())
     assert report["versions"]["sapien"] == "2.2.2" and report["versions"]["torch"].startswith("placeholder")
     assert report["renderer"]["selection"] in ("lavapipe+layer", "nvidia-icd")
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_worker_pool_with_the_runtimes_python_is_bit_identical_to_in_process(real_runtime):
+    # What users do on the GPU host: sim_python / MS2FLOW_SIM_PYTHON = <runtime>/bin/python.
+    from tests.sim.test_workers_sim import _trace
+
+    inline, foreign = _trace(0, None), _trace(0, str(real_runtime / "bin" / "python"))
+    assert len(inline) == len(foreign)
+    for a, b in zip(inline, foreign):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
