@@ -44,6 +44,8 @@ def doctor(
     table.add_column("", overflow="fold")
     for name, ver in report.versions.items():
         table.add_row(name, ver)
+    r = report.renderer
+    table.add_row("render device", f"{r['name']} ({r['driver']}, selected: {r['selection']})" if r else "none")
     table.add_row("vulkan devices", "\n".join(report.vulkan_devices) or "none")
     table.add_row("ms2flow vulkan layer", fit_text(str(report.layer_manifest), max(console.width - 30, 20)))
     for cam, stats in report.frame_stats.items():

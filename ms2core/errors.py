@@ -78,3 +78,7 @@ class TrainingDivergedError(Ms2Error, ArithmeticError):
         super().__init__(message, hint)
         self.step = step
         self.value = value
+
+
+class SimulatorRuntimeError(Ms2Error, RuntimeError):
+    """A packed simulator runtime is missing, corrupt or for another platform, or lacks what a task needs."""

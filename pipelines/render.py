@@ -173,6 +173,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _renderer(backend: str) -> dict[str, str] | None:
+    """The Vulkan device this (driver) process picks; LocalCluster workers on this host pick the same."""
+    if backend != "sapien":
+        return None
+    from ms2core.envs.rendering import render_device_info
+
+    return render_device_info()
+
+
 def plan_render(cfg: RenderConfig) -> _Plan:
     """Validate the demo pair and the options against the task; name the store; draft the manifest."""
     from ms2core.envs import registered_env_ids, supported_control_modes, supported_obs_modes
@@ -221,7 +230,7 @@ def plan_render(cfg: RenderConfig) -> _Plan:
         dataset_version=version,
         source=SourceInfo(path=source, digest=digest, env_id=env_id, control_mode=control_mode,
                           n_episodes=n_total, replay=replay),
-        versions=versions, options=options, episodes=episodes, inventory={},
+        versions=versions, renderer=_renderer(options.backend), options=options, episodes=episodes, inventory={},
     )
     env = EnvKey(env_id, obs_mode, control_mode, options.reward_mode,
                  tuple(options.camera_size) if options.camera_size else None, options.backend,

@@ -224,6 +224,12 @@ class DatasetManifest(StrictModel):
     dataset_version: str
     source: SourceInfo
     versions: dict[str, str]
+    renderer: dict[str, str] | None = Field(
+        None, description="the Vulkan device the render ran on (name, device_type, driver, api_version, "
+                          "selection), e.g. an NVIDIA GPU or lavapipe; None for the fake backend or a store "
+                          "written before it was recorded. Provenance, not identity: the same demos and options "
+                          "render the same dataset on any device (state/actions bit-identical; images and point "
+                          "clouds within the validated tolerance), so dataset_version does not depend on it")
     options: RenderOptions
     arrays: dict[str, ArraySpec] = Field(default_factory=dict, description="key under data/ -> storage")
     ranges: list[RangeStatus] = Field(default_factory=list)

@@ -29,7 +29,10 @@ def test_topology_is_configured_only_through_environment_variables():
         for var in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MS2FLOW_DASK_SCHEDULER", "MS2FLOW_DATA_DIR"):
             assert var in env, (name, var)
     assert "healthcheck" in services["postgres"] and "healthcheck" in services["prefect-server"]
-    assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    gpu_device = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu_device["driver"] == "nvidia" and "graphics" in gpu_device["capabilities"]
+    # SAPIEN renders through the driver's Vulkan ICD, which the toolkit injects only with `graphics`.
+    assert "graphics" in services["gpu-worker"]["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")
     assert "--allowed-hosts" in services["mlflow"]["command"]
     assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert set(spec["volumes"]) == {"postgres-data", "minio-data", "ms2data"}
@@ -57,3 +60,12 @@ def test_prefect_yaml_names_every_flow_and_both_work_pools():
         flow_names.add(getattr(module, name).name)
     served = {d.flow_name for d in build_deployments()}
     assert served <= flow_names, served - flow_names
+
+
+def test_gpu_image_is_one_python_311_with_cuda_torch_sapien_and_the_nvidia_vulkan_icd():
+    text = (REPO_ROOT / "docker" / "Dockerfile.gpu").read_text()
+    assert "FROM python:3.11" in text  # sapien 2.2.2 has wheels up to 3.11 only
+    assert "download.pytorch.org/whl/cu" in text and "torch==" in text
+    assert "'.[sim,pipeline]'" in text and "mani_skill2==0.5.3" in text
+    assert "libvulkan1" in text and "nvidia_icd.json" in text and "libGLX_nvidia.so.0" in text
+    assert "graphics" in text

@@ -21,7 +21,7 @@ from functools import lru_cache
 import gymnasium as gym
 
 from ms2core.envs.fake import FakeManiSkillEnv
-from ms2core.envs.rendering import configure_cpu_rendering, diagnose_rendering
+from ms2core.envs.rendering import configure_rendering, diagnose_rendering
 from ms2core.errors import RenderingUnavailableError, UnknownEnvError, UnsupportedModeError, unknown_choice
 from storage_schemas.env import OBS_MODES, REWARD_MODES, EnvConfig
 
@@ -43,8 +43,8 @@ FAKE_ENV_IDS = ("PickCube-v0", "LiftCube-v0", "StackCube-v0", "Fake-v0")
 
 @lru_cache(maxsize=None)
 def import_mani_skill2():
-    """Import mani_skill2 (registering its envs) with CPU rendering configured first."""
-    configure_cpu_rendering()
+    """Import mani_skill2 (registering its envs) with the Vulkan device chosen first (NVIDIA, else lavapipe)."""
+    configure_rendering()
     # sapien 2.2 imports pkg_resources and mani_skill2 warns about optional extras;
     # neither is actionable for users.
     with warnings.catch_warnings():
@@ -70,7 +70,11 @@ def _env_class(env_id: str):
 
     if env_id not in REGISTERED_ENVS:
         raise unknown_choice("env id", env_id, REGISTERED_ENVS, cls=UnknownEnvError)
-    return REGISTERED_ENVS[env_id].cls
+    cls = REGISTERED_ENVS[env_id].cls
+    from ms2core.envs.runtime import refuse_without_torch
+
+    refuse_without_torch(env_id, cls)  # soft-body tasks in the simulator runtime (placeholder torch)
+    return cls
 
 
 def supported_control_modes(env_id: str, backend: str = "sapien") -> list[str]:

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from ms2core.envs.rendering import VulkanProbeError, layer_manifest_path, vulkan_devices
+from ms2core.envs.rendering import VulkanProbeError, layer_manifest_path, render_device_info, vulkan_devices
 from ms2core.errors import RenderingUnavailableError
 
 PACKAGES = ("ms2flow", "mani_skill2", "sapien", "torch", "numpy", "gymnasium", "zarr", "dask",
@@ -19,6 +19,7 @@ PACKAGES = ("ms2flow", "mani_skill2", "sapien", "torch", "numpy", "gymnasium", "
 @dataclass
 class DoctorReport:
     versions: dict[str, str] = field(default_factory=dict)
+    renderer: dict[str, str] | None = None  # the device SAPIEN renders on (rendering.configure_rendering)
     vulkan_devices: list[str] = field(default_factory=list)
     layer_manifest: str = ""
     frame_stats: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -30,9 +31,18 @@ class DoctorReport:
         return not self.problems
 
 
+# Distribution -> module, for the packages the simulator runtime replaces with placeholders.
+_PLACEHOLDER_DISTS = {"torch": "torch", "opencv-python": "cv2"}
+
+
 def _versions() -> dict[str, str]:
+    from ms2core.envs.runtime import is_placeholder
+
     out = {"python": platform.python_version()}
     for dist in PACKAGES:
+        if dist in _PLACEHOLDER_DISTS and is_placeholder(_PLACEHOLDER_DISTS[dist]):
+            out[dist] = "placeholder (ms2flow simulator runtime: soft-body tasks refused)"
+            continue
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -60,12 +70,13 @@ def run_doctor(env_id: str = "PickCube-v0", min_rgb_std: float = 5.0) -> DoctorR
         if report.versions[dist] == "not installed":
             report.problems.append(f"{dist} is not installed: run scripts/setup")
     try:
+        report.renderer = render_device_info()
         report.vulkan_devices = [
             f"{d.name} ({d.device_type}, Vulkan {d.api_version})" for d in vulkan_devices()
         ]
         if not report.vulkan_devices:
             report.problems.append("no Vulkan device: install mesa-vulkan-drivers >= 25 (scripts/setup does)")
-    except VulkanProbeError as exc:
+    except (VulkanProbeError, RenderingUnavailableError) as exc:
         report.problems.append(str(exc))
     if report.problems:
         return report

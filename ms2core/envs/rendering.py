@@ -1,4 +1,10 @@
-"""CPU rendering for SAPIEN 2.2: enable the ms2flow Vulkan layer and diagnose Vulkan.
+"""Vulkan device selection for SAPIEN 2.2: the NVIDIA GPU where there is one, else lavapipe + the ms2flow layer.
+
+:func:`configure_rendering` (run once per process, before SAPIEN first touches Vulkan) picks the
+device: with ``MS2FLOW_RENDER_DEVICE=auto`` (default) an NVIDIA ICD that enumerates a device wins and
+the loader is restricted to it (``VK_DRIVER_FILES``), so SAPIEN cannot land on lavapipe when both are
+installed; otherwise lavapipe with the layer below. ``gpu`` requires NVIDIA, ``cpu`` forces lavapipe.
+A ``VK_DRIVER_FILES`` / ``VK_ICD_FILENAMES`` the user set is respected as is.
 
 SAPIEN needs a Vulkan device even for state observations. On machines without
 a GPU, Mesa's lavapipe provides one, but SAPIEN also requests
@@ -17,8 +23,11 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+
+from ms2core.errors import ConfigError, RenderingUnavailableError
 
 LAYER_NAME = "VK_LAYER_MS2FLOW_cpu"
 LAYER_MANIFEST = "ms2flow_cpu_layer.json"
@@ -58,6 +67,50 @@ class VulkanDevice:
     device_type: str
     api_version: str
     has_external_semaphore_fd: bool
+    vendor_id: int = 0
+    driver_version: int = 0
+    driver_info: str = ""  # VkPhysicalDeviceDriverProperties name + info, e.g. "llvmpipe Mesa 25.2.0 (LLVM 19.1.7)"
+
+    @property
+    def vendor(self) -> str:
+        return _VENDORS.get(self.vendor_id, hex(self.vendor_id))
+
+    @property
+    def driver(self) -> str:
+        """The driver and its version: what the driver says (Vulkan 1.2), else decoded from driverVersion."""
+        if self.driver_info:
+            return self.driver_info
+        v = self.driver_version
+        if self.vendor_id == NVIDIA_VENDOR_ID:
+            return f"NVIDIA {v >> 22}.{(v >> 14) & 0xFF}.{(v >> 6) & 0xFF:02d}"
+        return f"{self.vendor} {v >> 22}.{(v >> 12) & 0x3FF}.{v & 0xFFF}"
+
+
+NVIDIA_VENDOR_ID = 0x10DE
+_VENDORS = {NVIDIA_VENDOR_ID: "NVIDIA", 0x10005: "Mesa", 0x1002: "AMD", 0x8086: "Intel"}
+# Where NVIDIA's driver (or the container toolkit) puts its Vulkan ICD manifest.
+NVIDIA_ICD_PATHS = (
+    "/usr/share/vulkan/icd.d/nvidia_icd.json",
+    "/etc/vulkan/icd.d/nvidia_icd.json",
+    "/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json",
+    "/usr/share/vulkan/icd.d/nvidia_icd.x86_64.json",
+)
+RENDER_DEVICE_CHOICES = ("auto", "gpu", "cpu")
+_ICD_VARS = ("VK_DRIVER_FILES", "VK_ICD_FILENAMES")
+
+
+@dataclass(frozen=True)
+class RenderDevice:
+    """The Vulkan device this process renders on, as recorded in dataset manifests."""
+
+    name: str
+    device_type: str
+    driver: str
+    api_version: str
+    selection: str  # nvidia-icd | lavapipe+layer | user-icd | cpu
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 _DEVICE_TYPES = {0: "other", 1: "integrated-gpu", 2: "discrete-gpu", 3: "virtual-gpu", 4: "cpu"}
@@ -67,12 +120,81 @@ class VulkanProbeError(RuntimeError):
     pass
 
 
+def nvidia_icd() -> Path | None:
+    return next((Path(p) for p in NVIDIA_ICD_PATHS if Path(p).is_file()), None)
+
+
+def lavapipe_icd() -> Path | None:
+    return next(iter(sorted(Path("/usr/share/vulkan/icd.d").glob("lvp_icd*.json"))), None)
+
+
+@lru_cache(maxsize=None)
+def configure_rendering() -> RenderDevice | None:
+    """Pick this process's Vulkan device (see the module docstring); None when there is none at all."""
+    choice = os.environ.get("MS2FLOW_RENDER_DEVICE", "auto")
+    if choice not in RENDER_DEVICE_CHOICES:
+        raise ConfigError(f"MS2FLOW_RENDER_DEVICE={choice!r} is not a render device choice",
+                          hint=f"use one of {', '.join(RENDER_DEVICE_CHOICES)}")
+    user_icd = any(os.environ.get(v) for v in _ICD_VARS)
+    icd = nvidia_icd() if choice != "cpu" and not user_icd else None
+    if icd is not None:
+        for var in _ICD_VARS:
+            os.environ[var] = str(icd)
+        gpus = [d for d in _probe_or_empty() if d.vendor_id == NVIDIA_VENDOR_ID]
+        if gpus:
+            return _render_device(gpus[0], "nvidia-icd")
+        for var in _ICD_VARS:  # an ICD without a usable GPU (a container started without --gpus)
+            os.environ.pop(var, None)
+    if choice == "gpu":
+        raise RenderingUnavailableError(
+            "MS2FLOW_RENDER_DEVICE=gpu but no NVIDIA Vulkan device enumerates "
+            f"(ICD manifest: {icd or 'none of ' + ', '.join(NVIDIA_ICD_PATHS)})",
+            hint="install the NVIDIA driver's Vulkan ICD (containers: NVIDIA_DRIVER_CAPABILITIES must include "
+                 "graphics), or set MS2FLOW_RENDER_DEVICE=auto to fall back to lavapipe")
+    lavapipe = lavapipe_icd() if choice == "cpu" and not user_icd else None
+    if lavapipe is not None:  # with a GPU driver installed too, the loader would otherwise offer both
+        for var in _ICD_VARS:
+            os.environ[var] = str(lavapipe)
+    configure_cpu_rendering()
+    devices = _probe_or_empty()
+    if not devices:
+        return None
+    best = sorted(devices, key=lambda d: (d.device_type == "cpu") != (choice == "cpu"))[0]
+    if choice == "cpu" and best.device_type != "cpu":
+        raise RenderingUnavailableError(
+            f"MS2FLOW_RENDER_DEVICE=cpu but no CPU Vulkan device enumerates (found: {best.name})",
+            hint="install Mesa's lavapipe (mesa-vulkan-drivers >= 25; scripts/setup does), or set "
+                 "MS2FLOW_RENDER_DEVICE=auto to render on the GPU")
+    return _render_device(best, "user-icd" if user_icd else ("cpu" if choice == "cpu" else "lavapipe+layer"))
+
+
+def _render_device(d: VulkanDevice, selection: str) -> RenderDevice:
+    return RenderDevice(name=d.name, device_type=d.device_type, driver=d.driver, api_version=d.api_version,
+                        selection=selection)
+
+
+def _probe_or_empty() -> list[VulkanDevice]:
+    try:
+        return _enumerate_devices()
+    except VulkanProbeError:
+        return []
+
+
+def render_device_info() -> dict[str, str] | None:
+    device = configure_rendering()
+    return device.as_dict() if device else None
+
+
 def vulkan_devices() -> list[VulkanDevice]:
-    """Enumerate Vulkan physical devices through the loader (with the layer enabled).
+    """Enumerate the Vulkan physical devices this process can render on (after device selection).
 
     Raises VulkanProbeError naming the missing piece.
     """
-    configure_cpu_rendering()
+    configure_rendering()
+    return _enumerate_devices()
+
+
+def _enumerate_devices() -> list[VulkanDevice]:
     libname = ctypes.util.find_library("vulkan") or "libvulkan.so.1"
     try:
         vk = ctypes.CDLL(libname)
@@ -111,6 +233,8 @@ def vulkan_devices() -> list[VulkanDevice]:
             props = ctypes.create_string_buffer(2048)  # VkPhysicalDeviceProperties is 824 bytes
             vk.vkGetPhysicalDeviceProperties(ctypes.c_void_p(handles[i]), props)
             api = int.from_bytes(props.raw[0:4], "little")
+            driver_version = int.from_bytes(props.raw[4:8], "little")
+            vendor_id = int.from_bytes(props.raw[8:12], "little")
             dtype = int.from_bytes(props.raw[16:20], "little")
             name = props.raw[20:276].split(b"\0", 1)[0].decode(errors="replace")
             n_ext = ctypes.c_uint32(0)
@@ -121,17 +245,37 @@ def vulkan_devices() -> list[VulkanDevice]:
                 ext_buf.raw[260 * j: 260 * j + 256].split(b"\0", 1)[0].decode()
                 for j in range(n_ext.value)
             }
+            driver_info = _driver_info(vk, handles[i]) if api >= (1 << 22) | (2 << 12) else ""
             devices.append(
                 VulkanDevice(
                     name=name,
                     device_type=_DEVICE_TYPES.get(dtype, str(dtype)),
                     api_version=f"{api >> 22}.{(api >> 12) & 0x3FF}.{api & 0xFFF}",
                     has_external_semaphore_fd="VK_KHR_external_semaphore_fd" in names,
+                    vendor_id=vendor_id, driver_version=driver_version, driver_info=driver_info,
                 )
             )
         return devices
     finally:
         vk.vkDestroyInstance(instance, None)
+
+
+def _driver_info(vk, handle) -> str:
+    """driverName + driverInfo from VkPhysicalDeviceDriverProperties (core in Vulkan 1.2), "" if unavailable."""
+    import struct
+
+    driver = ctypes.create_string_buffer(544)  # sType, pNext, driverID, driverName[256], driverInfo[256], conformance
+    struct.pack_into("<i", driver, 0, 1000196000)  # VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES
+    props2 = ctypes.create_string_buffer(16 + 2048)  # sType, pNext, VkPhysicalDeviceProperties
+    struct.pack_into("<i", props2, 0, 1000059001)  # VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2
+    struct.pack_into("<Q", props2, 8, ctypes.addressof(driver))  # pNext (8-byte aligned)
+    try:
+        vk.vkGetPhysicalDeviceProperties2(ctypes.c_void_p(handle), props2)
+    except AttributeError:
+        return ""
+    name = driver.raw[20:276].split(b"\0", 1)[0].decode(errors="replace")
+    info = driver.raw[276:532].split(b"\0", 1)[0].decode(errors="replace")
+    return " ".join(x for x in (name, info) if x)
 
 
 def diagnose_rendering() -> str:
