@@ -131,6 +131,8 @@ class DynamicLoader:
         self.order = self.rng.permutation(len(self.buffer[self.reader.keys[0]]))
 
     def sample(self, batch: int) -> dict[str, np.ndarray]:
+        if batch > self.capacity:
+            raise ValueError(f"ReplayMemory's capacity ({self.capacity}) must hold a batch ({batch})")
         if len(self.order) < batch:
             self._refill()
         idx, self.order = self.order[:batch], self.order[batch:]
