@@ -10,7 +10,9 @@ observations), as a resumable, idempotent stage:
   replay the actions from the seed (``ms2core.envs.episode_sim``). Rewards (in
   the configured reward mode), success and terminated are what ``env.step(a_t)``
   returns from s_t; truncated marks a last step the env did not terminate.
-* Episodes are split into ranges (``episodes_per_range``). A Dask worker renders
+* Episodes are split into ranges (``episodes_per_range``; by default sized so
+  every worker gets >= 8 ranges: ``range_size``). The Dask cluster starts in a
+  thread while the driver plans and opens the store. A Dask worker renders
   a whole range into its own staging group ``ranges/<name>/`` (so it owns every
   chunk it writes, with no sharing between writers) and marks it complete last.
 * Only the driver (this process, the Dask client) commits: in episode order it
@@ -39,6 +41,7 @@ holds a different manifest is an error unless ``overwrite``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +75,7 @@ log = logging.getLogger(__name__)
 
 STAGING = "ranges"
 XYZ_KEY = "obs/xyz"  # point coordinates: the one array whose low mantissa bits are rounded (xyz_keep_bits)
+DEPTH_KEY = "obs/depth"  # stored as RenderOptions.depth_dtype
 
 
 # -- work units ----------------------------------------------------------------------------------
@@ -88,6 +92,7 @@ class RangeTask:
     target_bytes: int
     compression_level: int
     xyz_keep_bits: int | None = None
+    depth_dtype: str = "float32"
 
     @property
     def name(self) -> str:
@@ -133,6 +138,8 @@ def render_range(task: RangeTask) -> RangeReport:
     data = {key: np.concatenate(parts) for key, parts in columns.items()}
     if task.xyz_keep_bits is not None and XYZ_KEY in data:
         data[XYZ_KEY] = zarr_io.round_mantissa(data[XYZ_KEY], task.xyz_keep_bits)
+    if DEPTH_KEY in data and task.obs.obs_layout != "ml2l":  # the ml2l layout's is ML2L's float16 already
+        data[DEPTH_KEY] = data[DEPTH_KEY].astype(task.depth_dtype)
     path = f"{STAGING}/{task.name}"
     try:
         root = zarr.open_group(zarr_io.open_store(task.store_url, task.storage_options), mode="r+")
@@ -288,6 +295,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+RANGES_PER_WORKER = 8  # auto range size: enough ranges that no worker idles while another finishes its last
+MAX_AUTO_RANGE = 8  # ... and few enough commits (each rewrites the manifest and its inventory)
+
+
+def range_size(cfg: RenderConfig, n_pending: int) -> int:
+    """Episodes per range: ``cfg.episodes_per_range``, or sized so every worker gets >= RANGES_PER_WORKER ranges.
+
+    Two ranges of 4 episodes on 2 workers left one worker idle for most of the last range and put the
+    whole Dask start-up and last commit on the critical path (1.3x from 1 to 2 workers on 8 episodes)."""
+    if cfg.episodes_per_range:
+        return cfg.episodes_per_range
+    workers = max(1, cfg.workers)
+    return int(min(MAX_AUTO_RANGE, max(1, -(-n_pending // (RANGES_PER_WORKER * workers)))))
+
+
 def _plan_ranges(manifest: DatasetManifest, episodes_per_range: int) -> list[RangeStatus]:
     """Committed ranges as recorded, then the uncommitted episodes split into new ranges."""
     committed = [r for r in manifest.ranges if r.status == "committed"]
@@ -336,29 +358,64 @@ def _commit_range(writer: DatasetWriter, manifest: DatasetManifest, report: Rang
     zarr_io.delete_path(root, f"{STAGING}/{report.name}")
 
 
-def _iter_reports(tasks: list[RangeTask], cfg: RenderConfig) -> Iterator[RangeReport]:
-    """Render the tasks: in this process (workers=0) or on Dask (LocalCluster or a scheduler)."""
+class _DaskStart:
+    """Starts the Dask client (and LocalCluster) in a thread, so that worker processes boot while the
+    driver checks the demo pair and plans the render; ``get`` waits for it, ``close`` shuts it down."""
+
+    def __init__(self, cfg: RenderConfig):
+        self.cfg = cfg
+        self.client = self.cluster = self.error = None
+        self.thread = threading.Thread(target=self._start, name="ms2-dask-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        from dask.distributed import Client, LocalCluster
+
+        try:
+            if self.cfg.scheduler:
+                self.client = Client(self.cfg.scheduler, timeout="30s")
+            else:
+                self.cluster = LocalCluster(n_workers=self.cfg.workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=":0", silence_logs=logging.ERROR)
+                self.client = Client(self.cluster)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the driver by get()
+            self.error = exc
+
+    def get(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.client
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.client is not None:
+            close_dask(self.client, self.cluster)
+        elif self.cluster is not None:
+            self.cluster.close()
+
+
+def _start_dask(cfg: RenderConfig) -> _DaskStart | None:
+    return _DaskStart(cfg) if cfg.workers > 0 or cfg.scheduler else None
+
+
+def _iter_reports(tasks: list[RangeTask], cfg: RenderConfig, dask: _DaskStart | None) -> Iterator[RangeReport]:
+    """Render the tasks: in this process (workers=0) or on Dask (LocalCluster or a scheduler).
+
+    Every range is submitted at once (ranges are small, see range_size), so the scheduler hands a worker
+    its next range as soon as it finishes one while the driver commits finished ranges in order."""
     if not tasks:
         return
-    if cfg.workers == 0 and not cfg.scheduler:
+    if dask is None:
         for task in tasks:
             yield render_range(task)
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
-    cluster = None
-    if cfg.scheduler:
-        client = Client(cfg.scheduler, timeout="30s")
-    else:
-        cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
-        futures = [client.submit(render_range, t, key=f"render-{t.name}-{id(t)}", pure=False) for t in tasks]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:
-        close_dask(client, cluster)
+    client = dask.get()
+    futures = [client.submit(render_range, t, key=f"render-{t.name}-{id(t)}", pure=False) for t in tasks]
+    for future in as_completed(futures):
+        yield future.result()
 
 
 def close_dask(client, cluster=None) -> None:
@@ -383,6 +440,15 @@ def run(cfg: RenderConfig) -> RenderResult:
     # The demo gate, before anything is created: a pair that fails its checks (NaN, wrong dtype or action
     # dimension, wrong seed, damaged h5) is refused here, not rendered into a dataset or a partial store.
     checked = require_sound_demos(cfg.source, backend=cfg.options.backend, force=cfg.force)
+    dask = _start_dask(cfg)  # worker processes boot while the render is planned and the store opened
+    try:
+        return _run(cfg, started, checked, dask)
+    finally:
+        if dask is not None:
+            dask.close()
+
+
+def _run(cfg: RenderConfig, started: float, checked, dask: _DaskStart | None) -> RenderResult:
     plan = plan_render(cfg)
     plan.manifest.source.demo_checks = "forced" if checked.forced else "passed"
     plan.manifest.source.demo_check_errors = checked.error_codes
@@ -394,7 +460,8 @@ def run(cfg: RenderConfig) -> RenderResult:
                             n_rows=manifest.n_committed_rows, ranges_rendered=0, ranges_reused=0,
                             nothing_to_do=True, elapsed_s=time.perf_counter() - started)
     try:
-        manifest.ranges = _plan_ranges(manifest, cfg.episodes_per_range)
+        n_pending = len(manifest.episodes) - manifest.n_committed_episodes
+        manifest.ranges = _plan_ranges(manifest, range_size(cfg, n_pending))
         zarr_io.write_manifest(root, manifest)
         pending = [r for r in manifest.ranges if r.status == "pending"]
         staging = root.require_group(STAGING)
@@ -414,7 +481,7 @@ def run(cfg: RenderConfig) -> RenderResult:
                 tasks.append(RangeTask(plan.url, cfg.storage_options, plan.source, plan.env, manifest.options.obs,
                                        manifest.options.seed, r.first_episode, r.n_episodes,
                                        manifest.options.chunk_target_bytes, manifest.options.compression_level,
-                                       manifest.options.xyz_keep_bits))
+                                       manifest.options.xyz_keep_bits, manifest.options.depth_dtype))
     except OSError as exc:
         raise zarr_io.storage_error(exc, plan.url, "prepare") from exc
 
@@ -423,7 +490,7 @@ def run(cfg: RenderConfig) -> RenderResult:
     next_first = manifest.n_committed_episodes
     bar = _progress(len(manifest.episodes), manifest.n_committed_episodes, cfg.progress, plan.url)
     try:
-        for report in _chain(ready, _iter_reports(tasks, cfg)):
+        for report in _chain(ready, _iter_reports(tasks, cfg, dask)):
             ready[report.first_episode] = report
             while next_first in ready:
                 done = ready.pop(next_first)

@@ -23,7 +23,7 @@ from ms2core.errors import DatasetError, DemoFileError
 from ms2core.obs import process_observation
 from ms2core.trajectory import DemoPair, pair_paths
 from pipelines import export, render
-from storage_schemas.dataset import ExportConfig, ObsProcessConfig, RenderConfig
+from storage_schemas.dataset import ExportConfig, ObsProcessConfig, RenderConfig, RenderOptions
 from tests.demo_fixtures import fake_demo_pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_pointcloud_dataset_layout_contents_and_manifest(demo, tmp_path):
     assert all(r.status == "committed" for r in manifest.ranges) and len(manifest.ranges) == 3
     assert all(e.committed for e in manifest.episodes)
     spec = manifest.arrays["obs/xyz"]
-    assert "blosc(zstd" in spec.codec and spec.chunk_rows == (1 << 20) // (64 * 3 * 4)
+    assert "blosc(zstd" in spec.codec and spec.chunk_rows == RenderOptions().chunk_target_bytes // (64 * 3 * 4)
     codecs = json.loads((Path(result.store) / "data/obs/xyz/zarr.json").read_text())["codecs"]
     blosc = [c for c in codecs if c["name"] == "blosc"][0]["configuration"]
     assert blosc["cname"] == "zstd" and blosc["shuffle"] == "shuffle"
@@ -123,7 +123,7 @@ def test_large_arrays_are_sharded(demo, tmp_path):
     result = render.run(cfg)
     manifest = zarr_io.read_manifest(zarr.open_group(result.store, mode="r"))
     spec = manifest.arrays["obs/rgb"]
-    assert spec.chunk_rows == (1 << 20) // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
+    assert spec.chunk_rows == RenderOptions().chunk_target_bytes // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
     meta = json.loads((Path(result.store) / "data/obs/depth/zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     inner = meta["codecs"][0]["configuration"]

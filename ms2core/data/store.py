@@ -131,6 +131,9 @@ class DatasetStore:
         self.episode_ends = episode_ends
         self.verified = verified
         self.arrays: dict[str, zarr.Array] = zarr_io.list_arrays(root["data"]) if "data" in root else {}
+        #: decoded chunks that ``read_rows`` keeps (verified ones only: they came through the verifying
+        #: store). Size it with ``set_cache_bytes``; MS2_READ_CACHE_MB sets the default (256 MiB).
+        self.chunk_cache = zarr_io.ChunkCache(int(float(os.environ.get("MS2_READ_CACHE_MB", 256)) * 2**20))
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -215,14 +218,19 @@ class DatasetStore:
         except Exception as exc:  # noqa: BLE001 - corrupt bytes raise codec errors of every kind
             raise self._decode_error(key, f"rows {start}-{stop - 1}", exc) from exc
 
+    def set_cache_bytes(self, max_bytes: int) -> None:
+        """Bound the decoded-chunk cache of ``read_rows`` (0 turns it off); drops what it holds."""
+        self.chunk_cache = zarr_io.ChunkCache(max_bytes)
+
     def read_rows(self, keys: Iterable[str], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The given committed rows (any order, repeats allowed) of several arrays, fetched concurrently."""
+        """The given committed rows (any order, repeats allowed) of several arrays: grouped by chunk, missing
+        chunks fetched concurrently, decoded chunks kept in ``chunk_cache`` (zarr_io.read_rows)."""
         rows = np.asarray(rows, np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_rows):
             raise IndexError(f"rows must lie in [0, {self.n_rows}) (the committed rows of {self.url})")
         arrays = {key: self.array(key) for key in keys}
         try:
-            return zarr_io.read_rows(arrays, rows)
+            return zarr_io.read_rows(arrays, rows, self.chunk_cache)
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001

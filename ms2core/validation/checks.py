@@ -20,6 +20,8 @@ CONTRACT_DTYPES = {
     "actions": "float32", "rewards": "float32", "success": "bool", "terminated": "bool", "truncated": "bool",
     "obs/state": "float32", "obs/xyz": "float32", "obs/rgb": "uint8", "obs/depth": "float32", "obs/seg": "bool",
 }
+#: other dtypes the contract allows: float16 depth (RenderOptions.depth_dtype, ManiSkill2-Learn's precision).
+CONTRACT_ALSO_DTYPES = {"obs/depth": ("float16",)}
 #: success / terminated / truncated have ManiSkill2's meaning (terminated: env.step said so; truncated: the
 #: last step of an episode the env did not terminate there).
 CORE_KEYS = ("actions", "rewards", "success", "terminated", "truncated")

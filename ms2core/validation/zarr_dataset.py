@@ -25,7 +25,7 @@ import zarr
 from pydantic import ValidationError
 
 from ms2core.validation.checks import (
-    CONTRACT_DTYPES, CORE_KEYS, LEGACY_DONES_KEY, RowLocator, check_block, check_duplicates, check_episode_ends,
+    CONTRACT_ALSO_DTYPES, CONTRACT_DTYPES, CORE_KEYS, LEGACY_DONES_KEY, RowLocator, check_block, check_duplicates, check_episode_ends,
     check_last_steps, check_truncated_rows,
     expected_obs_keys, rules_for,
 )
@@ -420,7 +420,7 @@ def _check_metadata(sink: FindingSink, arrays: dict[str, zarr.Array], manifest: 
             sink.add("dtype", f"data/{key} has dtype {array.dtype.name}, the manifest says {spec.dtype}", key=key,
                      value=array.dtype.name, expected=spec.dtype)
         contract = CONTRACT_DTYPES.get(key)
-        if contract and array.dtype.name != contract:
+        if contract and array.dtype.name != contract and array.dtype.name not in CONTRACT_ALSO_DTYPES.get(key, ()):
             code = "rgb" if key == "obs/rgb" else "dtype"
             sink.add(code, f"data/{key} has dtype {array.dtype.name}, the data contract says {contract}", key=key,
                      value=array.dtype.name, expected=contract)

@@ -1,0 +1,101 @@
+"""The random-read path (zarr_io.read_rows + the decoded-chunk cache of DatasetStore), float16 depth storage
+and the render's automatic range size. Stores come from the real render on the fake env."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from ms2core import zarr_io
+from ms2core.data.store import DatasetStore
+from ms2core.errors import DatasetError
+from pipelines import render
+from storage_schemas.dataset import DatasetManifest, RenderConfig
+from tests.demo_fixtures import fake_demo_pair
+
+
+def _render(tmp_path, **options) -> DatasetStore:
+    demo = fake_demo_pair(tmp_path / "demos" / "pick.h5", n_episodes=4)
+    opts = dict(backend="fake", obs=dict(obs_mode="rgbd"), camera_size=(16, 12), chunk_target_bytes=64 << 10)
+    opts.update(options)
+    cfg = RenderConfig.model_validate(dict(source=str(demo), store=str(tmp_path / "s.zarr"), options=opts,
+                                           workers=0, progress=False))
+    return DatasetStore.open(render.run(cfg).store)
+
+
+@pytest.fixture
+def store(tmp_path) -> DatasetStore:
+    return _render(tmp_path)
+
+
+def test_cached_reads_equal_plain_reads_in_any_order_with_repeats(store):
+    full = {key: store.read(key) for key in store.arrays}
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        rows = rng.integers(0, store.n_rows, 50)
+        rows[:3] = rows[0]  # repeats
+        batch = store.read_rows(store.arrays, rows)
+        for key in store.arrays:
+            np.testing.assert_array_equal(batch[key], full[key][rows], err_msg=key)
+    assert store.chunk_cache.hits > 0 and store.chunk_cache.nbytes <= store.chunk_cache.max_bytes
+
+
+def test_cache_is_bounded_and_can_be_turned_off(store):
+    depth = store.array("obs/depth")
+    chunk_bytes = depth.chunks[0] * int(np.prod(depth.shape[1:])) * depth.dtype.itemsize
+    store.set_cache_bytes(2 * chunk_bytes)
+    store.read_rows(["obs/depth"], np.arange(store.n_rows))
+    assert 0 < store.chunk_cache.nbytes <= 2 * chunk_bytes
+    store.set_cache_bytes(0)
+    store.read_rows(["obs/depth"], np.array([0, 1]))
+    assert store.chunk_cache.nbytes == 0 and store.chunk_cache.misses > 0
+
+
+def test_damaged_chunk_is_an_error_and_never_cached(store, tmp_path):
+    path = tmp_path / "s.zarr" / "data" / "actions" / "c" / "0" / "0"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    damaged = DatasetStore.open(tmp_path / "s.zarr")
+    for _ in range(2):  # a second read checks again: nothing was cached from the failed one
+        with pytest.raises(DatasetError, match="crc32"):
+            damaged.read_rows(["actions"], np.array([0]))
+    assert damaged.chunk_cache.nbytes == 0
+
+
+def test_depth_is_stored_as_float16_by_default_and_float32_on_request(tmp_path):
+    store = _render(tmp_path / "a")
+    assert store.array("obs/depth").dtype == np.float16 and store.manifest.arrays["obs/depth"].dtype == "float16"
+    exact = _render(tmp_path / "b", depth_dtype="float32")
+    depth32 = exact.read("obs/depth")
+    assert depth32.dtype == np.float32 and (depth32 >= 0).all()
+    np.testing.assert_array_equal(store.read("obs/depth"), depth32.astype(np.float16))
+    assert store.manifest.dataset_version != exact.manifest.dataset_version
+
+
+def test_manifest_written_before_depth_dtype_says_float32(store):
+    raw = store.manifest.model_dump(mode="json")
+    del raw["options"]["depth_dtype"]
+    assert DatasetManifest.model_validate(raw).options.depth_dtype == "float32"
+
+
+def test_uint8_images_are_stored_channels_first(store):
+    codecs = store.root["data/obs/rgb"].metadata.to_dict()["codecs"]
+    assert codecs[0]["name"] == "transpose" and list(codecs[0]["configuration"]["order"]) == [0, 3, 1, 2]
+    assert "transpose" in store.manifest.arrays["obs/rgb"].codec
+
+
+@pytest.mark.parametrize("n_pending, workers, expected", [(8, 1, 1), (8, 2, 1), (100, 2, 7), (10_000, 4, 8)])
+def test_automatic_range_size_keeps_every_worker_busy(n_pending, workers, expected):
+    cfg = RenderConfig(source="x.h5", workers=workers)
+    assert render.range_size(cfg, n_pending) == expected
+    assert render.range_size(cfg.model_copy(update={"episodes_per_range": 3}), n_pending) == 3
+
+
+def test_read_rows_without_a_cache_reads_plain_zarr_arrays(store):
+    root = zarr.open_group(store.url, mode="r")
+    arrays = zarr_io.list_arrays(root["data"])
+    rows = np.array([5, 1, 5])
+    batch = zarr_io.read_rows(arrays, rows)
+    np.testing.assert_array_equal(batch["obs/rgb"], arrays["obs/rgb"][:][rows])
