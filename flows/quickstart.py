@@ -1,10 +1,10 @@
 """``ms2 quickstart``: generate demos -> render (state; point clouds after replay) -> validate -> BC -> evaluate
 -> register, sized so that a 2-core CPU ends with a policy that works in under ten minutes.
 
-Where the time goes on a CPU (PickCube-v0): generation ~1.3 demos/s, replay to pd_ee_delta_pose ~0.3 demos/s
-(so only the point-cloud path converts, and only a few demos), state rendering ~100-400 frames/s, point-cloud
-rendering ~8 frames/s, state BC ~60-150 updates/s, evaluation ~1 episode/s. The state policy is trained in the
-control mode the demos were recorded in (pd_joint_pos), which needs no conversion.
+Where the time goes on a shared 2-core CPU (PickCube-v0): generation ~1.3 demos/s, replay to pd_ee_delta_pose
+~0.2-0.4 demos/s (without the open-loop re-check), state rendering ~100 frames/s, point-cloud rendering ~8
+frames/s (so only the first few converted demos), state BC 25-60 updates/s, evaluation ~1 episode/s. BC in the
+recorded pd_joint_pos mode would skip the conversion but does not work (0% of 40 episodes, 120 demos, 5k updates).
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from storage_schemas.quickstart import QuickstartConfig, QuickstartSummary
 from storage_schemas.training import BCConfig
 from storage_schemas.validation import ValidationConfig
 
-#: the control mode the motion planner records demos in (pipelines.demos)
-RECORDED_CONTROL_MODE = "pd_joint_pos"
-
 NEXT_STEPS = [
     "a strong state policy (68% on PickCube-v0): 1000 demos and 30k updates, configs/bc/pickcube_state.yaml "
     "(its header lists the commands); on a GPU: ms2 train bc -c configs/bc/pickcube_state.yaml --device cuda",
@@ -34,18 +31,20 @@ NEXT_STEPS = [
 ]
 
 
-def bc_config_for(config: QuickstartConfig, store: str, control_mode: str) -> BCConfig:
-    """configs/bc/pickcube_state.yaml's settings (noise, standardized action loss) with the quickstart's budget."""
+def bc_config_for(config: QuickstartConfig, store: str) -> BCConfig:
+    """configs/bc/pickcube_state.yaml's settings (state noise, standardized action loss) with the quickstart's
+    budget; the file's 30k updates and 100 evaluation episodes take ~20 min on a shared 2-core CPU."""
     return load_config(BCConfig, CONFIGS_DIR / "bc" / "pickcube_state.yaml", [
-        f"env.env_id={config.env_id}", f"env.control_mode={control_mode}", f"env.backend={config.backend}",
+        f"env.env_id={config.env_id}", f"env.control_mode={config.target_control_mode}", f"env.backend={config.backend}",
         f"dataset.paths=[{store}]", f"train.num_steps={config.bc_steps}",
         f"train.log_every_steps={max(1, min(500, config.bc_steps))}",
-        f"train.checkpoint_every_steps={config.bc_steps}", "eval_episodes=0", f"eval_num_procs={config.workers}",
+        f"train.checkpoint_every_steps={config.bc_steps}", f"eval_episodes={config.eval_episodes}",
+        f"eval_num_procs={config.workers}",
         "run_name=quickstart"])
 
 
-def _render_and_validate(config: QuickstartConfig, source: str, obs: ObsProcessConfig):
-    options = RenderOptions(obs=obs, backend=config.backend)
+def _render_and_validate(config: QuickstartConfig, source: str, obs: ObsProcessConfig, max_episodes: int | None = None):
+    options = RenderOptions(obs=obs, backend=config.backend, max_episodes=max_episodes)
     rendered = stages.render_dataset(RenderConfig(source=source, options=options, workers=config.workers,
                                                   progress=False))
     validated = stages.validate_dataset(ValidationConfig(
@@ -58,18 +57,6 @@ def _render_and_validate(config: QuickstartConfig, source: str, obs: ObsProcessC
     return rendered
 
 
-def _pointcloud_path(config: QuickstartConfig, demos_h5: str):
-    """The first few demos converted to the target control mode, rendered as point clouds, validated."""
-    if config.pointcloud_episodes == 0:
-        return None
-    stem = demos_h5[:-3].replace(".pd_joint_pos", "") + f".first{config.pointcloud_episodes}"
-    replayed = stages.replay_demos(ReplayConfig(
-        input=demos_h5, target_control_mode=config.target_control_mode, max_episodes=config.pointcloud_episodes,
-        output=f"{stem}.{config.target_control_mode}", num_workers=config.workers, backend=config.backend,
-        progress=False))
-    return _render_and_validate(config, replayed.h5_path, config.render_options().obs)
-
-
 @flow(name="quickstart", log_prints=True)
 def quickstart(config: QuickstartConfig = QuickstartConfig()) -> QuickstartSummary:
     from ms2core.evaluation import rate_ci95
@@ -78,10 +65,16 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> QuickstartSumma
     generated = stages.generate_demos(GenerateDemosConfig(
         env_id=config.env_id, num_episodes=config.num_demos, num_workers=config.workers, backend=config.backend,
         progress=False))
-    state = _render_and_validate(config, generated.h5_path, ObsProcessConfig(obs_mode="state"))
-    pointcloud = _pointcloud_path(config, generated.h5_path)
-    trained = train_bc(bc_config_for(config, state.store, RECORDED_CONTROL_MODE),
-                       eval_episodes=config.eval_episodes)
+    # No open-loop re-check here (it doubles the slowest stage on a CPU); validation replays a sample.
+    replayed = stages.replay_demos(ReplayConfig(
+        input=generated.h5_path, target_control_mode=config.target_control_mode, num_workers=config.workers,
+        verify_open_loop=False, backend=config.backend, progress=False))
+    state = _render_and_validate(config, replayed.h5_path, ObsProcessConfig(obs_mode="state"))
+    pointcloud = (_render_and_validate(config, replayed.h5_path, config.render_options().obs,
+                                       max_episodes=config.pointcloud_episodes)
+                  if config.pointcloud_episodes else None)
+    # BC evaluates its final checkpoint itself (no videos: rendering them would cost minutes on a CPU)
+    trained = train_bc(bc_config_for(config, state.store))
     rate, n = trained["success_rate"], config.eval_episodes
     ci = None
     if rate is not None and n:
@@ -94,7 +87,7 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> QuickstartSumma
         pointcloud_validation_status="passed" if pointcloud else None,
         run_id=trained["run_id"], run_dir=trained["run_dir"], checkpoint=trained["checkpoint"],
         success_rate=rate, success_ci95=ci, eval_episodes=n,
-        meaning=_meaning(config, state.n_episodes, rate, ci, n, RECORDED_CONTROL_MODE),
+        meaning=_meaning(config, state.n_episodes, rate, ci, n),
         next_steps=NEXT_STEPS, model_name=trained.get("model_name"), model_version=trained.get("model_version"),
         wall_s=time.perf_counter() - start)
     print(summary.meaning)
@@ -102,9 +95,9 @@ def quickstart(config: QuickstartConfig = QuickstartConfig()) -> QuickstartSumma
     return summary
 
 
-def _meaning(config: QuickstartConfig, n_demos: int, rate, ci, n: int, control_mode: str) -> str:
+def _meaning(config: QuickstartConfig, n_demos: int, rate, ci, n: int) -> str:
     if rate is None or not n:
         return "the policy was not evaluated (eval_episodes=0)"
-    return (f"the state-observation BC policy ({n_demos} demos, {config.bc_steps} updates, {control_mode}) "
+    return (f"the state-observation BC policy ({n_demos} demos, {config.bc_steps} updates) "
             f"picked up the cube and brought it to the goal in {rate:.0%} of {n} new episodes (95% interval "
             f"{ci[0]:.0%}-{ci[1]:.0%}); the README's full run (1000 demos, 30k updates) reaches 68%")
