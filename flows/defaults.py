@@ -237,8 +237,6 @@ def eval_config(config: Any = None, model: str | None = None, task: str | None =
     from flows.registry import download_checkpoint
     from storage_schemas.training import EvalConfig
 
-    cfg, explicit = build_config(EvalConfig, "evaluate", None, config, overrides)
-    if model is None and _given(explicit, "checkpoint") and cfg.checkpoint:
-        return cfg
+    cfg, _ = build_config(EvalConfig, "evaluate", None, config, overrides)
     source = model or cfg.checkpoint or champion_uri(task or DEFAULT_TASK, algo)
     return cfg.model_copy(update={"checkpoint": download_checkpoint(source)})
