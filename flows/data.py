@@ -21,9 +21,16 @@ def _scheduler(explicit: str | None) -> str | None:
 
 
 @flow(name="demo-to-dataset", log_prints=True)
-def demo_to_dataset(config: DemoToDatasetConfig = DemoToDatasetConfig()) -> DatasetSummary:
-    """Generate or import demos, convert them to the target control mode, render, validate."""
+def demo_to_dataset(config: dict | DemoToDatasetConfig | None = None, task: str | None = None,
+                    overrides: list[str] | None = None) -> DatasetSummary:
+    """Generate or import demos, convert them to the target control mode, render, validate.
+
+    Defaults: DemoToDatasetConfig's (20 generated PickCube-v0 demos -> pd_ee_delta_pose -> point clouds);
+    ``config`` may be partial, ``overrides`` are dotted --set strings, e.g. ['num_episodes=50']."""
+    from flows.defaults import dataset_flow_config
+
     log = get_run_logger()
+    config = dataset_flow_config(config, task, overrides)
     if config.demos == "import":
         if not config.import_path:
             raise DatasetError("demos='import' needs import_path", hint="set import_path to NAME.h5 of a demo pair")

@@ -1,7 +1,14 @@
 """Deployments of every flow, served by ``ms2 serve`` (and described for work pools in prefect.yaml).
 
+A deployment is named ``<flow>/<deployment>``: demo-to-dataset/default, rerender-demos/default,
+evaluate/default, train-bc/default, train-ppo/default, train-dapg/default, train-sac/default,
+train-gail/default. Every one runs with no parameters (flows.defaults says what that does):
+
     ms2 serve                                         # local server on embedded defaults + all deployments
-    prefect deployment run train-bc/default --param task=PickCube-v0
+    prefect deployment run train-dapg/default         # PickCube-v0, configs/dapg/pickcube_state.yaml
+    prefect deployment run train-bc/default --param task=LiftCube-v0
+    prefect deployment run train-bc/default --param overrides='["train.num_steps=2000"]'
+    prefect deployment run evaluate/default --param model=models:/ms2-PickCube-v0-bc@champion
 """
 
 from __future__ import annotations

@@ -49,3 +49,42 @@ def register_policy(model_uri: str, task: str, algo: str, success_rate: float, c
         client.set_registered_model_alias(name, CHAMPION, version)
         champion_version = version
     return Registration(name, str(version), success_rate, str(champion_version), moved)
+
+
+def download_checkpoint(source: str, client=None) -> str:
+    """A local checkpoint file from a path (returned as is) or an MLflow URI (models:/name@alias, models:/name/3,
+    runs:/<id>/policy): models are downloaded once per version to $MS2FLOW_DATA_DIR/models/<name>/<version>/."""
+    from pathlib import Path
+
+    if not source.startswith(("models:/", "runs:/")) and "://" not in source:
+        return source
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ms2core.errors import ConfigError
+    from ms2core.paths import data_dir
+
+    try:
+        import hashlib
+
+        dst = data_dir() / "models" / "downloads" / hashlib.sha256(source.encode()).hexdigest()[:12]
+        if source.startswith("models:/"):
+            client = client or MlflowClient()
+            name, _, ref = source.removeprefix("models:/").partition("@")
+            if ref:
+                version = client.get_model_version_by_alias(name, ref).version
+            else:
+                name, _, version = name.partition("/")
+            dst = data_dir() / "models" / name / str(version)
+        if not (dst.exists() and any(dst.rglob("*.pt"))):
+            dst.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst))
+    except MlflowException as exc:
+        raise ConfigError(f"cannot find {source} in MLflow ({mlflow.get_tracking_uri()}): {exc.message}",
+                          hint="train and register one with a train-<algo> flow, or pick a registered model "
+                               "and alias in the MLflow UI") from exc
+    found = sorted(dst.rglob("*.pt"))
+    if not found:
+        raise ConfigError(f"{source} holds no checkpoint (.pt)", hint="use a model registered by a train-<algo> flow")
+    return str(found[0])

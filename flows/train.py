@@ -18,7 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows import stages
+from flows import defaults, stages
 from flows.registry import register_policy
 from flows.settings import mlflow_tracking_uri
 from flows.tracking import MlflowSink, tracked_run
@@ -158,17 +158,29 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
     return summary
 
 
+# Every parameter has a default, so each deployment runs with none: flows.defaults resolves the task's config
+# file (configs/<algo>/<task>_state.yaml), merges a partial ``config`` dict and dotted ``overrides`` over it
+# and finds (or builds) the validated dataset it reads. The budget is the config file's. ``dict`` comes first
+# in ``config``'s type: pydantic would otherwise turn a partial dict into a full config of defaults.
+
 @flow(name="train-bc", log_prints=True)
-def train_bc(config: BCConfig = BCConfig(), task: str | None = None, resume_from: str | None = None,
-             eval_episodes: int | None = None, register_model: bool = True, force: bool = False) -> dict:
-    """Behaviour cloning on validated Zarr datasets, evaluated and registered."""
-    return train_evaluate_register("bc", config, task, resume_from, eval_episodes, register_model, force)
+def train_bc(config: dict | BCConfig | None = None, task: str | None = None, config_file: str | None = None,
+             overrides: list[str] | None = None, resume_from: str | None = None, eval_episodes: int | None = None,
+             register_model: bool = True, force: bool = False) -> dict:
+    """Behaviour cloning on validated Zarr datasets, evaluated and registered.
+
+    Defaults: configs/bc/pickcube_state.yaml (30k updates, 100 evaluation episodes) on the newest validated
+    state dataset of the task (else one built from 100 demos)."""
+    cfg = defaults.train_config("bc", BCConfig, config, task, config_file, overrides)
+    return train_evaluate_register("bc", cfg, None, resume_from, eval_episodes, register_model, force)
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(config: EvalConfig) -> EvaluationResult:
-    """Evaluate a checkpoint (from a run directory or an MLflow artifact download)."""
-    return evaluate_policy(config)
+def evaluate(config: dict | EvalConfig | None = None, model: str | None = None, task: str | None = None,
+             algo: str = "bc", overrides: list[str] | None = None) -> EvaluationResult:
+    """Evaluate a checkpoint, or a registered model: ``model=models:/ms2-PickCube-v0-bc@champion`` (default:
+    the champion of ms2-<task>-<algo>), downloaded from MLflow. Default budget: EvalConfig's 100 episodes."""
+    return evaluate_policy(defaults.eval_config(config, model, task, algo, overrides))
 
 
 def default_prefect_ui() -> str:
@@ -177,31 +189,47 @@ def default_prefect_ui() -> str:
 
 
 @flow(name="train-ppo", log_prints=True)
-def train_ppo(config: PPOConfig = PPOConfig(), task: str | None = None, resume_from: str | None = None,
-              register_model: bool = True, force: bool = False) -> dict:
-    """PPO (ManiSkill2-Learn's settings) on the task's simulator, tracked in MLflow."""
-    return train_evaluate_register("ppo", config, task, resume_from, None, register_model, force)
+def train_ppo(config: dict | PPOConfig | None = None, task: str | None = None, config_file: str | None = None,
+              overrides: list[str] | None = None, resume_from: str | None = None, register_model: bool = True,
+              force: bool = False) -> dict:
+    """PPO (ManiSkill2-Learn's settings) on the task's simulator, tracked in MLflow.
+
+    Defaults: configs/ppo/pickcube_state.yaml (5M env steps)."""
+    cfg = defaults.train_config("ppo", PPOConfig, config, task, config_file, overrides)
+    return train_evaluate_register("ppo", cfg, None, resume_from, None, register_model, force)
 
 
 @flow(name="train-dapg", log_prints=True)
-def train_dapg(config: DAPGConfig, task: str | None = None, resume_from: str | None = None,
-               register_model: bool = True, force: bool = False) -> dict:
-    """DAPG: PPO plus a decaying behaviour-cloning term on a validated demo dataset."""
-    return train_evaluate_register("dapg", config, task, resume_from, None, register_model, force)
+def train_dapg(config: dict | DAPGConfig | None = None, task: str | None = None, config_file: str | None = None,
+               overrides: list[str] | None = None, resume_from: str | None = None, register_model: bool = True,
+               force: bool = False) -> dict:
+    """DAPG: PPO plus a decaying behaviour-cloning term on a validated demo dataset.
+
+    Defaults: configs/dapg/pickcube_state.yaml (20k BC pre-training steps, 5M env steps) on the newest
+    validated state dataset of the task (else one built from 100 demos)."""
+    cfg = defaults.train_config("dapg", DAPGConfig, config, task, config_file, overrides)
+    return train_evaluate_register("dapg", cfg, None, resume_from, None, register_model, force)
 
 
 @flow(name="train-sac", log_prints=True)
-def train_sac(config: SACConfig = SACConfig(), task: str | None = None, resume_from: str | None = None,
-              register_model: bool = True, force: bool = False) -> dict:
-    """SAC with automatic entropy tuning."""
-    return train_evaluate_register("sac", config, task, resume_from, None, register_model, force)
+def train_sac(config: dict | SACConfig | None = None, task: str | None = None, config_file: str | None = None,
+              overrides: list[str] | None = None, resume_from: str | None = None, register_model: bool = True,
+              force: bool = False) -> dict:
+    """SAC with automatic entropy tuning. Defaults: configs/sac/pickcube_state.yaml (2M env steps)."""
+    cfg = defaults.train_config("sac", SACConfig, config, task, config_file, overrides)
+    return train_evaluate_register("sac", cfg, None, resume_from, None, register_model, force)
 
 
 @flow(name="train-gail", log_prints=True)
-def train_gail(config: GAILConfig, task: str | None = None, resume_from: str | None = None,
-               register_model: bool = True, force: bool = False) -> dict:
-    """GAIL: a discriminator reward from a validated demo dataset, optimised with SAC."""
-    return train_evaluate_register("gail", config, task, resume_from, None, register_model, force)
+def train_gail(config: dict | GAILConfig | None = None, task: str | None = None, config_file: str | None = None,
+               overrides: list[str] | None = None, resume_from: str | None = None, register_model: bool = True,
+               force: bool = False) -> dict:
+    """GAIL: a discriminator reward from a validated demo dataset, optimised with SAC.
+
+    Defaults: configs/gail/pickcube_state.yaml (2M env steps) on the newest validated state dataset of the
+    task (else one built from 100 demos)."""
+    cfg = defaults.train_config("gail", GAILConfig, config, task, config_file, overrides)
+    return train_evaluate_register("gail", cfg, None, resume_from, None, register_model, force)
 
 
 #: flow per algorithm, for deployments and the CLI.

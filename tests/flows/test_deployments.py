@@ -42,6 +42,13 @@ def test_serve_and_trigger_train_bc_through_the_cli(local_server, tmp_path):
     store = build_fake_dataset("state", num_episodes=6)
     env = {**os.environ, "PREFECT_API_URL": local_server.api_url, "MS2FLOW_DATA_DIR": str(tmp_path / "ms2data"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'ms2data' / 'mlflow.db'}"}
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    # Create the MLflow SQLite store (its migrations) here, before the served flow run opens it too: two
+    # processes migrating one new SQLite file at once race (alembic: "expected to match one row").
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    MlflowClient().search_experiments()
     serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO_ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -64,10 +71,6 @@ def test_serve_and_trigger_train_bc_through_the_cli(local_server, tmp_path):
             env=env, capture_output=True, text=True, timeout=120)
         assert trigger.returncode == 0, trigger.stdout + trigger.stderr
 
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         client = MlflowClient()
 
         def registered():
