@@ -45,6 +45,9 @@ def configure_embedded_defaults() -> None:
     # Dask's INFO lines (nannies starting, comms closing at shutdown) drown the flow's own progress.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API server's start-up (migrations of a new SQLite db) took over the default 20 s on a
+    # busy 2-core machine, and the first flow then failed with "Timed out ... ephemeral Prefect API server".
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     # MLflow's model logging otherwise warns about / probes things that are not available offline.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow_tracking_uri())
