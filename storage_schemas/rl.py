@@ -119,7 +119,8 @@ class PPOParams(StrictModel):
     gamma: float = Field(0.95, gt=0, le=1, description="discount")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     clip_ratio: float = Field(0.2, gt=0, description="PPO ratio clip epsilon")
-    max_kl: float | None = Field(0.2, gt=0, description="stop this update's epochs once approx KL exceeds this")
+    max_kl: float | None = Field(0.2, gt=0, description="stop this update's epochs once approx KL exceeds "
+                                  "1.5 * max_kl (ManiSkill2-Learn's rule; None = never)")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate (actor and critic)")
     max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
     value_coef: float = Field(0.5, ge=0, description="weight of the critic loss")

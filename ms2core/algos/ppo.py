@@ -6,7 +6,9 @@ the networks, rollout collection into a :class:`Rollout`, the update, and the
 
 ManiSkill2-Learn's choices kept here: GAE with gamma = lambda = 0.95, ratio
 clip 0.2, an early stop of the epoch loop once the approximate KL between the
-old and new policy exceeds ``max_kl``, reward normalisation by the running std
+old and new policy exceeds ``1.5 * max_kl`` (ManiSkill2-Learn's
+``maniskill2_learn/methods/mfrl/ppo.py``: the minibatch that crosses it is not
+applied, and no further epoch runs on this rollout), reward normalisation by the running std
 of discounted returns, per-minibatch advantage normalisation, critic warm-up
 epochs (the first update trains the critic alone for ``critic_warmup_epochs``
 epochs so the first advantages are not noise), and shared or separate
@@ -181,6 +183,8 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
 
 
 # --------------------------------------------------------------------------- update
+#: the epochs stop once approx KL > KL_STOP_FACTOR * ppo.max_kl (ManiSkill2-Learn's PPO.update_actor_critic)
+KL_STOP_FACTOR = 1.5
 ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -226,7 +230,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
                     extra, extra_stats = extra_actor_loss(actor, update_index)
                     loss = loss + extra
                     record.update(extra_stats)
-                if params.max_kl is not None and pol.approx_kl.item() > params.max_kl:
+                if params.max_kl is not None and pol.approx_kl.item() > KL_STOP_FACTOR * params.max_kl:
                     early_stopped = True  # this minibatch moved the policy too far: do not apply it
                     break
             assert_finite_loss(loss, f"the PPO loss of update {update_index} (ppo.lr={params.lr:g})", update_index)
