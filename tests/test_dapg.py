@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ms2core.algos._demos import check_demo_shapes, load_demo_transitions, write_demo_zarr
-from ms2core.algos._nets import GaussianActor, MLPBackbone
+from ms2core.nn.actors import GaussianActor, MLPBackbone
 from ms2core.algos.dapg import dapg_weight, demo_nll
 from ms2core.errors import DatasetError
 

@@ -20,7 +20,8 @@ from torch import nn
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
-from ms2core.algos._nets import GaussianActor, gaussian_log_prob
+from ms2core.nn.actors import GaussianActor
+from ms2core.nn.heads import gaussian_log_prob
 from ms2core.algos.bc import action_loss_weights, perturb_state
 from ms2core.algos.ppo import train_ppo
 from ms2core.data import DemoBatch

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
-from ms2core.algos._nets import Discriminator
+from ms2core.nn.actors import Discriminator
 from ms2core.algos.sac import SACHooks, run_sac
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink

@@ -28,14 +28,8 @@ from torch import nn
 
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
-from ms2core.algos._nets import (
-    GaussianActor,
-    ValueCritic,
-    gaussian_entropy,
-    gaussian_log_prob,
-    make_backbone,
-    resolve_backbone_kind,
-)
+from ms2core.nn.actors import GaussianActor, ValueCritic, make_backbone, resolve_backbone_kind
+from ms2core.nn.heads import gaussian_entropy, gaussian_log_prob
 from ms2core.algos.returns import ReturnNormalizer, compute_gae
 from ms2core.metrics import MetricsSink
 from ms2core.nn.frameminer import MixActionActor, resolve_frames

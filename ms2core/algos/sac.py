@@ -24,7 +24,7 @@ from torch import nn
 
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
-from ms2core.algos._nets import MLPBackbone, TanhGaussianActor, TwinQ
+from ms2core.nn.actors import MLPBackbone, TanhGaussianActor, TwinQ
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink
 from ms2core.replay_buffer import ReplayBuffer, TransitionBatch
