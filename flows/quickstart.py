@@ -11,7 +11,7 @@ from flows.train import train_bc
 from storage_schemas.env import EnvConfig
 from storage_schemas.flows import DemoToDatasetConfig
 from storage_schemas.quickstart import QuickstartConfig, QuickstartSummary
-from storage_schemas.training import BCConfig, DatasetConfig, NetworkConfig, TrainLoopConfig
+from storage_schemas.training import BCConfig, BCRunConfig, DatasetConfig, NetConfig, TrainLoopConfig
 
 
 def bc_config_for(config: QuickstartConfig, store: str) -> BCConfig:
@@ -19,12 +19,12 @@ def bc_config_for(config: QuickstartConfig, store: str) -> BCConfig:
         env=EnvConfig(env_id=config.env_id, obs_mode="pointcloud", control_mode=config.target_control_mode,
                       backend=config.backend),
         dataset=DatasetConfig(paths=[store], mode="ram", prefetch_batches=2),
-        network=NetworkConfig(kind="pointnet", head="deterministic"),
-        train=TrainLoopConfig(num_steps=config.train_steps, batch_size=config.batch_size, device="auto",
+        net=NetConfig(backbone="pointnet", head="deterministic"),
+        train=TrainLoopConfig(num_steps=config.train_steps, batch_size=config.batch_size,
                               log_every_steps=max(1, min(10, config.train_steps)),
                               checkpoint_every_steps=max(1, config.train_steps // 2)),
-        eval_episodes=0,  # the flow evaluates (with videos) after training
-        run_name="quickstart",
+        # the flow evaluates (with videos) after training, for the quickstart's eval_episodes
+        run=BCRunConfig(device="auto", eval_episodes=0, run_name="quickstart"),
     )
 
 

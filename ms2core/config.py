@@ -42,10 +42,26 @@ def _allowed_keys(model: type[BaseModel] | None, path: list[str]) -> list[str] |
     return list(model.model_fields) if model is not None else None
 
 
+def _renamed(model: type[BaseModel] | None) -> dict[str, str]:
+    """old dotted key -> new one, for models whose keys were renamed (``RENAMED_KEYS``, e.g. BCConfig)."""
+    return getattr(model, "RENAMED_KEYS", None) or {}
+
+
+def _refuse_renamed(found: list[tuple[str, str]], where: str) -> None:
+    if found:
+        from storage_schemas.training import renamed_keys_message
+
+        raise ConfigError(f"{where}: {renamed_keys_message(found)}",
+                          hint="; ".join(f"write {new} instead of {old}" for old, new in found))
+
+
 def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | None = None) -> dict:
     data = dict(data)
+    renamed = _renamed(model)
     for item in overrides:
         keys, value = parse_override(item)
+        _refuse_renamed([(old, new) for old, new in renamed.items()
+                         if ".".join(keys) == old or ".".join(keys).startswith(old + ".")][-1:], f"--set {item}")
         node = data
         for depth, part in enumerate(keys):
             allowed = _allowed_keys(model, keys[:depth])
@@ -112,6 +128,9 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(loaded).__name__}")
         data = loaded
+        from storage_schemas.training import renamed_keys_in
+
+        _refuse_renamed(renamed_keys_in(data, _renamed(model)), f"config file {path}")
     data = apply_overrides(data, overrides or [], model)
     try:
         return model.model_validate(data)

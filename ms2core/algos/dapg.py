@@ -26,6 +26,7 @@ from ms2core.algos.bc import action_loss_weights, perturb_state
 from ms2core.algos.ppo import train_ppo
 from ms2core.data import DemoBatch
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.rollout import VectorEnv
 
 
@@ -108,6 +109,6 @@ def make_demo_term(cfg):
     return factory
 
 
-def train_dapg(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> common.TrainResult:
+def train_dapg(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> TrainResult:
     """Train DAPG (``storage_schemas.rl.DAPGConfig``)."""
     return train_ppo(cfg, sink, backbone=backbone, extra_actor_loss_factory=make_demo_term(cfg), algo_name="dapg")

@@ -32,6 +32,7 @@ from ms2core.nn.actors import GaussianActor, ValueCritic, make_backbone, resolve
 from ms2core.nn.heads import gaussian_entropy, gaussian_log_prob
 from ms2core.algos.returns import ReturnNormalizer, compute_gae
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.nn.frameminer import MixActionActor, resolve_frames
 from ms2core.rollout import (
     EpisodeStats,
@@ -249,7 +250,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
 def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
               actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
-              algo_name: str = "ppo") -> common.TrainResult:
+              algo_name: str = "ppo") -> TrainResult:
     """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``, whose term may
     also have a ``pretrain(actor) -> stats`` method, run once before the first env step of a fresh run.
 
@@ -261,8 +262,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     params, run = cfg.ppo, cfg.run
     if cfg.rollout.gym_env_id is None:
         check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
-    common.seed_everything(run.seed)
-    device = common.setup_torch(run)
+    device = common.setup_torch(run)  # seeds python, numpy, torch with run.seed
     metrics, own_sink = common.open_sink(run, sink)
     vec = vector_env_from_config(cfg.rollout, run.seed)
     try:
@@ -316,6 +316,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
 
         recent: list[EpisodeStats] = []
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
         last_eval = env_steps
         pretrain = getattr(extra_loss, "pretrain", None)  # DAPG's optional BC pre-training (no env steps)
@@ -354,10 +355,9 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 save()
                 last_ckpt = env_steps
         checkpoint = save()
-        result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
-                                    final_mean_return=common.finite(summary.mean_return),
-                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
-                                    curve=curve, eval_curve=eval_curve)
+        result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
+                                      episodes=n_episodes, start=start, summary=summary, curve=curve,
+                                      eval_curve=eval_curve)
         if run.eval_episodes:
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_episodes, run.seed + 10_000)
             result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)

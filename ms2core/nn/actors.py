@@ -138,6 +138,9 @@ def resolve_backbone_kind(name: str, obs_shapes: dict[str, tuple[int, ...]]) -> 
     """``net.backbone`` with ``auto`` resolved: pointnet where the observation is a point cloud, else mlp."""
     if name == "auto":
         return "pointnet" if "xyz" in obs_shapes else "mlp"
+    if name == "cnn":
+        raise ConfigError("net.backbone=cnn is BC's image encoder; the online algorithms have none",
+                          hint="use net.backbone=mlp or pointnet (rollout.env.obs_mode=pointcloud)")
     if name in ("pointnet", "frameminer_mixaction"):
         missing = [k for k in ("xyz", "rgb", "state") if k not in obs_shapes]
         if missing:
