@@ -34,19 +34,19 @@ def test_train_ppo_runs_logs_and_checkpoints(tmp_path):
     records = read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")
     assert {"policy_loss", "value_loss", "approx_kl", "mean_return"} <= set(records[-2]["metrics"])
     assert "eval_mean_return" in records[-1]["metrics"]
-    state = load_checkpoint(result.checkpoint, "ppo")
+    state = load_checkpoint(result.final_checkpoint, "ppo")
     assert state["env_steps"] == 120 and "rng" in state and state["config"]["algo"] == "ppo"
 
 
 def test_resume_restores_weights_and_counters(tmp_path):
     first = train_ppo(tiny_ppo(tmp_path))
-    saved = load_checkpoint(first.checkpoint, "ppo")
-    resumed_cfg = tiny_ppo(tmp_path / "b", resume_from=first.checkpoint, total_env_steps=200)
+    saved = load_checkpoint(first.final_checkpoint, "ppo")
+    resumed_cfg = tiny_ppo(tmp_path / "b", resume_from=first.final_checkpoint, total_env_steps=200)
     second = train_ppo(resumed_cfg)
     assert second.env_steps == 200 and second.updates == 5 and second.curve[:3] == first.curve
     # resuming at the budget already reached trains nothing and writes back the same weights
-    third = train_ppo(tiny_ppo(tmp_path / "c", resume_from=first.checkpoint, total_env_steps=120))
-    again = load_checkpoint(third.checkpoint, "ppo")
+    third = train_ppo(tiny_ppo(tmp_path / "c", resume_from=first.final_checkpoint, total_env_steps=120))
+    again = load_checkpoint(third.final_checkpoint, "ppo")
     for k, v in saved["actor"].items():
         torch.testing.assert_close(again["actor"][k], v)
     assert third.updates == 3

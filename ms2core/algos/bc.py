@@ -130,6 +130,40 @@ def _comparable(config: dict) -> dict:
     return out
 
 
+def build_bc_policy(cfg: BCConfig, dataset: DemoDataset, device: torch.device) -> Policy:
+    """The untrained policy for ``dataset`` (the state normaliser set from its statistics)."""
+    policy = build_policy(cfg.net, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
+    if "state" in dataset.obs_shapes:
+        policy.set_state_stats(*dataset.state_stats())
+    return policy
+
+
+def _resume(resume_from, device: torch.device, config_dict: dict, policy: Policy,
+            optimizer: torch.optim.Optimizer) -> int:
+    """Model, optimizer and RNG states from a checkpoint of the same config; returns the updates it had done."""
+    ckpt = load_checkpoint(resume_from, map_location=device)
+    if _comparable(ckpt["config"]) != _comparable(config_dict):
+        raise CheckpointError(
+            f"checkpoint {resume_from} was trained with a different config than this run",
+            hint="resume with the run's saved config.yaml (only train.num_steps/logging may change)",
+        )
+    policy.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    restore_rng_states(ckpt["rng"])
+    return int(ckpt["updates"])
+
+
+def _action_weights(cfg: BCConfig, policy: Policy, dataset: DemoDataset, device: torch.device) -> torch.Tensor | None:
+    """train.standardize_action_loss: the per-dimension loss weights (deterministic heads only)."""
+    if not cfg.train.standardize_action_loss:
+        return None
+    if not policy.deterministic:
+        raise ConfigError("train.standardize_action_loss needs net.head=deterministic "
+                          f"(got {cfg.net.head!r}): Gaussian heads are fit by likelihood",
+                          hint="set train.standardize_action_loss=false or net.head=deterministic")
+    return action_loss_weights(dataset.action_stats()[1]).to(device)
+
+
 def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True,
           sink: MetricsSink | None = None) -> TrainResult:
     """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``."""
@@ -139,23 +173,9 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     config_dict = cfg.model_dump(mode="json")
 
     dataset = build_dataset(cfg, device)
-    policy = build_policy(cfg.net, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
-    if "state" in dataset.obs_shapes:
-        policy.set_state_stats(*dataset.state_stats())
+    policy = build_bc_policy(cfg, dataset, device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-
-    start_step = 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
-        if _comparable(ckpt["config"]) != _comparable(config_dict):
-            raise CheckpointError(
-                f"checkpoint {resume_from} was trained with a different config than this run",
-                hint="resume with the run's saved config.yaml (only train.num_steps/logging may change)",
-            )
-        policy.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_states(ckpt["rng"])
-        start_step = int(ckpt["updates"])
+    start_step = 0 if resume_from is None else _resume(resume_from, device, config_dict, policy, optimizer)
     dump_config(cfg, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start_step)
@@ -166,15 +186,8 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     }
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.run.seed, start_batch=start_step, device=device,
                          prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
-    action_weights = None
-    if cfg.train.standardize_action_loss:
-        if not policy.deterministic:
-            raise ConfigError("train.standardize_action_loss needs net.head=deterministic "
-                              f"(got {cfg.net.head!r}): Gaussian heads are fit by likelihood",
-                              hint="set train.standardize_action_loss=false or net.head=deterministic")
-        action_weights = action_loss_weights(dataset.action_stats()[1]).to(device)
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
-                            cfg.train.state_noise_std, action_weights)
+                            cfg.train.state_noise_std, _action_weights(cfg, policy, dataset, device))
 
     pending: list[torch.Tensor] = []  # losses of the steps since the last host sync, still on the device
 
@@ -223,9 +236,8 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     elapsed = time.perf_counter() - t0
     final = checkpoint(cfg.train.num_steps, checkpoint_name(cfg.train.num_steps))
     final_link = ckpt_dir / FINAL_CHECKPOINT
-    data = final.read_bytes()
-    write_atomic(final_link, lambda f: f.write(data), what="checkpoint")
-    steps_run = cfg.train.num_steps - start_step
+    write_atomic(final_link, lambda f: f.write(final.read_bytes()), what="checkpoint")
+    steps_run = cfg.train.num_steps - start_step  # updates of this invocation
     return TrainResult(
         algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), updates=cfg.train.num_steps,
         start_update=start_step, final_loss=losses[-1] if losses else None, losses=losses,
