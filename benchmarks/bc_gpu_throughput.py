@@ -29,9 +29,9 @@ from benchmarks.dataset_sampling import rss_mb, write_synthetic_pointcloud_datas
 
 def build(points: int, state_dim: int, action_dim: int, device):
     from ms2core.nn import build_policy
-    from storage_schemas.training import NetworkConfig
+    from storage_schemas.training import NetConfig
 
-    policy = build_policy(NetworkConfig(kind="pointnet"), "pointcloud",
+    policy = build_policy(NetConfig(backbone="pointnet"), "pointcloud",
                           {"xyz": (points, 3), "rgb": (points, 3), "state": (state_dim,)}, action_dim).to(device)
     return policy, torch.optim.Adam(policy.parameters(), lr=3e-4)
 
@@ -113,10 +113,10 @@ def main() -> None:
         torch.cuda.empty_cache()
         cfg = BCConfig.model_validate(dict(
             env=dict(obs_mode="pointcloud", backend="fake"), dataset=dict(paths=[str(path)], mode="auto"),
-            network=dict(kind="pointnet"),
-            train=dict(num_steps=args.train_steps, batch_size=bs, device="cuda", log_every_steps=1000,
+            net=dict(backbone="pointnet"),
+            train=dict(num_steps=args.train_steps, batch_size=bs, log_every_steps=1000,
                        checkpoint_every_steps=10000, precision=args.precisions.split(",")[0]),
-            run_dir=str(Path(args.data_dir or tmp.name) / "run"),
+            run=dict(device="cuda", run_dir=str(Path(args.data_dir or tmp.name) / "run")),
         ))
         t0 = time.perf_counter()
         result = bc_train(cfg, progress=False)

@@ -38,9 +38,9 @@ def bc_config_for(config: QuickstartConfig, store: str) -> BCConfig:
         f"env.env_id={config.env_id}", f"env.control_mode={config.target_control_mode}", f"env.backend={config.backend}",
         f"dataset.paths=[{store}]", f"train.num_steps={config.bc_steps}",
         f"train.log_every_steps={max(1, min(500, config.bc_steps))}",
-        f"train.checkpoint_every_steps={config.bc_steps}", f"eval_episodes={config.eval_episodes}",
-        f"eval_num_procs={config.workers}",
-        "run_name=quickstart"])
+        f"train.checkpoint_every_steps={config.bc_steps}", f"run.eval_episodes={config.eval_episodes}",
+        f"run.eval_num_procs={config.workers}",
+        "run.run_name=quickstart"])
 
 
 def _render_and_validate(config: QuickstartConfig, source: str, obs: ObsProcessConfig, max_episodes: int | None = None):

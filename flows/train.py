@@ -12,7 +12,6 @@ config, evaluation JSON and videos, the policy as a pyfunc model registered as
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,7 +21,9 @@ from flows import defaults, stages
 from flows.registry import register_policy
 from flows.settings import mlflow_tracking_uri
 from flows.tracking import MlflowSink, tracked_run
+from ms2core.algos import task_of
 from ms2core.algos.runs import run_label
+from ms2core.algos.table import algorithm
 from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
 from storage_schemas.training import BCConfig, EvalConfig, EvaluationResult, TrainResult
 
@@ -30,12 +31,13 @@ from storage_schemas.training import BCConfig, EvalConfig, EvaluationResult, Tra
 @task(name="train", retries=0)
 def train_policy(cfg, algo: str, resume_from: str | None, run_id: str | None) -> TrainResult:
     # No retries: a crashed run is resumed from its last checkpoint with resume_from, not restarted.
+    # evaluate=False: the flow runs the final evaluation as its own task (pipelines.train.final_evaluation decides).
     from ms2core.metrics import NullSink
     from pipelines import train
 
     sink = MlflowSink(run_id, background=True) if run_id else NullSink()
     try:
-        return train.run(cfg, algo=algo, resume_from=resume_from, progress=False, sink=sink)
+        return train.run(cfg, algo=algo, resume_from=resume_from, progress=False, sink=sink, evaluate=False)
     finally:
         sink.close()
 
@@ -53,27 +55,34 @@ def evaluate_policy(cfg: EvalConfig) -> EvaluationResult:
     return result
 
 
-#: algorithms whose checkpoints ms2core.evaluation and the MLflow pyfunc policy can load (ms2core.algos.policies).
-POLICY_LOADERS = {"bc", "ppo", "dapg", "sac", "gail"}
-#: online RL: the model logged to MLflow is the policy part of the checkpoint (no critic, optimiser, replay buffer).
-ONLINE_RL = {"ppo", "dapg", "sac", "gail"}
-
-
-def _with_task(config, task: str):
-    """The config with its task replaced (BC: env.env_id; online RL: rollout.env.env_id)."""
-    if hasattr(config, "rollout"):
+def _prepared(config, task: str | None, force: bool):
+    """The config with the flow's task (BC: env.env_id; online RL: rollout.env.env_id) and force (run.force,
+    so the run records it) applied."""
+    if task and hasattr(config, "rollout"):
         env = config.rollout.env.model_copy(update={"env_id": task})
-        return config.model_copy(update={"rollout": config.rollout.model_copy(update={"env": env})})
-    return config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
+        config = config.model_copy(update={"rollout": config.rollout.model_copy(update={"env": env})})
+    elif task:
+        config = config.model_copy(update={"env": config.env.model_copy(update={"env_id": task})})
+    if force:
+        config = config.model_copy(update={"run": config.run.model_copy(update={"force": True})})
+    return config
 
 
-def _with_force(config, force: bool):
-    """force=True as the config's own field (BC: force; online RL: run.force), so the run records it."""
-    if not force:
-        return config
-    if hasattr(config, "run") and not hasattr(config, "run_name"):
-        return config.model_copy(update={"run": config.run.model_copy(update={"force": True})})
-    return config.model_copy(update={"force": True})
+def _log_training(result: TrainResult) -> None:
+    """Tags, run files, checkpoint and rate of a finished training in the active MLflow run."""
+    import mlflow
+
+    run_dir = Path(result.run_dir)
+    mlflow.set_tags({"run_dir": str(run_dir), "skipped": str(result.skipped)})
+    if result.forced_inputs:
+        get_run_logger().warning("force=True: trained on inputs that did not pass validation: %s",
+                                 result.forced_inputs)
+        mlflow.set_tag("forced_inputs", "; ".join(result.forced_inputs)[:5000])
+    for name in ("config.yaml", "resolved_config.json", "metrics.jsonl", "train_result.json"):
+        if (run_dir / name).exists():
+            mlflow.log_artifact(str(run_dir / name))
+    mlflow.log_artifact(result.final_checkpoint, "checkpoint")
+    mlflow.log_metric("train/updates_per_s", result.updates_per_s)
 
 
 def _log_evaluation(result: EvaluationResult, eval_dir: Path) -> None:
@@ -88,66 +97,42 @@ def _log_evaluation(result: EvaluationResult, eval_dir: Path) -> None:
         mlflow.log_artifact(str(video), "eval/videos")
 
 
-def train_evaluate_register(algo: str, config, task: str | None = None, resume_from: str | None = None,
-                            eval_episodes: int | None = None, register_model: bool = True, force: bool = False) -> dict:
-    """The body of every train-<algo> flow."""
+def _evaluated_success(config, algo: str, result: TrainResult, eval_episodes: int | None) -> float | None:
+    """Runs the final evaluation pipelines.train.final_evaluation asks for (with videos), logs it, and returns
+    the success rate (or the online algorithm's own end-of-training evaluation)."""
     import mlflow
 
-    from ms2core.algos import task_of
+    from pipelines.train import final_evaluation
 
-    log = get_run_logger()
-    if task:
-        config = _with_task(config, task)
-    config = _with_force(config, force)
-    env_id = task_of(config)
+    eval_dir = Path(result.run_dir) / "eval"
+    plan = final_evaluation(config, algo, result, eval_episodes, save_video=True, output_dir=str(eval_dir))
+    evaluation = evaluate_policy(plan) if plan is not None else result.evaluation
+    if evaluation is not None:
+        _log_evaluation(evaluation, eval_dir)
+        return evaluation.success_once.mean
+    if result.eval_success_rate is not None:  # online RL evaluates itself at the end of training
+        mlflow.log_metrics({"eval/success_rate": result.eval_success_rate, "eval/return": result.eval_mean_return or 0.0})
+    return result.eval_success_rate
 
-    run_name = f"{algo}-{run_label(config)}"
-    with tracked_run(env_id, run_name, config.model_dump(mode="json"), tags={"algo": algo, "task": env_id}) as run:
-        run_id = run.info.run_id
-        result = train_policy(config, algo, resume_from, run_id)
-        run_dir = Path(result.run_dir)
-        mlflow.set_tags({"run_dir": str(run_dir), "skipped": str(result.skipped)})
-        if result.forced_inputs:
-            log.warning("force=True: trained on inputs that did not pass validation: %s", result.forced_inputs)
-            mlflow.set_tag("forced_inputs", "; ".join(result.forced_inputs)[:5000])
-        for name in ("config.yaml", "resolved_config.json", "metrics.jsonl", "train_result.json"):
-            if (run_dir / name).exists():
-                mlflow.log_artifact(str(run_dir / name))
-        mlflow.log_artifact(result.final_checkpoint, "checkpoint")
-        mlflow.log_metric("train/updates_per_s", result.updates_per_s)
 
-        n_eval = eval_episodes if eval_episodes is not None else max(getattr(config, "eval_episodes", 0), 0)
-        evaluation = result.evaluation
-        if algo in POLICY_LOADERS and n_eval and (evaluation is None or evaluation.num_episodes != n_eval):
-            # (online RL evaluates itself at the end of training; an explicit eval_episodes runs ms2 evaluate too)
-            evaluation = evaluate_policy(EvalConfig(
-                checkpoint=result.final_checkpoint, num_episodes=n_eval,
-                num_procs=getattr(config, "eval_num_procs", 1), save_video=True,
-                output_dir=str(run_dir / "eval")))
-        summary = dict(run_id=run_id, run_dir=str(run_dir), checkpoint=result.final_checkpoint,
-                       final_loss=result.final_loss, success_rate=result.eval_success_rate, model_version=None)
-        if evaluation is not None:
-            _log_evaluation(evaluation, run_dir / "eval")
-            summary["success_rate"] = evaluation.success_once.mean
-        elif result.eval_success_rate is not None:  # online RL evaluates itself at the end of training
-            mlflow.log_metrics({"eval/success_rate": result.eval_success_rate,
-                                "eval/return": result.eval_mean_return or 0.0})
-        if register_model and algo not in POLICY_LOADERS:
-            log.warning("%s checkpoints have no MLflow policy loader yet: logged as an artifact, not registered", algo)
-        elif register_model:
-            from flows.policy_model import log_policy_model
+def _register(algo: str, env_id: str, result: TrainResult, success_rate: float | None) -> dict:
+    """The policy as a pyfunc model (online RL: the slim policy file of its checkpoint), registered."""
+    from flows.policy_model import log_policy_model
 
-            model_file = result.final_checkpoint
-            if algo in ONLINE_RL:
-                from ms2core.algos.policies import write_policy_file
+    model_file = result.final_checkpoint
+    if algorithm(algo).online:
+        from ms2core.algos.policies import write_policy_file
 
-                model_file = str(write_policy_file(result.final_checkpoint, run_dir / "policy.pt"))
-            info = log_policy_model(model_file)
-            reg = register_policy(info.model_uri, env_id, algo, summary["success_rate"] or 0.0)
-            summary.update(model_name=reg.name, model_version=reg.version, champion_version=reg.champion_version,
-                           champion_moved=reg.champion_moved)
-            log.info("registered %s version %s (champion: %s)", reg.name, reg.version, reg.champion_version)
+        model_file = str(write_policy_file(result.final_checkpoint, Path(result.run_dir) / "policy.pt"))
+    reg = register_policy(log_policy_model(model_file).model_uri, env_id, algo, success_rate or 0.0)
+    get_run_logger().info("registered %s version %s (champion: %s)", reg.name, reg.version, reg.champion_version)
+    return dict(model_name=reg.name, model_version=reg.version, champion_version=reg.champion_version,
+                champion_moved=reg.champion_moved)
+
+
+def _link_mlflow_run(run, env_id: str) -> None:
     uri = mlflow_tracking_uri()
+    run_id = run.info.run_id
     if uri.startswith("http"):
         create_link_artifact(key="mlflow-run", link=f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
                              description="the MLflow run of this training")
@@ -155,6 +140,23 @@ def train_evaluate_register(algo: str, config, task: str | None = None, resume_f
         create_markdown_artifact(key="mlflow-run", markdown=(
             f"MLflow run `{run_id}` in experiment **{env_id}** (store `{uri}`); browse with "
             f"`mlflow ui --backend-store-uri {uri}`"))
+
+
+def train_evaluate_register(algo: str, config, task: str | None = None, resume_from: str | None = None,
+                            eval_episodes: int | None = None, register_model: bool = True, force: bool = False) -> dict:
+    """The body of every train-<algo> flow: one MLflow run holding the training, its evaluation and the model."""
+    config = _prepared(config, task, force)
+    env_id = task_of(config)
+    with tracked_run(env_id, f"{algo}-{run_label(config)}", config.model_dump(mode="json"),
+                     tags={"algo": algo, "task": env_id}) as run:
+        result = train_policy(config, algo, resume_from, run.info.run_id)
+        _log_training(result)
+        summary = dict(run_id=run.info.run_id, run_dir=result.run_dir, checkpoint=result.final_checkpoint,
+                       final_loss=result.final_loss, model_version=None,
+                       success_rate=_evaluated_success(config, algo, result, eval_episodes))
+        if register_model:
+            summary.update(_register(algo, env_id, result, summary["success_rate"]))
+    _link_mlflow_run(run, env_id)
     return summary
 
 
@@ -181,11 +183,6 @@ def evaluate(config: dict | EvalConfig | None = None, model: str | None = None, 
     """Evaluate a checkpoint, or a registered model: ``model=models:/ms2-PickCube-v0-bc@champion`` (default:
     the champion of ms2-<task>-<algo>), downloaded from MLflow. Default budget: EvalConfig's 100 episodes."""
     return evaluate_policy(defaults.eval_config(config, model, task, algo, overrides))
-
-
-def default_prefect_ui() -> str:
-    api = os.environ.get("PREFECT_API_URL", "")
-    return api[:-4] if api.endswith("/api") else api
 
 
 @flow(name="train-ppo", log_prints=True)
@@ -232,5 +229,6 @@ def train_gail(config: dict | GAILConfig | None = None, task: str | None = None,
     return train_evaluate_register("gail", cfg, None, resume_from, None, register_model, force)
 
 
-#: flow per algorithm, for deployments and the CLI.
+#: flow per algorithm of ms2core.algos.table.ALGORITHMS (tests/flows/test_deployments.py checks they match),
+#: for deployments and the CLI.
 TRAIN_FLOWS = {"bc": train_bc, "ppo": train_ppo, "dapg": train_dapg, "sac": train_sac, "gail": train_gail}

@@ -59,10 +59,26 @@ def _set_path(data: dict, keys: list[str], value: Any, model: type[BaseModel] | 
             node = child
 
 
+def _renamed(model: type[BaseModel] | None) -> dict[str, str]:
+    """old dotted key -> new one, for models whose keys were renamed (``RENAMED_KEYS``, e.g. BCConfig)."""
+    return getattr(model, "RENAMED_KEYS", None) or {}
+
+
+def _refuse_renamed(found: list[tuple[str, str]], where: str) -> None:
+    if found:
+        from storage_schemas.training import renamed_keys_message
+
+        raise ConfigError(f"{where}: {renamed_keys_message(found)}",
+                          hint="; ".join(f"write {new} instead of {old}" for old, new in found))
+
+
 def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] | None = None) -> dict:
     data = dict(data)
+    renamed = _renamed(model)
     for item in overrides:
         keys, value = parse_override(item)
+        _refuse_renamed([(old, new) for old, new in renamed.items()
+                         if ".".join(keys) == old or ".".join(keys).startswith(old + ".")][-1:], f"--set {item}")
         _set_path(data, keys, value, model)
     return data
 
@@ -129,6 +145,9 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(loaded).__name__}")
+        from storage_schemas.training import renamed_keys_in
+
+        _refuse_renamed(renamed_keys_in(loaded, _renamed(model)), f"config file {path}")
         data = _merge(data, loaded)
     data = apply_values(data, values or {}, model)
     data = apply_overrides(data, overrides or [], model)

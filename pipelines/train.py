@@ -1,8 +1,7 @@
 """Stage ``train``: ``run(cfg, algo)`` trains one algorithm and returns a TrainResult.
 
-Algorithms are a plain dict from name to (config model, train function); each
-train function lives whole in ``ms2core.algos.<name>``. Before anything is
-read or written, ``run``:
+The algorithms are the table ``ms2core.algos.table.ALGORITHMS`` (config model, train function, ...); each
+lives whole in ``ms2core.algos.<name>``. Before anything is read or written, ``run``:
 
 1. checks the env settings against the env registry and every input dataset's manifest
    (env id, control mode, obs mode: ConfigError naming the value, the dataset's and the allowed ones);
@@ -20,66 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from pathlib import Path
-
-from pydantic import BaseModel
 
 from ms2core.algos import runs
-from ms2core.errors import DiskFullError, Ms2Error, TrainingDivergedError, unknown_choice
+from ms2core.algos.table import algorithm
+from ms2core.errors import DiskFullError, Ms2Error, TrainingDivergedError
 from ms2core.fileio import write_text_atomic
-from storage_schemas.rl import DAPGConfig, GAILConfig, PPOConfig, SACConfig
-from storage_schemas.training import BCConfig, EvalConfig, TrainResult
+from storage_schemas.training import EvalConfig, TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def _train_bc(cfg: BCConfig, resume_from: str | None, progress: bool, sink=None) -> TrainResult:
-    from ms2core.algos import bc
-
-    return bc.train(cfg, resume_from=resume_from, progress=progress, sink=sink)
-
-
-def _online(algo: str) -> Callable[..., TrainResult]:
-    """Adapter: ms2core.algos.<algo>.train_<algo>(cfg, sink) -> this stage's TrainResult, files in the run dir."""
-
-    def train(cfg, resume_from: str | None, progress: bool, sink=None) -> TrainResult:
-        import importlib
-        import time
-
-        module = importlib.import_module(f"ms2core.algos.{algo}")
-        run_dir = Path(cfg.run.run_dir)
-        run_update = {}
-        if resume_from:
-            run_update["resume_from"] = str(resume_from)
-        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run_update)})
-        start = time.perf_counter()
-        result = getattr(module, f"train_{algo}")(cfg, sink=sink)
-        elapsed = time.perf_counter() - start
-        return TrainResult(
-            algo=algo, run_dir=str(run_dir), final_checkpoint=result.checkpoint or "", num_steps=result.env_steps,
-            start_step=0, final_loss=None, updates_per_s=result.updates / elapsed if elapsed > 0 else 0.0,
-            env_steps=result.env_steps, env_steps_per_s=result.env_steps / elapsed if elapsed > 0 else 0.0,
-            eval_success_rate=result.eval_success_rate,
-            eval_mean_return=result.eval_mean_return,
-        )
-
-    return train
-
-
-#: name -> (config model, train function(cfg, resume_from, progress, sink) -> TrainResult).
-ALGORITHMS: dict[str, tuple[type[BaseModel], Callable[..., TrainResult]]] = {
-    "bc": (BCConfig, _train_bc),
-    "ppo": (PPOConfig, _online("ppo")),
-    "dapg": (DAPGConfig, _online("dapg")),
-    "sac": (SACConfig, _online("sac")),
-    "gail": (GAILConfig, _online("gail")),
-}
-
-
-def _flag(cfg, name: str) -> bool:
-    """BC keeps force/overwrite at the top level, online RL under run."""
-    return bool(getattr(cfg, name, None) or getattr(getattr(cfg, "run", None), name, False))
 
 
 def check_inputs(cfg) -> tuple[dict[str, str | None], list[str]]:
@@ -104,7 +51,7 @@ def check_inputs(cfg) -> tuple[dict[str, str | None], list[str]]:
     for name, path in inputs:
         record, problem = validation_problem(path, name=f"training input {name}")
         if problem is not None:
-            if not _flag(cfg, "force"):
+            if not cfg.run.force:
                 raise problem
             log.warning("--force: training anyway on %s", problem.message)
             forced.append(problem.message)
@@ -128,27 +75,45 @@ def _failure(exc: BaseException) -> dict:
             "hint": getattr(exc, "hint", None), "step": getattr(exc, "step", None)}
 
 
-def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True, sink=None) -> TrainResult:
-    """Train ``algo``; metrics go to the run's metrics.jsonl and, when given, ``sink`` (a MetricsSink)."""
-    if algo not in ALGORITHMS:
-        raise unknown_choice("algorithm", algo, ALGORITHMS)
-    model, train_fn = ALGORITHMS[algo]
-    if not isinstance(cfg, model):
-        cfg = model.model_validate(cfg)
+def final_evaluation(cfg, algo: str, result: TrainResult, eval_episodes: int | None = None, *,
+                     save_video: bool = False, output_dir: str | None = None) -> EvalConfig | None:
+    """The one decision whether training is followed by ``ms2 evaluate`` of its final checkpoint (None: not).
+
+    ``eval_episodes`` (the caller's, e.g. a flow parameter) wins; otherwise BC evaluates for run.eval_episodes,
+    while the online algorithms evaluate themselves at the end of training (run.eval_episodes, in
+    result.eval_success_rate) and need no second evaluation. A result that already holds an evaluation of
+    that many episodes (a skipped, identical run) is not evaluated again."""
+    online = algorithm(algo).online
+    n = eval_episodes if eval_episodes is not None else (0 if online else cfg.run.eval_episodes)
+    if not n or not result.final_checkpoint:
+        return None
+    if result.evaluation is not None and result.evaluation.num_episodes == n:
+        return None
+    return EvalConfig(checkpoint=result.final_checkpoint, num_episodes=n,
+                      num_procs=getattr(cfg.run, "eval_num_procs", 1), save_video=save_video, output_dir=output_dir)
+
+
+def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True, sink=None,
+        evaluate: bool = True) -> TrainResult:
+    """Train ``algo``; metrics go to the run's metrics.jsonl and, when given, ``sink`` (a MetricsSink).
+
+    With ``evaluate``, the final checkpoint is evaluated here when :func:`final_evaluation` says so (the
+    flows pass False and run that evaluation as their own task, with videos)."""
+    spec = algorithm(algo)
+    if not isinstance(cfg, spec.config_model):
+        cfg = spec.config_model.model_validate(cfg)
     inputs, forced = check_inputs(cfg)
-    overwrite = _flag(cfg, "overwrite")  # asks for a new training even where an identical one finished
+    overwrite = cfg.run.overwrite  # asks for a new training even where an identical one finished
     if resume_from is None and not overwrite and (done := runs.find_completed(algo, cfg, inputs)) is not None:
         return done
     claim = runs.claim_run_dir(algo, cfg, resume_from, overwrite)
     cfg = runs.with_run_dir(cfg, claim.path)
     try:
-        result = train_fn(cfg, resume_from, progress, sink)
-        eval_episodes = getattr(cfg, "eval_episodes", 0)
-        if eval_episodes:
-            from ms2core.evaluation import evaluate_or_reuse as evaluate
+        result = spec.train(cfg, resume_from, progress, sink)
+        if evaluate and (plan := final_evaluation(cfg, algo, result)) is not None:
+            from ms2core.evaluation import evaluate_or_reuse as run_evaluation
 
-            result.evaluation = evaluate(EvalConfig(checkpoint=result.final_checkpoint, num_episodes=eval_episodes,
-                                                    num_procs=getattr(cfg, "eval_num_procs", 1)), progress=progress)
+            result.evaluation = run_evaluation(plan, progress=progress)
         result.inputs, result.forced_inputs = inputs, forced
         write_text_atomic(claim.path / "resolved_config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
         write_text_atomic(claim.path / "train_result.json", result.model_dump_json(indent=2))

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/bc/pickcube_pointcloud.yaml")
     args = p.parse_args(argv)
     cfg = load_config(BCConfig, args.config, [f"dataset.paths=[{args.stores}]", f"train.num_steps={args.steps}",
-                                              f"run_name={args.run_name}", *args.overrides])
+                                              f"run.run_name={args.run_name}", *args.overrides])
     start = time.perf_counter()
     result = train(cfg, progress=False)
     print(json.dumps({"run_name": args.run_name, "wall_s": time.perf_counter() - start,

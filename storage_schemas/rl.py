@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from storage_schemas.dataset import ObsProcessConfig
 from storage_schemas.env import EnvConfig, StrictModel
+from storage_schemas.training import NetConfig, RunBase
 
 
 class RolloutConfig(StrictModel):
@@ -53,62 +54,18 @@ class RolloutConfig(StrictModel):
         return self
 
 
-#: observation encoders of the online algorithms (PPO/DAPG take all; SAC/GAIL: mlp)
-RLBackbone = Literal["auto", "mlp", "pointnet", "frameminer_mixaction"]
-FrameName = Literal["obs", "tcp", "goal"]
+class RunConfig(RunBase):
+    """Section ``run`` of the online algorithms: the shared fields plus the budget and cadences in env steps."""
 
-
-class NetConfig(StrictModel):
-    """The actor/critic networks: an observation encoder (``backbone``) and MLP heads."""
-
-    backbone: RLBackbone = Field(
-        "auto", description="auto (pointnet for point clouds, else mlp), mlp (flattened obs), pointnet "
-        "(ms2core.nn's ManiSkill2-Learn PointNet), frameminer_mixaction (one PointNet per frame, actions mixed "
-        "by a learned gate; PPO/DAPG only)"
-    )
-    hidden_sizes: list[int] = Field(
-        [256, 256], description="hidden layer widths of every MLP (pointnet: the MLP after pooling + state)"
-    )
-    pointnet_point_mlp: list[int] = Field([64, 128, 512], description="pointnet/frameminer: per-point MLP widths")
-    frames: list[FrameName] = Field(
-        ["obs", "tcp"], min_length=1, description="frameminer_mixaction: the candidate frames, one PointNet each "
-        "(obs = the frame the observation is processed in, tcp = end effector, goal = goal position)"
-    )
-    mix_gate_hidden: list[int] = Field([192], description="frameminer_mixaction: hidden widths of the mixing gate")
-    activation: Literal["relu", "tanh", "elu"] = "relu"
-    shared_backbone: bool = Field(
-        False, description="PPO: actor and critic share the observation encoder (ManiSkill2-Learn point cloud: True)"
-    )
-    detach_actor_feature: bool = Field(
-        False, description="PPO with shared backbone: the actor's loss does not train the shared encoder"
-    )
-    init_log_std: float = Field(-0.5, description="PPO Gaussian: initial log standard deviation (state-independent)")
-
-
-class RunConfig(StrictModel):
-    """Bookkeeping common to every algorithm."""
-
-    seed: int = Field(0, description="seeds torch, numpy and the envs (env i gets seed + i)")
     total_env_steps: int = Field(100_000, gt=0, description="stop after this many env transitions (all envs)")
-    device: str = Field("cpu", description="learner device ('cpu', 'cuda', 'cuda:1'); envs always run on CPU")
-    run_dir: str | None = Field(
-        None, description="where checkpoints and metrics.jsonl go. ms2 train / pipelines.train: None = a new "
-        "$MS2FLOW_DATA_DIR/runs/<algo>/<task>/seed<seed>/<run id> per run, and an explicit run_dir that holds a run is "
-        "refused unless overwrite; train_<algo>() called directly: None = no files")
-    overwrite: bool = Field(False, description="replace the run in an explicit run_dir (kept until the new one finished)")
-    force: bool = Field(
-        False, description="train on demo datasets that failed validation, were never validated, changed since or "
-        "are incomplete (logged as a warning, recorded in train_result.json as forced_inputs)")
     checkpoint_every_steps: int = Field(0, ge=0, description="save a checkpoint every this many env steps (0 = end only)")
     resume_from: str | None = Field(None, description="checkpoint file to continue from (same config)")
     log_every_steps: int = Field(2_000, gt=0, description="log metrics at most this often (env steps)")
-    eval_episodes: int = Field(0, ge=0, description="deterministic episodes at the end of training (0 = none)")
     eval_every_steps: int = Field(
         0, ge=0, description="PPO/DAPG: also evaluate deterministically at step 0 and every this many env steps, "
         "for learning curves (0 = never)"
     )
     eval_every_episodes: int = Field(10, gt=0, description="episodes per periodic evaluation (eval_every_steps)")
-    torch_threads: int | None = Field(1, ge=1, description="torch intra-op threads in the learner (None = torch default)")
 
 
 class PPOParams(StrictModel):
@@ -123,7 +80,8 @@ class PPOParams(StrictModel):
     gamma: float = Field(0.95, gt=0, le=1, description="discount")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     clip_ratio: float = Field(0.2, gt=0, description="PPO ratio clip epsilon")
-    max_kl: float | None = Field(0.2, gt=0, description="stop this update's epochs once approx KL exceeds this")
+    max_kl: float | None = Field(0.2, gt=0, description="stop this update's epochs once approx KL exceeds "
+                                  "1.5 * max_kl (ManiSkill2-Learn's rule; None = never)")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate (actor and critic)")
     max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
     value_coef: float = Field(0.5, ge=0, description="weight of the critic loss")

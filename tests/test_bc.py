@@ -13,8 +13,9 @@ from ms2core.config import load_config
 from ms2core.data import DemoBatch
 from ms2core.errors import ConfigError
 from ms2core.evaluation import evaluate
+from ms2core.algos._common import resolve_device
 from ms2core.nn import build_policy
-from storage_schemas.training import BCConfig, EvalConfig, NetworkConfig
+from storage_schemas.training import BCConfig, EvalConfig, NetConfig
 from tests.zarr_fixtures import fake_pointcloud_obs, write_demo_zarr, write_fake_expert_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,19 +29,18 @@ def expert_state_dataset(tmp_path_factory):
 def state_cfg(tmp_path, dataset, steps, **extra):
     return BCConfig.model_validate(dict(
         env=dict(backend="fake", max_episode_steps=30), dataset=dict(paths=[str(dataset)]),
-        train=dict(num_steps=steps, batch_size=64, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=50,
-                   checkpoint_every_steps=1000),
-        run_dir=str(tmp_path / "run"), **extra,
+        train=dict(num_steps=steps, batch_size=64, lr=1e-3, log_every_steps=50, checkpoint_every_steps=1000),
+        run={"device": "cpu", "torch_threads": 1, "run_dir": str(tmp_path / "run"), **extra},
     ))
 
 
 def test_bc_loss_is_mse_for_deterministic_heads_and_nll_for_gaussian():
     batch = DemoBatch({"state": torch.randn(8, 4)}, torch.rand(8, 2) * 2 - 1)
-    det = build_policy(NetworkConfig(), "state", {"state": (4,)}, 2)
+    det = build_policy(NetConfig(), "state", {"state": (4,)}, 2)
     loss = bc.bc_loss(det, batch)
     expected = ((det(batch.obs) - batch.actions) ** 2).mean()
     torch.testing.assert_close(loss.loss, expected)
-    gauss = build_policy(NetworkConfig(head="gaussian"), "state", {"state": (4,)}, 2)
+    gauss = build_policy(NetConfig(head="gaussian"), "state", {"state": (4,)}, 2)
     nll = bc.bc_loss(gauss, batch)
     torch.testing.assert_close(nll.loss, -gauss(batch.obs).log_prob(batch.actions).mean())
 
@@ -51,7 +51,7 @@ def test_standardized_action_loss_weights_each_dimension_by_inverse_variance():
     raw = np.array([100.0, 1.0, 1e6])
     torch.testing.assert_close(weights, torch.tensor(raw / raw.mean(), dtype=torch.float32))
     batch = DemoBatch({"state": torch.randn(8, 4)}, torch.rand(8, 3) * 2 - 1)
-    det = build_policy(NetworkConfig(), "state", {"state": (4,)}, 3)
+    det = build_policy(NetConfig(), "state", {"state": (4,)}, 3)
     loss = bc.bc_loss(det, batch, weights)
     squared = (det(batch.obs) - batch.actions) ** 2
     torch.testing.assert_close(loss.loss, (squared * weights).mean())
@@ -62,9 +62,9 @@ def test_standardized_action_loss_trains_and_rejects_gaussian_heads(tmp_path, ex
     result = bc.train(state_cfg(tmp_path, expert_state_dataset, 20, run_name="std")
                       .model_copy(update={"train": state_cfg(tmp_path, expert_state_dataset, 20).train.model_copy(
                           update={"standardize_action_loss": True})}), progress=False)
-    assert result.num_steps == 20 and np.isfinite(result.final_loss)
+    assert result.updates == 20 and result.env_steps is None and np.isfinite(result.final_loss)
     cfg = BCConfig.model_validate({**state_cfg(tmp_path, expert_state_dataset, 5).model_dump(),
-                                   "network": {"head": "gaussian"},
+                                   "net": {"head": "gaussian"},
                                    "train": {**state_cfg(tmp_path, expert_state_dataset, 5).train.model_dump(),
                                              "standardize_action_loss": True}})
     with pytest.raises(ConfigError, match="standardize_action_loss"):
@@ -98,9 +98,9 @@ def test_pointnet_bc_runs_end_to_end_on_cpu(tmp_path):
     dataset = write_fake_expert_dataset(tmp_path / "pc.zarr", num_episodes=100, obs_mode="pointcloud", n_points=32)
     cfg = BCConfig.model_validate(dict(
         env=dict(obs_mode="pointcloud", backend="fake", max_episode_steps=20), dataset=dict(paths=[str(dataset)]),
-        network=dict(pointnet_point_mlp=[16, 32], mlp_hidden=[64, 64]),
-        train=dict(num_steps=300, batch_size=32, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=100),
-        run_dir=str(tmp_path / "run"),
+        net=dict(pointnet_point_mlp=[16, 32], hidden_sizes=[64, 64]),
+        train=dict(num_steps=300, batch_size=32, lr=1e-3, log_every_steps=100),
+        run=dict(device="cpu", torch_threads=1, run_dir=str(tmp_path / "run")),
     ))
     result = bc.train(cfg, progress=False)
     assert np.isfinite(result.final_loss) and len(result.losses) == 300
@@ -131,11 +131,11 @@ def test_every_example_config_trains_with_tiny_overrides(tmp_path, name):
     else:
         dataset = write_fake_expert_dataset(tmp_path / "d.zarr", 3, obs_mode=obs, n_points=16)
     cfg = load_config(BCConfig, REPO / "configs" / "bc" / f"{name}.yaml", [
-        f"dataset.paths=[{dataset}]", "train.num_steps=3", "train.batch_size=4", "train.device=cpu", "train.cpu_threads=1",
-        "eval_episodes=0", f"run_dir={tmp_path / 'run'}", "env.backend=fake",
+        f"dataset.paths=[{dataset}]", "train.num_steps=3", "train.batch_size=4", "run.device=cpu", "run.torch_threads=1",
+        "run.eval_episodes=0", f"run.run_dir={tmp_path / 'run'}", "env.backend=fake",
     ])
     result = bc.train(cfg, progress=False)
-    assert result.num_steps == 3 and Path(result.final_checkpoint).exists()
+    assert result.updates == 3 and Path(result.final_checkpoint).exists()
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +173,21 @@ def test_config_errors_name_key_and_allowed_values(tmp_path):
     with pytest.raises(ConfigError, match="did you mean batch_size"):
         load_config(BCConfig, None, ["train.batchsize=5"])
     with pytest.raises(ConfigError, match="gpu"):
-        bc.resolve_device("gpu")
+        resolve_device("gpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
-            bc.resolve_device("cuda")
+            resolve_device("cuda")
+    # the keys BC had before the shared run/net sections are refused, naming the new key
+    with pytest.raises(ConfigError, match="train.device is now run.device") as info:
+        load_config(BCConfig, None, ["train.device=cpu"])
+    assert "write run.device instead of train.device" in info.value.hint
+    old = tmp_path / "old.yaml"
+    old.write_text("network: {kind: mlp, mlp_hidden: [8]}\ntrain: {seed: 1}\neval_episodes: 3\n")
+    with pytest.raises(ConfigError, match="network.mlp_hidden is now net.hidden_sizes") as info:
+        load_config(BCConfig, old)
+    for renamed in ("network.kind is now net.backbone", "train.seed is now run.seed",
+                    "eval_episodes is now run.eval_episodes", str(old)):
+        assert renamed in info.value.message
 
 
 def test_cli_train(tmp_path, validated_state_store):
@@ -185,8 +196,8 @@ def test_cli_train(tmp_path, validated_state_store):
     res = CliRunner().invoke(app, [
         "train", "bc", "--config", str(REPO / "configs/bc/pickcube_state.yaml"),
         "--set", f"dataset.paths=[{validated_state_store}]", "--set", "train.num_steps=20",
-        "--set", "train.log_every_steps=10", "--set", "eval_episodes=0",
-        "--set", "env.backend=fake", "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.cpu_threads=1", "--device", "cpu",
+        "--set", "train.log_every_steps=10", "--set", "run.eval_episodes=0",
+        "--set", "env.backend=fake", "--set", f"run.run_dir={tmp_path / 'run'}", "--set", "run.torch_threads=1", "--device", "cpu",
     ])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "checkpoints" / "final.pt").exists() and "updates/s" in res.output

@@ -29,7 +29,8 @@ def test_checkpoint_holds_model_optimizer_step_rng_sampler_config(tmp_path):
                            sampler={"next_batch": 7})
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt = load_checkpoint(path)
-    assert ckpt["step"] == 7 and ckpt["config"] == {"a": 1} and ckpt["sampler"] == {"next_batch": 7}
+    assert ckpt["updates"] == 7 and ckpt["config"] == {"a": 1} and ckpt["sampler"] == {"next_batch": 7}
+    assert ckpt["format"] == "ms2flow.checkpoint" and ckpt["algo"] == "bc" and ckpt["env_steps"] is None
     assert ckpt["optimizer"]["state"]  # Adam moments saved
     torch.testing.assert_close(ckpt["model"]["weight"], model.weight.detach())
     from ms2core.checkpoint import restore_rng_states
@@ -68,10 +69,9 @@ def test_bad_checkpoint_files(tmp_path):
 def bc_config(tmp_path, dataset, steps, name, **train):
     return BCConfig.model_validate(dict(
         env=dict(backend="fake"), dataset=dict(paths=[str(dataset)], prefetch_batches=2),
-        network=dict(mlp_hidden=[32, 32]),
-        train={**dict(num_steps=steps, batch_size=16, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=5,
-                      checkpoint_every_steps=10), **train},
-        run_dir=str(tmp_path / name),
+        net=dict(hidden_sizes=[32, 32]),
+        train={**dict(num_steps=steps, batch_size=16, lr=1e-3, log_every_steps=5, checkpoint_every_steps=10), **train},
+        run=dict(device="cpu", torch_threads=1, run_dir=str(tmp_path / name)),
     ))
 
 
@@ -110,7 +110,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_losses_exactly(tmp_path, m
     # Perturb every global RNG: the checkpoint must restore them.
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
     resumed = bc.train(cfg, resume_from=ckpt_dir / "ckpt_00000020.pt", progress=False)
-    assert resumed.start_step == 20
+    assert resumed.start_update == 20 and resumed.updates == 40
     assert resumed.losses == full.losses[20:]  # exact, not approximately
     final_full = load_checkpoint(full.final_checkpoint)["model"]
     final_resumed = load_checkpoint(resumed.final_checkpoint)["model"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ms2core.algos._demos import check_demo_shapes, load_demo_transitions, write_demo_zarr
-from ms2core.algos._nets import GaussianActor, MLPBackbone
+from ms2core.nn.actors import GaussianActor, MLPBackbone
 from ms2core.algos.dapg import dapg_weight, demo_nll
 from ms2core.errors import DatasetError
 
@@ -40,8 +40,7 @@ def test_reader_reads_committed_episodes(tmp_path):
     assert len(demos) == 12 and demos.episode_ends.tolist() == [4, 8, 12]
     np.testing.assert_array_equal(demos.actions[4:8], eps[1]["actions"])
     assert len(load_demo_transitions(path, ["state"], max_episodes=2)) == 8
-    obs, act = demos.sample(np.random.default_rng(0), 6)
-    assert obs["state"].shape == (6, 5) and act.shape == (6, 2)
+    assert demos.obs["state"].shape == (12, 5) and demos.actions.shape == (12, 2)
 
 
 def test_reader_only_sees_committed_rows(tmp_path):

@@ -60,8 +60,8 @@ def test_demo_term_pulls_policy_to_demos(tmp_path):
     demo_path = constant_action_demos(tmp_path / "demos.zarr")
     with_demos = train_dapg(tiny_dapg(tmp_path, demo_path, dapg_lambda=5.0))
     without = train_dapg(tiny_dapg(tmp_path, demo_path, dapg_lambda=0.0))
-    err_with = _mean_action_error(with_demos.checkpoint, demo_path)
-    err_without = _mean_action_error(without.checkpoint, demo_path)
+    err_with = _mean_action_error(with_demos.final_checkpoint, demo_path)
+    err_without = _mean_action_error(without.final_checkpoint, demo_path)
     assert err_with < 0.5 * err_without, (err_with, err_without)
     weights = [r["metrics"]["dapg_weight"] for r in read_jsonl_metrics(tmp_path / "run5.0" / "metrics.jsonl")
                if "dapg_weight" in r["metrics"]]
@@ -95,14 +95,14 @@ def test_bc_pretraining_fits_the_mean_before_any_env_step_and_leaves_log_std(tmp
     base = tiny_dapg(tmp_path, demo_path, dapg_lambda=0.0)
     pre = train_dapg(_with_pretrain(base, 300, total_env_steps=40, run_dir=str(tmp_path / "pre")))
     plain = train_dapg(_with_pretrain(base, 0, total_env_steps=40, run_dir=str(tmp_path / "plain")))
-    err_pre, err_plain = _mean_action_error(pre.checkpoint, demo_path), _mean_action_error(plain.checkpoint, demo_path)
+    err_pre, err_plain = _mean_action_error(pre.final_checkpoint, demo_path), _mean_action_error(plain.final_checkpoint, demo_path)
     assert err_pre < 0.1 < err_plain, (err_pre, err_plain)
     assert pre.env_steps == plain.env_steps == 40  # pre-training spends no env steps
     first = read_jsonl_metrics(tmp_path / "pre" / "metrics.jsonl")[0]
     assert first["step"] == 0 and first["metrics"]["bc_pretrain/steps"] == 300
     assert first["metrics"]["bc_pretrain/loss_last_10pct"] < 0.1 * first["metrics"]["bc_pretrain/loss_first"]
     assert not any("bc_pretrain/steps" in r["metrics"] for r in read_jsonl_metrics(tmp_path / "plain" / "metrics.jsonl"))
-    state = load_checkpoint(pre.checkpoint, "dapg")
+    state = load_checkpoint(pre.final_checkpoint, "dapg")
     # the PPO update moved log_std a little at most; pre-training itself must not have fitted it to the demos
     assert torch.allclose(state["actor"]["log_std"], torch.full((4,), -0.5), atol=0.05)
 
@@ -112,7 +112,7 @@ def test_resume_does_not_pretrain_again(tmp_path):
     cfg = _with_pretrain(tiny_dapg(tmp_path, demo_path, dapg_lambda=0.0), 200, total_env_steps=80,
                          run_dir=str(tmp_path / "r"), checkpoint_every_steps=40)
     first = train_dapg(cfg.model_copy(update={"run": cfg.run.model_copy(update={"total_env_steps": 40})}))
-    resumed = train_dapg(cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume_from": first.checkpoint})}))
+    resumed = train_dapg(cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume_from": first.final_checkpoint})}))
     assert resumed.env_steps == 80
     records = read_jsonl_metrics(tmp_path / "r" / "metrics.jsonl")
     assert sum("bc_pretrain/steps" in r["metrics"] for r in records) == 1

@@ -15,15 +15,15 @@ from ms2core.evaluation import (
 from ms2core.envs import make_env
 from ms2core.nn import build_policy
 from ms2core.trajectory import DemoPair
-from storage_schemas.training import BCConfig, EvalConfig, NetworkConfig
+from storage_schemas.training import BCConfig, EvalConfig, NetConfig
 from tests.zarr_fixtures import expert_action
 
 
 def make_checkpoint(path, head="deterministic", max_steps=8):
     cfg = BCConfig.model_validate(dict(env=dict(backend="fake", max_episode_steps=max_steps),
-                                       network=dict(head=head, mlp_hidden=[16])))
+                                       net=dict(head=head, hidden_sizes=[16])))
     torch.manual_seed(0)
-    policy = build_policy(cfg.network, "state", {"state": (51,)}, 7)
+    policy = build_policy(cfg.net, "state", {"state": (51,)}, 7)
     extra = {"algo": "bc", "obs_mode": "state", "obs_shapes": {"state": [51]}, "action_dim": 7, "dataset_manifest": {}}
     return save_checkpoint(path, model=policy, optimizer=None, step=3, config=cfg.model_dump(mode="json"), extra=extra)
 

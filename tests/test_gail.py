@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ms2core.algos._nets import Discriminator
+from ms2core.nn.actors import Discriminator
 from ms2core.algos.gail import discriminator_loss, gail_reward, gradient_penalty
 
 

@@ -40,9 +40,9 @@ def test_gail_trains_discriminator_and_checkpoints_it(tmp_path):
     last = read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["metrics"]
     # the discriminator separates constant demo actions from the agent's: demo prob above agent prob
     assert last["disc_demo_prob"] > last["disc_agent_prob"]
-    state = load_checkpoint(result.checkpoint, "gail")
+    state = load_checkpoint(result.final_checkpoint, "gail")
     assert "disc" in state["hooks"]
-    resumed = train_gail(tiny_gail(tmp_path / "b", tmp_path / "d.zarr", resume_from=result.checkpoint,
+    resumed = train_gail(tiny_gail(tmp_path / "b", tmp_path / "d.zarr", resume_from=result.final_checkpoint,
                                    total_env_steps=80))
     assert resumed.env_steps == 80 and resumed.updates == 31
 

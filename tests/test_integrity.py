@@ -71,8 +71,8 @@ def copy(templates, tmp_path):
 
 def _bc_cfg(store: Path, tmp_path: Path, obs: str = "state") -> BCConfig:
     return load_config(BCConfig, REPO / "configs" / "bc" / f"pickcube_{obs}.yaml", [
-        f"dataset.paths=[{store}]", "train.num_steps=2", "train.batch_size=4", "train.device=cpu",
-        "train.cpu_threads=1", "eval_episodes=0", f"run_dir={tmp_path / 'run'}", "env.backend=fake"])
+        f"dataset.paths=[{store}]", "train.num_steps=2", "train.batch_size=4", "run.device=cpu",
+        "run.torch_threads=1", "run.eval_episodes=0", f"run.run_dir={tmp_path / 'run'}", "env.backend=fake"])
 
 
 def _refused(store: Path, tmp_path: Path, match: str, obs: str = "state") -> None:
@@ -217,8 +217,8 @@ def test_cli_training_on_a_damaged_store_is_one_paragraph_and_exit_2(copy, tmp_p
     (store / ACTIONS_CHUNK).write_bytes(bytes(blob))
     out = subprocess.run(
         [sys.executable, "-m", "flows.cli", "train", "bc", "--config", str(REPO / "configs/bc/pickcube_state.yaml"),
-         "--set", f"dataset.paths=[{store}]", "--set", "train.num_steps=2", "--set", "eval_episodes=0",
-         "--set", "env.backend=fake", "--set", f"run_dir={tmp_path / 'run'}", "--device", "cpu"],
+         "--set", f"dataset.paths=[{store}]", "--set", "train.num_steps=2", "--set", "run.eval_episodes=0",
+         "--set", "env.backend=fake", "--set", f"run.run_dir={tmp_path / 'run'}", "--device", "cpu"],
         capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     message = " ".join(out.stderr.split())  # the CLI may wrap lines (issue 17 item 9)

@@ -223,20 +223,20 @@ def test_ms2flow_networks_read_the_ml2l_layout_as_its_own():
     import torch
 
     from ms2core.nn import build_policy
-    from storage_schemas.training import NetworkConfig
+    from storage_schemas.training import NetConfig
 
     torch.manual_seed(0)
     rgb = torch.randint(0, 256, (2, 16, 3), dtype=torch.uint8)
     own = {"xyz": torch.randn(2, 16, 3), "rgb": rgb, "state": torch.randn(2, 9)}
     ml2l = {**own, "rgb": rgb.float() / 255.0}
     shapes = {k: tuple(v.shape[1:]) for k, v in own.items()}
-    pointnet = build_policy(NetworkConfig(normalize_state=False), "pointcloud", shapes, 7)
+    pointnet = build_policy(NetConfig(normalize_state=False), "pointcloud", shapes, 7)
     torch.testing.assert_close(pointnet.encoder(ml2l), pointnet.encoder(own))
     images = {"rgb": torch.randint(0, 256, (2, 40, 48, 6), dtype=torch.uint8), "depth": torch.rand(2, 40, 48, 2),
               "state": torch.randn(2, 9)}
     first = {"rgb": images["rgb"].permute(0, 3, 1, 2), "depth": images["depth"].permute(0, 3, 1, 2).half(),
              "state": images["state"]}
-    cfg = NetworkConfig(normalize_state=False)
+    cfg = NetConfig(normalize_state=False)
     last_net = build_policy(cfg, "rgbd", {k: tuple(v.shape[1:]) for k, v in images.items()}, 7)
     first_net = build_policy(cfg, "rgbd", {k: tuple(v.shape[1:]) for k, v in first.items()}, 7)
     assert first_net.encoder.channels_first and not last_net.encoder.channels_first

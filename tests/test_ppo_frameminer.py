@@ -153,11 +153,11 @@ def test_ppo_selects_frameminer_from_the_config_and_the_policy_reloads(tmp_path)
 
     result = train_ppo(pointcloud_ppo_config(tmp_path))
     assert result.updates == 2 and [p["env_steps"] for p in result.eval_curve] == [0, 20, 40]
-    state = load_checkpoint(result.checkpoint, "ppo")
+    state = load_checkpoint(result.final_checkpoint, "ppo")
     assert {"gate.0.weight", "backbone.branches.2.point_mlp.0.weight"} <= set(state["actor"])
     assert state["policy_spec"]["frames"] == [Frame("obs").to_dict(), Frame("tcp", 18, 21).to_dict(),
                                               Frame("goal", 25).to_dict()]
-    policy, view = load_policy(result.checkpoint)
+    policy, view = load_policy(result.final_checkpoint)
     assert isinstance(policy.actor, MixActionActor) and view["extra"]["obs_shapes"]["xyz"] == [1200, 3]
     obs = {"xyz": torch.randn(3, 1200, 3), "rgb": torch.zeros(3, 1200, 3, dtype=torch.uint8),
            "state": torch.randn(3, 28)}
@@ -205,7 +205,7 @@ def test_dapg_trains_frameminer_on_point_cloud_demos(tmp_path, monkeypatch):
     result = train_dapg(cfg)
     logged = read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")
     assert result.updates == 2 and all(r["metrics"]["demo_nll"] > 0 for r in logged)
-    assert isinstance(load_policy(result.checkpoint)[0].actor, MixActionActor)
+    assert isinstance(load_policy(result.final_checkpoint)[0].actor, MixActionActor)
 
 
 def test_example_frameminer_config_trains_tiny(tmp_path, repo_root):
@@ -220,7 +220,7 @@ def test_example_frameminer_config_trains_tiny(tmp_path, repo_root):
     result = train_ppo(cfg)
     from ms2core.algos.policies import load_policy
 
-    policy, _ = load_policy(result.checkpoint)
+    policy, _ = load_policy(result.final_checkpoint)
     assert [f.name for f in policy.actor.backbone.frames] == ["obs", "tcp"]
     assert policy.actor.backbone.branches[0].point_mlp[-2].out_features == 300  # [..., Linear, ReLU]
 
@@ -232,7 +232,7 @@ def test_a_frameminer_policy_exports_and_runs_from_raw_point_clouds(tmp_path):
 
     cfg = pointcloud_ppo_config(tmp_path / "run")
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"total_env_steps": 20, "eval_every_steps": 0})})
-    out = export_policy(train_ppo(cfg).checkpoint, tmp_path / "pkg")  # TorchScript trace of the mixed policy
+    out = export_policy(train_ppo(cfg).final_checkpoint, tmp_path / "pkg")  # TorchScript trace of the mixed policy
     _, meta = load_exported(out)
     assert meta["obs_keys"] == ["rgb", "state", "xyz"] and meta["env_obs_mode"] == "pointcloud"
     evaluated = evaluate_exported(out, num_episodes=1, max_episode_steps=10, backend="fake")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ms2core.algos._nets import gaussian_log_prob
+from ms2core.nn.heads import gaussian_log_prob
 from ms2core.algos.ppo import normalize, ppo_policy_loss, value_loss
 
 

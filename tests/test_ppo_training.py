@@ -34,19 +34,19 @@ def test_train_ppo_runs_logs_and_checkpoints(tmp_path):
     records = read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")
     assert {"policy_loss", "value_loss", "approx_kl", "mean_return"} <= set(records[-2]["metrics"])
     assert "eval_mean_return" in records[-1]["metrics"]
-    state = load_checkpoint(result.checkpoint, "ppo")
+    state = load_checkpoint(result.final_checkpoint, "ppo")
     assert state["env_steps"] == 120 and "rng" in state and state["config"]["algo"] == "ppo"
 
 
 def test_resume_restores_weights_and_counters(tmp_path):
     first = train_ppo(tiny_ppo(tmp_path))
-    saved = load_checkpoint(first.checkpoint, "ppo")
-    resumed_cfg = tiny_ppo(tmp_path / "b", resume_from=first.checkpoint, total_env_steps=200)
+    saved = load_checkpoint(first.final_checkpoint, "ppo")
+    resumed_cfg = tiny_ppo(tmp_path / "b", resume_from=first.final_checkpoint, total_env_steps=200)
     second = train_ppo(resumed_cfg)
     assert second.env_steps == 200 and second.updates == 5 and second.curve[:3] == first.curve
     # resuming at the budget already reached trains nothing and writes back the same weights
-    third = train_ppo(tiny_ppo(tmp_path / "c", resume_from=first.checkpoint, total_env_steps=120))
-    again = load_checkpoint(third.checkpoint, "ppo")
+    third = train_ppo(tiny_ppo(tmp_path / "c", resume_from=first.final_checkpoint, total_env_steps=120))
+    again = load_checkpoint(third.final_checkpoint, "ppo")
     for k, v in saved["actor"].items():
         torch.testing.assert_close(again["actor"][k], v)
     assert third.updates == 3
@@ -75,7 +75,7 @@ def _update(update_index, **ppo):
     torch.manual_seed(0)
     actor, critic = build_actor_critic({"state": 4}, 2, NetConfig(hidden_sizes=[8]))
     opt = torch.optim.Adam(unique_parameters(actor, critic), lr=1e-3)
-    params = PPOParams(minibatch_size=5, **ppo)
+    params = PPOParams(**{"minibatch_size": 5, **ppo})
     before = [p.detach().clone() for p in actor.parameters()]
     stats = ppo_update(actor, critic, opt, _rollout(), params, torch.device("cpu"), update_index,
                        np.random.default_rng(0))
@@ -148,3 +148,16 @@ def test_ppo_learns_pendulum(repo_root):
     cfg = load_config(PPOConfig, repo_root / "configs" / "ppo" / "pendulum.yaml")
     result = train_ppo(cfg)
     assert result.eval_mean_return >= -400
+
+
+def test_max_kl_stops_at_one_and_a_half_times_max_kl_like_maniskill2_learn():
+    from ms2core.algos.ppo import KL_STOP_FACTOR
+
+    assert KL_STOP_FACTOR == 1.5
+    # one minibatch of all 20 transitions: its KL (measured before its step) is the one the rule sees
+    first = _update(1, num_epochs=1, critic_warmup_epochs=0, max_kl=None, minibatch_size=20)[0]["approx_kl"]
+    # a max_kl the first minibatch exceeds, but by less than 1.5x: ManiSkill2-Learn keeps going
+    stats, moved = _update(1, num_epochs=1, critic_warmup_epochs=0, minibatch_size=20, max_kl=first / 1.2)
+    assert stats["early_stopped"] == 0.0 and moved
+    stats, moved = _update(1, num_epochs=1, critic_warmup_epochs=0, minibatch_size=20, max_kl=first / 1.6)
+    assert stats["early_stopped"] == 1.0 and not moved

@@ -23,7 +23,7 @@ def tiny_ppo_checkpoint(tmp_path, control_mode="pd_ee_delta_pos"):
         rollout=fake_rollout(control_mode), net=dict(hidden_sizes=[16], init_log_std=0.0),
         ppo=dict(rollout_steps=40, minibatch_size=20, critic_warmup_epochs=0),
         run=dict(total_env_steps=40, run_dir=str(tmp_path / "ppo"))))
-    return cfg, train_ppo(cfg).checkpoint
+    return cfg, train_ppo(cfg).final_checkpoint
 
 
 def tiny_sac_checkpoint(tmp_path):
@@ -33,7 +33,7 @@ def tiny_sac_checkpoint(tmp_path):
         rollout=fake_rollout(), net=dict(hidden_sizes=[16]),
         sac=dict(learning_starts=10, batch_size=8, buffer_capacity=200),
         run=dict(total_env_steps=30, run_dir=str(tmp_path / "sac"))))
-    return cfg, train_sac(cfg).checkpoint
+    return cfg, train_sac(cfg).final_checkpoint
 
 
 def test_ppo_policy_acts_with_the_mean_scaled_to_the_env_bounds(tmp_path):
@@ -149,7 +149,7 @@ def test_bad_checkpoints_are_named(tmp_path):
     cfg = PPOConfig.model_validate(dict(rollout=fake_rollout(), net=dict(hidden_sizes=[8]),
                                         ppo=dict(rollout_steps=20, minibatch_size=10, critic_warmup_epochs=0),
                                         run=dict(total_env_steps=20, run_dir=str(tmp_path / "custom"))))
-    custom = train_ppo(cfg, actor=Custom()).checkpoint
+    custom = train_ppo(cfg, actor=Custom()).final_checkpoint
     with pytest.raises(CheckpointError, match="no policy_spec"):
         load_policy(custom)
     with pytest.raises(CheckpointError, match="no policy_spec"):
@@ -165,7 +165,7 @@ def test_gym_env_policies_load_but_are_not_evaluated_on_maniskill(tmp_path):
         rollout=dict(gym_env_id="Pendulum-v1", num_envs=1), net=dict(hidden_sizes=[8]),
         ppo=dict(rollout_steps=20, minibatch_size=10, critic_warmup_epochs=0),
         run=dict(total_env_steps=20, run_dir=str(tmp_path / "pendulum"))))
-    ckpt = train_ppo(cfg).checkpoint
+    ckpt = train_ppo(cfg).final_checkpoint
     policy, view = load_policy(ckpt)
     low, high = policy.action_low.item(), policy.action_high.item()
     assert (low, high) == (-2.0, 2.0) and view["extra"]["gym_env_id"] == "Pendulum-v1"

@@ -24,7 +24,7 @@ def test_rollout_obs_options_reach_observations_and_the_policy(tmp_path):
     with vector_env_from_config(cfg.rollout, seed=0) as vec:
         obs = vec.reset()
     assert obs["xyz"].shape == (2, 52, 3) and (obs["rgb"][:, -4:] == [0, 255, 0]).all()  # 48 points + 4 goal points
-    _, view = load_policy(train_ppo(cfg).checkpoint)  # auto backbone: PointNet on the 52 points
+    _, view = load_policy(train_ppo(cfg).final_checkpoint)  # auto backbone: PointNet on the 52 points
     assert view["extra"]["obs_shapes"]["xyz"] == [52, 3] and view["extra"]["obs_processing"]["n_goal_points"] == 4
 
 

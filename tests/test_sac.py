@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ms2core.algos._nets import LOG_STD_MAX, MLPBackbone, TanhGaussianActor, log_one_minus_tanh_sq, tanh_gaussian_log_prob
+from ms2core.nn.actors import MLPBackbone, TanhGaussianActor
+from ms2core.nn.heads import LOG_STD_MAX, log_one_minus_tanh_sq, tanh_gaussian_log_prob
 from ms2core.algos.sac import sac_actor_loss, sac_alpha_loss, sac_critic_target
 
 

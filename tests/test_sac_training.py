@@ -28,7 +28,7 @@ def test_train_sac_counts_updates_and_saves_buffer(tmp_path):
     # learning starts at env step 20: vector steps ending at 20, 22, ..., 60 (21 of them) x 2 envs x 0.5
     assert result.env_steps == 60 and result.updates == 21 and result.episodes == 6
     assert result.eval_mean_return is not None
-    state = load_checkpoint(result.checkpoint, "sac")
+    state = load_checkpoint(result.final_checkpoint, "sac")
     assert state["buffer"]["storage"]["size"] == 60 and "rng" in state
     assert agent.alpha.item() != 1.0  # automatic entropy tuning moved alpha
 
@@ -40,16 +40,16 @@ def test_fixed_alpha_stays(tmp_path):
 
 def test_nstep_sac_runs(tmp_path):
     result = train_sac(tiny_sac(tmp_path, sac={"n_step": 3}))
-    state = load_checkpoint(result.checkpoint, "sac")
+    state = load_checkpoint(result.final_checkpoint, "sac")
     discounts = state["buffer"]["storage"]["arrays"]["discounts"]
     assert np.isclose(discounts, 0.95**3).any() and np.isclose(discounts, 0.95).any()  # full and cut-short
 
 
 def test_resume_continues_with_buffer_and_counters(tmp_path):
     first = train_sac(tiny_sac(tmp_path))
-    second = train_sac(tiny_sac(tmp_path / "b", resume_from=first.checkpoint, total_env_steps=80))
+    second = train_sac(tiny_sac(tmp_path / "b", resume_from=first.final_checkpoint, total_env_steps=80))
     assert second.env_steps == 80 and second.updates == first.updates + 10  # 10 vector steps x 2 envs x 0.5
-    state = load_checkpoint(second.checkpoint, "sac")
+    state = load_checkpoint(second.final_checkpoint, "sac")
     assert state["buffer"]["storage"]["size"] == 80
 
 

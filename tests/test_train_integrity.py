@@ -49,12 +49,12 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def bc_cfg(store, steps=10, **extra) -> BCConfig:
-    train = dict(num_steps=steps, batch_size=8, lr=1e-3, device="cpu", cpu_threads=1, log_every_steps=5,
-                 checkpoint_every_steps=5)
+    train = dict(num_steps=steps, batch_size=8, lr=1e-3, log_every_steps=5, checkpoint_every_steps=5)
     train.update(extra.pop("train", {}))
-    network = {"mlp_hidden": [16], **extra.pop("network", {})}
+    net = {"hidden_sizes": [16], **extra.pop("net", {})}
+    run = {"device": "cpu", "torch_threads": 1, "run_name": "X", **extra}
     return BCConfig.model_validate(dict(env=dict(backend="fake", max_episode_steps=30), dataset=dict(paths=[store]),
-                                        network=network, train=train, run_name="X", **extra))
+                                        net=net, train=train, run=run))
 
 
 def cli(capsys, *args) -> tuple[int, str]:
@@ -81,7 +81,7 @@ def has(out: str, text: str) -> bool:
 def bc_cli_args(store, *more):
     return ["train", "bc", "--set", f"dataset.paths=[{store}]", "--set", "env.backend=fake",
             "--set", "train.num_steps=10", "--set", "train.log_every_steps=5", "--set", "train.checkpoint_every_steps=5",
-            "--set", "train.batch_size=8", "--set", "train.cpu_threads=1", "--set", "network.mlp_hidden=[16]",
+            "--set", "train.batch_size=8", "--set", "run.torch_threads=1", "--set", "net.hidden_sizes=[16]",
             "--device", "cpu", *more]
 
 
@@ -91,13 +91,13 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 
 # --------------------------------------------------------------------------- 1. run directories
 def test_two_runs_with_the_same_run_name_never_share_a_directory(capsys, data_dir, store):
-    code, out = cli(capsys, *bc_cli_args(store, "--set", "run_name=X"))
+    code, out = cli(capsys, *bc_cli_args(store, "--set", "run.run_name=X"))
     assert code == 0, out
     group = data_dir / "runs" / "bc" / "PickCube-v0" / "X"
     (first,) = group.iterdir()
     before = snapshot(first)
     assert len((first / "metrics.jsonl").read_text().splitlines()) == 2
-    code, out = cli(capsys, *bc_cli_args(store, "--set", "run_name=X", "--set", "train.lr=5e-4"))
+    code, out = cli(capsys, *bc_cli_args(store, "--set", "run.run_name=X", "--set", "train.lr=5e-4"))
     assert code == 0, out
     second = next(p for p in group.iterdir() if p != first)
     assert snapshot(first) == before  # byte for byte
@@ -153,7 +153,7 @@ def test_resume_continues_in_the_checkpoints_run_dir_and_appends_metrics(data_di
     metrics = Path(first.run_dir) / "metrics.jsonl"
     before = metrics.read_text()
     resumed = stage.run(bc_cfg(store, steps=20), resume_from=first.final_checkpoint, progress=False)
-    assert resumed.run_dir == first.run_dir and resumed.start_step == 10
+    assert resumed.run_dir == first.run_dir and resumed.start_update == 10
     after = metrics.read_text()
     assert after.startswith(before) and [json.loads(ln)["step"] for ln in after.splitlines()] == [5, 10, 15, 20]
     assert len(list((data_dir / "runs" / "bc" / "PickCube-v0" / "X").iterdir())) == 1
@@ -178,7 +178,7 @@ def test_online_runs_get_new_directories_and_resume_appends(data_dir):
 
 
 def test_a_fresh_run_that_fails_before_any_checkpoint_leaves_no_directory(data_dir, store):
-    cfg = bc_cfg(store, network={"head": "gaussian", "mlp_hidden": [16]}, train={"standardize_action_loss": True})
+    cfg = bc_cfg(store, net={"head": "gaussian", "hidden_sizes": [16]}, train={"standardize_action_loss": True})
     with pytest.raises(ConfigError, match="standardize_action_loss"):
         stage.run(cfg, progress=False)
     assert not list((data_dir / "runs" / "bc" / "PickCube-v0" / "X").iterdir())
@@ -242,7 +242,7 @@ def test_force_trains_and_is_recorded_in_the_run(capsys, data_dir, store):
     (run_dir,) = (data_dir / "runs" / "bc" / "PickCube-v0").glob("*/*")
     result = json.loads((run_dir / "train_result.json").read_text())
     assert result["forced_inputs"] and "failed validation" in result["forced_inputs"][0]
-    assert json.loads((run_dir / "resolved_config.json").read_text())["force"] is True
+    assert json.loads((run_dir / "resolved_config.json").read_text())["run"]["force"] is True
 
 
 def test_demo_datasets_of_dapg_are_gated_too(data_dir, store):
@@ -386,7 +386,7 @@ def test_enospc_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_last_ch
     (run_dir,) = (data_dir / "runs" / "bc" / "PickCube-v0" / "X").iterdir()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000005.pt"]  # no temp left
     monkeypatch.setattr(torch, "save", real_save)
-    assert load_checkpoint(run_dir / "checkpoints" / "ckpt_00000005.pt")["step"] == 5
+    assert load_checkpoint(run_dir / "checkpoints" / "ckpt_00000005.pt")["updates"] == 5
     assert json.loads((run_dir / "failure.json").read_text())["error"] == "DiskFullError"
 
 

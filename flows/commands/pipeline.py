@@ -8,25 +8,41 @@ from rich.table import Table
 from flows.commands._output import console as _console
 
 console = _console()
+from ms2core.algos.table import ALGORITHMS
+from storage_schemas.flows import DemoToDatasetConfig, RerenderConfig
+from storage_schemas.quickstart import QuickstartConfig
+from storage_schemas.training import EvalConfig
 
+
+def _flow(ref: str):
+    """A flow imported only when it runs ("module:attr"), so the CLI starts without Prefect."""
+
+    def load():
+        import importlib
+
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+def _train_flow(algo: str):
+    def load():
+        from flows.train import TRAIN_FLOWS
+
+        return TRAIN_FLOWS[algo]
+
+    return load
+
+
+#: flow name -> (loader of the flow, its config model); the train-<algo> flows come from the algorithm table.
 FLOW_CONFIGS = {
-    "quickstart": ("flows.quickstart:quickstart", "storage_schemas.quickstart:QuickstartConfig"),
-    "demo-to-dataset": ("flows.data:demo_to_dataset", "storage_schemas.flows:DemoToDatasetConfig"),
-    "rerender-demos": ("flows.data:rerender_demos", "storage_schemas.flows:RerenderConfig"),
-    "train-bc": ("flows.train:train_bc", "storage_schemas.training:BCConfig"),
-    "train-ppo": ("flows.train:train_ppo", "storage_schemas.rl:PPOConfig"),
-    "train-dapg": ("flows.train:train_dapg", "storage_schemas.rl:DAPGConfig"),
-    "train-sac": ("flows.train:train_sac", "storage_schemas.rl:SACConfig"),
-    "train-gail": ("flows.train:train_gail", "storage_schemas.rl:GAILConfig"),
-    "evaluate": ("flows.train:evaluate", "storage_schemas.training:EvalConfig"),
+    "quickstart": (_flow("flows.quickstart:quickstart"), QuickstartConfig),
+    "demo-to-dataset": (_flow("flows.data:demo_to_dataset"), DemoToDatasetConfig),
+    "rerender-demos": (_flow("flows.data:rerender_demos"), RerenderConfig),
+    **{spec.flow_name: (_train_flow(name), spec.config_model) for name, spec in ALGORITHMS.items()},
+    "evaluate": (_flow("flows.train:evaluate"), EvalConfig),
 }
-
-
-def _load(ref: str):
-    import importlib
-
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def quickstart_rows(summary) -> list[tuple[str, str]]:
@@ -116,9 +132,9 @@ def register(app: typer.Typer) -> None:
         if name not in FLOW_CONFIGS:
             raise unknown_choice("flow", name, FLOW_CONFIGS)
         configure_embedded_defaults()
-        flow_ref, model_ref = FLOW_CONFIGS[name]
-        cfg = load_config(_load(model_ref), config, set_)
-        result = _load(flow_ref)(cfg)
+        load_flow, model = FLOW_CONFIGS[name]
+        cfg = load_config(model, config, set_)
+        result = load_flow()(cfg)
         console.print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else result)
 
     @app.command()

@@ -1,6 +1,8 @@
 """Learning algorithms, one readable file each (config in storage_schemas, pure losses at the top, loop below).
 
 Offline: ``bc``. Online RL: ``ppo``, ``dapg``, ``sac``, ``gail`` (each exposes ``train_<algo>(cfg, sink=None)``).
+The table of algorithms (config model, train function, policy loader, ...) is ``ms2core.algos.table``; their
+networks are in ``ms2core.nn`` and the one checkpoint format in ``ms2core.checkpoint``.
 """
 
 from __future__ import annotations

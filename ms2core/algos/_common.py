@@ -1,58 +1,55 @@
-"""Plumbing shared by the online algorithms: seeding, tensors, atomic checkpoints with RNG states, results.
+"""Plumbing shared by the algorithms: seeding, the device, tensors, checkpoints with RNG states, metric sinks.
 
-The checkpoint helpers are a plain ``torch.save`` of a dict (temp file +
-``os.replace`` so a killed run never leaves a half-written checkpoint); the lead
-will unify them with ``ms2core.checkpoint`` after merge.
+Checkpoints use the one format of ``ms2core.checkpoint`` (a header, then the algorithm's state), written
+atomically, so a killed run never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
-from ms2core.checkpoint import read_checkpoint_file, restore_rng_states, rng_states
+from ms2core.checkpoint import checkpoint_header, read_checkpoint, restore_rng_states, rng_states  # noqa: F401
 from ms2core.errors import ConfigError, TrainingDivergedError  # noqa: F401  (re-exported for the loops)
 from ms2core.fileio import torch_save_atomic
 from ms2core.metrics import JsonlSink, MetricsSink, MultiSink, NullSink
+from storage_schemas.training import TrainResult
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class TrainResult(BaseModel):
-    """What every ``train_<algo>`` returns."""
-
-    algo: str
-    env_steps: int
-    updates: int
-    episodes: int
-    final_mean_return: float | None = None      # mean return of the last logged training episodes
-    final_success_rate: float | None = None
-    eval_mean_return: float | None = None       # deterministic evaluation at the end (run.eval_episodes)
-    eval_success_rate: float | None = None
-    checkpoint: str | None = None
-    curve: list[dict[str, float]] = []          # [{"env_steps", "mean_return", "success_rate"}, ...]
-    eval_curve: list[dict[str, float]] = []     # run.eval_every_steps: deterministic [{"env_steps", "success_rate", "mean_return"}]
-
-
 def seed_everything(seed: int) -> None:
+    """Seed python, numpy (its global RNG takes 32 bits) and torch."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
+def resolve_device(name: str, key: str = "run.device") -> torch.device:
+    """``run.device`` as a torch device: 'auto' = cuda when available; ConfigError for a bad or absent device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"{key} {name!r} is not a torch device", hint="allowed: auto, cpu, cuda, cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name!r} but CUDA is not available here", hint=f"use {key}=cpu or auto")
+    return device
+
+
 def setup_torch(run_cfg) -> torch.device:
+    """Seeds everything, sets the learner's torch threads, returns the device (the ``run`` section)."""
+    seed_everything(run_cfg.seed)
     if run_cfg.torch_threads is not None:
         torch.set_num_threads(run_cfg.torch_threads)
-    device = torch.device(run_cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={run_cfg.device!r} but CUDA is not available", hint="use run.device=cpu")
-    return device
+    return resolve_device(run_cfg.device)
 
 
 def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -76,11 +73,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
     assert_finite_parameters({k: v for k, v in state.items() if k != "buffer"}, int(state.get("env_steps") or 0),
                              what="checkpoint tensor")
-    return torch_save_atomic({**state, "rng": rng_states()}, path)
+    header = checkpoint_header(state["algo"], state.get("config") or {}, state.get("updates") or 0,
+                               state.get("env_steps") or 0)
+    return torch_save_atomic({**state, **header, "rng": rng_states()}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, algo: str) -> dict[str, Any]:
-    state = read_checkpoint_file(path, error=ConfigError)
+    """The online-RL checkpoint at ``path`` (any format version) to resume ``algo`` from."""
+    state = read_checkpoint(path, error=ConfigError)
     if state.get("algo") != algo:
         raise ConfigError(f"checkpoint {path} was written by {state.get('algo')!r}, not {algo!r}",
                           hint=f"resume with `ms2 train {state.get('algo')}`")
@@ -108,6 +108,20 @@ def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) 
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.lerp_(s, tau)
+
+
+def online_result(algo: str, run_cfg, checkpoint: str | None, *, env_steps: int, updates: int, episodes: int,
+                  start: tuple[int, int, float], summary, curve: list, eval_curve: list | None = None) -> TrainResult:
+    """The TrainResult of an online run. ``start`` = (env steps, updates, perf_counter) where this invocation
+    began; its rates cover the training of this invocation (not the final evaluation)."""
+    start_env_step, start_update, started_s = start
+    elapsed = max(time.perf_counter() - started_s, 1e-9)
+    return TrainResult(
+        algo=algo, run_dir=run_cfg.run_dir, final_checkpoint=checkpoint, updates=updates, env_steps=env_steps,
+        start_update=start_update, start_env_step=start_env_step, episodes=episodes,
+        updates_per_s=(updates - start_update) / elapsed, env_steps_per_s=(env_steps - start_env_step) / elapsed,
+        final_mean_return=finite(summary.mean_return), final_success_rate=finite(summary.success_rate),
+        curve=curve, eval_curve=eval_curve or [])
 
 
 def finite(x: float | None) -> float | None:

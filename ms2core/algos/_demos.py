@@ -42,10 +42,6 @@ class DemoTransitions:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        idx = rng.integers(0, len(self), batch_size)
-        return {k: v[idx] for k, v in self.obs.items()}, self.actions[idx]
-
 
 def load_demo_transitions(path: str | os.PathLike, obs_keys: list[str], max_episodes: int | None = None,
                           with_returns: bool = False, force: bool = False) -> DemoTransitions:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ms2core.algos import run_dir_for
+from ms2core.algos._common import setup_torch
 from ms2core.algos._checks import (
     assert_finite_loss,
     assert_finite_parameters,
@@ -106,76 +106,76 @@ def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: 
     return update
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device {name!r} is not a torch device", hint="allowed: auto, cpu, cuda, cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r} but CUDA is not available here", hint="use cpu or auto")
-    return device
-
-
 def default_run_dir(cfg: BCConfig) -> Path:
     return run_dir_for("bc", cfg)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_dataset(cfg: BCConfig, device: torch.device) -> DemoDataset:
     d = cfg.dataset
     return DemoDataset(d.paths, num_samples=d.num_samples, mode=d.mode, device=device, cache_bytes=d.cache_bytes,
                        block_rows=d.block_rows, refresh_every_batches=d.refresh_every_batches,
-                       ram_limit_bytes=d.ram_limit_bytes, gpu_fraction=d.gpu_fraction, force=cfg.force)
+                       ram_limit_bytes=d.ram_limit_bytes, gpu_fraction=d.gpu_fraction, force=cfg.run.force)
 
 
 def _comparable(config: dict) -> dict:
-    """Config keys that must match for a resume (the step budget and logging may change)."""
-    out = json.loads(json.dumps(config))
-    for key in ("num_steps", "log_every_steps", "checkpoint_every_steps", "device", "cpu_threads"):
+    """Config keys that must match for a resume (the step budget, logging, device and bookkeeping may change)."""
+    out = BCConfig.model_validate(config).model_dump(mode="json")  # defaults filled in, as the run's own dump
+    for key in ("num_steps", "log_every_steps", "checkpoint_every_steps"):
         out.get("train", {}).pop(key, None)
-    for key in ("eval_episodes", "eval_num_procs", "run_dir", "run_name", "overwrite", "force"):
-        out.pop(key, None)
+    for key in ("device", "torch_threads", "eval_episodes", "eval_num_procs", "run_dir", "run_name", "overwrite",
+                "force"):
+        out.get("run", {}).pop(key, None)
     out.get("dataset", {}).pop("mode", None)
     out.get("dataset", {}).pop("prefetch_batches", None)
     return out
 
 
+def build_bc_policy(cfg: BCConfig, dataset: DemoDataset, device: torch.device) -> Policy:
+    """The untrained policy for ``dataset`` (the state normaliser set from its statistics)."""
+    policy = build_policy(cfg.net, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
+    if "state" in dataset.obs_shapes:
+        policy.set_state_stats(*dataset.state_stats())
+    return policy
+
+
+def _resume(resume_from, device: torch.device, config_dict: dict, policy: Policy,
+            optimizer: torch.optim.Optimizer) -> int:
+    """Model, optimizer and RNG states from a checkpoint of the same config; returns the updates it had done."""
+    ckpt = load_checkpoint(resume_from, map_location=device)
+    if _comparable(ckpt["config"]) != _comparable(config_dict):
+        raise CheckpointError(
+            f"checkpoint {resume_from} was trained with a different config than this run",
+            hint="resume with the run's saved config.yaml (only train.num_steps/logging may change)",
+        )
+    policy.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    restore_rng_states(ckpt["rng"])
+    return int(ckpt["updates"])
+
+
+def _action_weights(cfg: BCConfig, policy: Policy, dataset: DemoDataset, device: torch.device) -> torch.Tensor | None:
+    """train.standardize_action_loss: the per-dimension loss weights (deterministic heads only)."""
+    if not cfg.train.standardize_action_loss:
+        return None
+    if not policy.deterministic:
+        raise ConfigError("train.standardize_action_loss needs net.head=deterministic "
+                          f"(got {cfg.net.head!r}): Gaussian heads are fit by likelihood",
+                          hint="set train.standardize_action_loss=false or net.head=deterministic")
+    return action_loss_weights(dataset.action_stats()[1]).to(device)
+
+
 def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True,
           sink: MetricsSink | None = None) -> TrainResult:
     """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``."""
-    device = resolve_device(cfg.train.device)
+    device = setup_torch(cfg.run)  # seeds python, numpy, torch with run.seed
     run_dir = default_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     config_dict = cfg.model_dump(mode="json")
-    seed_everything(cfg.train.seed)
-    if cfg.train.cpu_threads is not None:
-        torch.set_num_threads(cfg.train.cpu_threads)
 
     dataset = build_dataset(cfg, device)
-    policy = build_policy(cfg.network, cfg.env.obs_mode, dataset.obs_shapes, dataset.action_dim).to(device)
-    if "state" in dataset.obs_shapes:
-        policy.set_state_stats(*dataset.state_stats())
+    policy = build_bc_policy(cfg, dataset, device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-
-    start_step = 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
-        if _comparable(ckpt["config"]) != _comparable(config_dict):
-            raise CheckpointError(
-                f"checkpoint {resume_from} was trained with a different config than this run",
-                hint="resume with the run's saved config.yaml (only train.num_steps/logging may change)",
-            )
-        policy.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_states(ckpt["rng"])
-        start_step = int(ckpt["step"])
+    start_step = 0 if resume_from is None else _resume(resume_from, device, config_dict, policy, optimizer)
     dump_config(cfg, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start_step)
@@ -184,17 +184,10 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
         "algo": "bc", "obs_mode": cfg.env.obs_mode, "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()},
         "action_dim": dataset.action_dim, "dataset_manifest": dataset.manifests[0],
     }
-    stream = BatchStream(dataset, cfg.train.batch_size, cfg.train.seed, start_batch=start_step, device=device,
+    stream = BatchStream(dataset, cfg.train.batch_size, cfg.run.seed, start_batch=start_step, device=device,
                          prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
-    action_weights = None
-    if cfg.train.standardize_action_loss:
-        if not policy.deterministic:
-            raise ConfigError("train.standardize_action_loss needs network.head=deterministic "
-                              f"(got {cfg.network.head!r}): Gaussian heads are fit by likelihood",
-                              hint="set train.standardize_action_loss=false or network.head=deterministic")
-        action_weights = action_loss_weights(dataset.action_stats()[1]).to(device)
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
-                            cfg.train.state_noise_std, action_weights)
+                            cfg.train.state_noise_std, _action_weights(cfg, policy, dataset, device))
 
     pending: list[torch.Tensor] = []  # losses of the steps since the last host sync, still on the device
 
@@ -243,12 +236,11 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     elapsed = time.perf_counter() - t0
     final = checkpoint(cfg.train.num_steps, checkpoint_name(cfg.train.num_steps))
     final_link = ckpt_dir / FINAL_CHECKPOINT
-    data = final.read_bytes()
-    write_atomic(final_link, lambda f: f.write(data), what="checkpoint")
-    steps_run = cfg.train.num_steps - start_step
+    write_atomic(final_link, lambda f: f.write(final.read_bytes()), what="checkpoint")
+    steps_run = cfg.train.num_steps - start_step  # updates of this invocation
     return TrainResult(
-        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), num_steps=cfg.train.num_steps,
-        start_step=start_step, final_loss=losses[-1] if losses else None, losses=losses,
+        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), updates=cfg.train.num_steps,
+        start_update=start_step, final_loss=losses[-1] if losses else None, losses=losses,
         updates_per_s=steps_run / elapsed if elapsed > 0 and steps_run else 0.0,
     )
 
@@ -288,17 +280,26 @@ def _progress(steps: range, enabled: bool):
 
 
 def load_policy(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
-    """Rebuild the policy stored in a training checkpoint (for evaluation); returns (policy, checkpoint)."""
-    from storage_schemas.training import NetworkConfig
+    """Rebuild the policy stored in a BC checkpoint (for evaluation); returns (policy, checkpoint view)."""
+    return policy_from_checkpoint(load_checkpoint(checkpoint_path, map_location=device), checkpoint_path, device)
 
-    ckpt = load_checkpoint(checkpoint_path, map_location=device)
+
+def policy_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
+    """The policy of a BC checkpoint read by ms2core.checkpoint.read_checkpoint, and its view for evaluation
+    (the checkpoint, with ``step`` = its updates)."""
+    from storage_schemas.training import NetConfig
+
     extra = ckpt.get("extra", {})
-    if "obs_shapes" not in extra:
-        raise CheckpointError(f"checkpoint {checkpoint_path} does not record its observation shapes",
+    if "obs_shapes" not in extra or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} does not record its observation shapes and weights",
                               hint="it was not written by ms2core.algos training")
-    net_cfg = NetworkConfig.model_validate(ckpt["config"]["network"])
+    net_cfg = NetConfig.model_validate(ckpt["config"]["net"])
     shapes = {k: tuple(v) for k, v in extra["obs_shapes"].items()}
     policy = build_policy(net_cfg, extra["obs_mode"], shapes, int(extra["action_dim"]))
-    policy.load_state_dict(ckpt["model"])
+    try:
+        policy.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"bc checkpoint {path}: the weights do not fit the network its config describes: "
+                              f"{exc}", hint="the checkpoint was edited or written by another version") from exc
     policy.to(device).eval()
-    return policy, ckpt
+    return policy, {**ckpt, "step": int(ckpt["updates"])}

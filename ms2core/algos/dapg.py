@@ -20,11 +20,13 @@ from torch import nn
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
-from ms2core.algos._nets import GaussianActor, gaussian_log_prob
+from ms2core.nn.actors import GaussianActor
+from ms2core.nn.heads import gaussian_log_prob
 from ms2core.algos.bc import action_loss_weights, perturb_state
 from ms2core.algos.ppo import train_ppo
 from ms2core.data import DemoBatch
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.rollout import VectorEnv
 
 
@@ -107,6 +109,6 @@ def make_demo_term(cfg):
     return factory
 
 
-def train_dapg(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> common.TrainResult:
+def train_dapg(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> TrainResult:
     """Train DAPG (``storage_schemas.rl.DAPGConfig``)."""
     return train_ppo(cfg, sink, backbone=backbone, extra_actor_loss_factory=make_demo_term(cfg), algo_name="dapg")

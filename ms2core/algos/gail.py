@@ -20,10 +20,11 @@ from torch.nn import functional as F
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
-from ms2core.algos._nets import Discriminator
+from ms2core.nn.actors import Discriminator
 from ms2core.algos.sac import SACHooks, run_sac
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.replay_buffer import ReplayBuffer, TransitionBatch
 from ms2core.rollout import VectorEnv
 
@@ -105,7 +106,7 @@ def make_gail_hooks(cfg):
     return factory
 
 
-def train_gail(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> common.TrainResult:
+def train_gail(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> TrainResult:
     """Train GAIL with SAC (``storage_schemas.rl.GAILConfig``)."""
     if cfg.sac.n_step != 1:
         raise ConfigError(f"gail needs sac.n_step=1, got {cfg.sac.n_step}",

@@ -1,6 +1,8 @@
 """Any training checkpoint as an evaluation policy: ``load_policy(path) -> (policy, view)``.
 
-BC checkpoints go to ``ms2core.algos.bc.load_policy``. Online-RL checkpoints
+The checkpoint is read in the one format of ``ms2core.checkpoint`` (older formats converted) and handed to
+the policy loader its header's ``algo`` names in ``ms2core.algos.table.ALGORITHMS``: BC's
+(``ms2core.algos.bc.policy_from_checkpoint``) or the online algorithms' below. Online-RL checkpoints
 (the ``checkpoint.pt`` of ``train_ppo|dapg|sac|gail``, or the slim policy file
 :func:`write_policy_file` extracts from one for MLflow) are rebuilt from the
 ``policy_spec`` they record (observation shapes and processing, action bounds,
@@ -15,7 +17,8 @@ and the MLflow pyfunc model read::
 
     view["config"]["env"]   the EnvConfig dict (rollout.env for online RL)
     view["extra"]           algo, obs_mode, obs_shapes, action_dim, dataset_manifest, obs_processing, gym_env_id
-    view["step"]            training step (online RL: env steps)
+    view["step"]            the checkpoint's training step: BC updates, online RL env steps
+                            (what EvaluationResult.checkpoint_step reports)
 """
 
 from __future__ import annotations
@@ -28,10 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ms2core.checkpoint import read_checkpoint_file
+from ms2core.checkpoint import checkpoint_header, read_checkpoint
 from ms2core.errors import CheckpointError
 
-RL_ALGOS = ("ppo", "dapg", "sac", "gail")
 SQUASHED_ALGOS = ("sac", "gail")  # tanh-Gaussian actors
 POLICY_FILE_KIND = "ms2flow.rl_policy"
 
@@ -67,10 +69,13 @@ class RLPolicy(nn.Module):
 
 
 def _rl_parts(state: dict[str, Any], path) -> tuple[str, dict, dict]:
+    from ms2core.algos.table import ALGORITHMS
+
     algo = state.get("algo")
-    if algo not in RL_ALGOS:
-        raise CheckpointError(f"{path} is not an ms2flow checkpoint (algo {algo!r})",
-                              hint=f"pass a checkpoint of `ms2 train bc|{'|'.join(RL_ALGOS)}`")
+    online = [name for name, spec in ALGORITHMS.items() if spec.online]
+    if algo not in online:
+        raise CheckpointError(f"{path} is not an online-RL checkpoint (algo {algo!r})",
+                              hint=f"pass a checkpoint of `ms2 train {'|'.join(online)}`")
     spec = state.get("policy_spec")
     if spec is None:
         raise CheckpointError(
@@ -101,11 +106,19 @@ def build_rl_actor(algo: str, config: dict, spec: dict) -> nn.Module:
 
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(policy with ``act(obs, sample_mode, generator)``, checkpoint view) for a checkpoint of any algorithm."""
-    state = read_checkpoint_file(path)
-    if "version" in state and "model" in state:  # ms2core.checkpoint format: BC
-        from ms2core.algos.bc import load_policy as load_bc_policy
+    from ms2core.algos.table import ALGORITHMS
 
-        return load_bc_policy(path, device)
+    state = read_checkpoint(path)
+    spec = ALGORITHMS.get(state["algo"])
+    if spec is None:
+        raise CheckpointError(f"checkpoint {path} was written by algorithm {state['algo']!r}, which this ms2flow "
+                              "does not have", hint=f"known: {', '.join(ALGORITHMS)}")
+    return spec.load_policy(state, path, device)
+
+
+def rl_policy_from_checkpoint(state: dict[str, Any], path, device: str | torch.device = "cpu"
+                              ) -> tuple[RLPolicy, dict[str, Any]]:
+    """The :class:`RLPolicy` of an online-RL checkpoint or policy file (read by ``read_checkpoint``), and its view."""
     algo, spec, actor_state = _rl_parts(state, path)
     actor = build_rl_actor(algo, state["config"], spec)
     try:
@@ -121,7 +134,7 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         "extra": {"algo": algo, "obs_mode": (processing or {}).get("obs_mode", rollout["env"]["obs_mode"]),
                   "obs_shapes": spec["obs_shapes"], "action_dim": int(spec["action_dim"]), "dataset_manifest": None,
                   "obs_processing": processing, "gym_env_id": rollout.get("gym_env_id")},
-        "step": int(state.get("env_steps", 0)),
+        "step": int(state.get("env_steps") or 0),
     }
     return policy, view
 
@@ -131,7 +144,7 @@ def write_policy_file(checkpoint: str | os.PathLike, out: str | os.PathLike) -> 
     atomically to ``out``: what MLflow logs as the model, small and loadable with :func:`load_policy`."""
     from ms2core.fileio import torch_save_atomic
 
-    state = read_checkpoint_file(checkpoint)
+    state = read_checkpoint(checkpoint)
     algo, spec, actor_state = _rl_parts(state, checkpoint)
-    return torch_save_atomic(dict(kind=POLICY_FILE_KIND, algo=algo, config=state["config"], actor=actor_state,
-                                  policy_spec=spec, env_steps=int(state.get("env_steps", 0))), out)
+    header = checkpoint_header(algo, state["config"], state["updates"], state["env_steps"])
+    return torch_save_atomic(dict(**header, kind=POLICY_FILE_KIND, actor=actor_state, policy_spec=spec), out)

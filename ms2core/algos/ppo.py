@@ -6,7 +6,9 @@ the networks, rollout collection into a :class:`Rollout`, the update, and the
 
 ManiSkill2-Learn's choices kept here: GAE with gamma = lambda = 0.95, ratio
 clip 0.2, an early stop of the epoch loop once the approximate KL between the
-old and new policy exceeds ``max_kl``, reward normalisation by the running std
+old and new policy exceeds ``1.5 * max_kl`` (ManiSkill2-Learn's
+``maniskill2_learn/methods/mfrl/ppo.py``: the minibatch that crosses it is not
+applied, and no further epoch runs on this rollout), reward normalisation by the running std
 of discounted returns, per-minibatch advantage normalisation, critic warm-up
 epochs (the first update trains the critic alone for ``critic_warmup_epochs``
 epochs so the first advantages are not noise), and shared or separate
@@ -26,16 +28,11 @@ from torch import nn
 
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
-from ms2core.algos._nets import (
-    GaussianActor,
-    ValueCritic,
-    gaussian_entropy,
-    gaussian_log_prob,
-    make_backbone,
-    resolve_backbone_kind,
-)
+from ms2core.nn.actors import GaussianActor, ValueCritic, make_backbone, resolve_backbone_kind
+from ms2core.nn.heads import gaussian_entropy, gaussian_log_prob
 from ms2core.algos.returns import ReturnNormalizer, compute_gae
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.nn.frameminer import MixActionActor, resolve_frames
 from ms2core.rollout import (
     EpisodeStats,
@@ -181,6 +178,8 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
 
 
 # --------------------------------------------------------------------------- update
+#: the epochs stop once approx KL > KL_STOP_FACTOR * ppo.max_kl (ManiSkill2-Learn's PPO.update_actor_critic)
+KL_STOP_FACTOR = 1.5
 ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -226,7 +225,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
                     extra, extra_stats = extra_actor_loss(actor, update_index)
                     loss = loss + extra
                     record.update(extra_stats)
-                if params.max_kl is not None and pol.approx_kl.item() > params.max_kl:
+                if params.max_kl is not None and pol.approx_kl.item() > KL_STOP_FACTOR * params.max_kl:
                     early_stopped = True  # this minibatch moved the policy too far: do not apply it
                     break
             assert_finite_loss(loss, f"the PPO loss of update {update_index} (ppo.lr={params.lr:g})", update_index)
@@ -251,7 +250,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
 def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
               actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
-              algo_name: str = "ppo") -> common.TrainResult:
+              algo_name: str = "ppo") -> TrainResult:
     """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``, whose term may
     also have a ``pretrain(actor) -> stats`` method, run once before the first env step of a fresh run.
 
@@ -263,8 +262,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     params, run = cfg.ppo, cfg.run
     if cfg.rollout.gym_env_id is None:
         check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
-    common.seed_everything(run.seed)
-    device = common.setup_torch(run)
+    device = common.setup_torch(run)  # seeds python, numpy, torch with run.seed
     metrics, own_sink = common.open_sink(run, sink)
     vec = vector_env_from_config(cfg.rollout, run.seed)
     try:
@@ -318,6 +316,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
 
         recent: list[EpisodeStats] = []
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
         last_eval = env_steps
         pretrain = getattr(extra_loss, "pretrain", None)  # DAPG's optional BC pre-training (no env steps)
@@ -356,10 +355,9 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 save()
                 last_ckpt = env_steps
         checkpoint = save()
-        result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
-                                    final_mean_return=common.finite(summary.mean_return),
-                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
-                                    curve=curve, eval_curve=eval_curve)
+        result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
+                                      episodes=n_episodes, start=start, summary=summary, curve=curve,
+                                      eval_curve=eval_curve)
         if run.eval_episodes:
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_episodes, run.seed + 10_000)
             result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)

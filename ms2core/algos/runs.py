@@ -40,15 +40,12 @@ def holds_run(path: Path) -> bool:
 
 
 def run_label(cfg) -> str:
-    """The human part of a run's name: BC's run_name, online RL's seed<seed>."""
-    run = getattr(cfg, "run", None)
-    return getattr(cfg, "run_name", None) or f"seed{run.seed}"
+    """The human part of a run's name: BC's run.run_name, online RL's seed<seed>."""
+    return getattr(cfg.run, "run_name", None) or f"seed{cfg.run.seed}"
 
 
 def explicit_run_dir(cfg) -> Path | None:
-    run = getattr(cfg, "run", None)
-    explicit = getattr(cfg, "run_dir", None) or getattr(run, "run_dir", None)
-    return Path(explicit) if explicit else None
+    return Path(cfg.run.run_dir) if cfg.run.run_dir else None
 
 
 def run_group_dir(algo: str, cfg) -> Path:
@@ -60,10 +57,8 @@ def run_group_dir(algo: str, cfg) -> Path:
 
 
 def with_run_dir(cfg, run_dir: Path):
-    """The config with its run directory set (BC: run_dir; online RL: run.run_dir)."""
-    if hasattr(cfg, "run") and not hasattr(cfg, "run_name"):
-        return cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir)})})
-    return cfg.model_copy(update={"run_dir": str(run_dir)})
+    """The config with its run directory set (run.run_dir)."""
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir)})})
 
 
 def identity(cfg) -> dict:
@@ -74,8 +69,6 @@ def identity(cfg) -> dict:
 
 def identity_of_dump(dump: dict) -> dict:
     out = json.loads(json.dumps(dump))
-    for key in ("run_dir", "overwrite"):
-        out.pop(key, None)
     if isinstance(out.get("run"), dict):
         for key in ("run_dir", "resume_from", "overwrite"):
             out["run"].pop(key, None)
@@ -93,7 +86,7 @@ def run_dir_of_checkpoint(checkpoint: str | Path) -> Path | None:
 
 def find_completed(algo: str, cfg, inputs: dict[str, str | None]):
     """The saved TrainResult of a finished run with this identity and these validated inputs, if any."""
-    from storage_schemas.training import TrainResult
+    from storage_schemas.training import BC_RENAMED_KEYS, TrainResult, upgrade_renamed_keys
 
     explicit = explicit_run_dir(cfg)
     group = run_group_dir(algo, cfg)
@@ -105,12 +98,14 @@ def find_completed(algo: str, cfg, inputs: dict[str, str | None]):
             continue
         try:
             saved = json.loads(config_path.read_text())
+            if algo == "bc":  # a run of an ms2flow before the shared run/net sections
+                saved = upgrade_renamed_keys(saved, BC_RENAMED_KEYS)
             result = TrainResult.model_validate_json(result_path.read_text())
         except ValueError:
             continue
         if identity_of_dump(saved) != want or result.inputs != inputs:
             continue
-        if Path(result.final_checkpoint).exists():
+        if result.final_checkpoint and Path(result.final_checkpoint).exists():
             return result.model_copy(update={"skipped": True})
     return None
 
@@ -163,9 +158,8 @@ def claim_run_dir(algo: str, cfg, resume_from: str | None, overwrite: bool) -> R
         explicit.mkdir(parents=True, exist_ok=True)
         return RunDirClaim(explicit, fresh=True)
     if not overwrite:
-        key = "run_dir" if hasattr(cfg, "run_name") else "run.run_dir"
         raise ConfigError(
-            f"{key}={str(explicit)!r} already holds a run ({', '.join(m for m in RUN_MARKERS if (explicit / m).exists())})",
+            f"run.run_dir={str(explicit)!r} already holds a run ({', '.join(m for m in RUN_MARKERS if (explicit / m).exists())})",
             hint="drop run_dir to get a new run directory, choose another one, continue that run with "
                  "--resume-from <its checkpoint>, or pass --overwrite to replace it (the old run is kept until "
                  "the new one finished)")

@@ -24,9 +24,10 @@ from torch import nn
 
 from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
-from ms2core.algos._nets import MLPBackbone, TanhGaussianActor, TwinQ
+from ms2core.nn.actors import MLPBackbone, TanhGaussianActor, TwinQ
 from ms2core.errors import ConfigError
 from ms2core.metrics import MetricsSink
+from storage_schemas.training import TrainResult
 from ms2core.replay_buffer import ReplayBuffer, TransitionBatch
 from ms2core.rollout import (
     EpisodeStats,
@@ -153,21 +154,20 @@ class SACHooks:
     state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None
 
 
-def train_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> common.TrainResult:
+def train_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> TrainResult:
     """Train SAC (``storage_schemas.rl.SACConfig``)."""
     return run_sac(cfg, sink, backbone=backbone)[0]
 
 
 def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
             hooks_factory: Callable[[VectorEnv, dict, torch.device], SACHooks] | None = None,
-            algo_name: str = "sac") -> tuple[common.TrainResult, SACAgent]:
+            algo_name: str = "sac") -> tuple[TrainResult, SACAgent]:
     """The SAC loop, returning the trained agent too; GAIL passes ``hooks_factory``."""
     check_sac_config(cfg)
     if cfg.rollout.gym_env_id is None:
         check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
     params, run = cfg.sac, cfg.run
-    common.seed_everything(run.seed)
-    device = common.setup_torch(run)
+    device = common.setup_torch(run)  # seeds python, numpy, torch with run.seed
     metrics, own_sink = common.open_sink(run, sink)
     vec = vector_env_from_config(cfg.rollout, run.seed)
     try:
@@ -209,6 +209,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         recent: list[EpisodeStats] = []
         stats: dict[str, float] = {}
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
         while env_steps < run.total_env_steps:
             if env_steps < params.learning_starts:
@@ -252,10 +253,8 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                 save()
                 last_ckpt = env_steps
         checkpoint = save()
-        result = common.TrainResult(algo=algo_name, env_steps=env_steps, updates=updates, episodes=n_episodes,
-                                    final_mean_return=common.finite(summary.mean_return),
-                                    final_success_rate=common.finite(summary.success_rate), checkpoint=checkpoint,
-                                    curve=curve)
+        result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
+                                      episodes=n_episodes, start=start, summary=summary, curve=curve)
         if run.eval_episodes:
             ev = evaluate_sac_actor(cfg.rollout, agent.actor, device, run.eval_episodes, run.seed + 10_000)
             result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)

@@ -141,7 +141,7 @@ class MixedAction:
 class MixActionActor(nn.Module):
     """Gaussian policy whose mean is the gated mix of per-frame proposals; state-independent log std.
 
-    Same interface as ``ms2core.algos._nets.GaussianActor`` (``forward(obs) -> (mean, log_std)``),
+    Same interface as ``ms2core.nn.actors.GaussianActor`` (``forward(obs) -> (mean, log_std)``),
     so PPO and DAPG use it unchanged.
     """
 

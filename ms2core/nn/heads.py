@@ -1,7 +1,8 @@
-"""Policy heads: features -> action (deterministic, for BC) or a distribution (Gaussian, tanh-Gaussian).
+"""Policy heads: features -> action (deterministic, for BC) or a distribution (Gaussian, tanh-Gaussian),
+and the distribution maths every algorithm uses (defined here once).
 
-The log-prob of the tanh-Gaussian is a pure function so it can be checked
-against hand-computed numbers.
+The log-probs of the Gaussian and the tanh-Gaussian (the change-of-variables term in its numerically
+stable form) are pure functions, checked against hand-computed numbers.
 """
 
 from __future__ import annotations
@@ -39,21 +40,34 @@ class ActionDist:
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         if self.squashed:
-            pre = torch.atanh(action.clamp(-1 + 1e-6, 1 - 1e-6))
+            pre = atanh_clamped(action)
             return tanh_gaussian_log_prob(pre, self.mean, self.log_std)
         return gaussian_log_prob(action, self.mean, self.log_std)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """Sum over the last axis of log N(x; mean, exp(log_std)^2)."""
-    z = (x - mean) / log_std.exp()
+    """log N(x; mean, exp(log_std)^2) summed over the last (action) dimension."""
+    z = (x - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log-prob of a = tanh(u), u ~ N(mean, std): Gaussian log-prob minus sum log(1 - tanh(u)^2), computed stably."""
-    correction = 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
-    return gaussian_log_prob(pre_tanh, mean, log_std) - correction.sum(-1)
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), finite even where tanh(u) rounds to +-1."""
+    return 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a) for a = tanh(u), u ~ N(mean, std): the Gaussian term minus the Jacobian log|da/du|."""
+    return gaussian_log_prob(u, mean, log_std) - log_one_minus_tanh_sq(u).sum(-1)
+
+
+def atanh_clamped(a: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pre-tanh value of an action in [-1, 1] (demo actions on the bound would be infinite)."""
+    return torch.atanh(a.clamp(-1.0 + eps, 1.0 - eps))
 
 
 class DeterministicHead(nn.Module):

@@ -1,4 +1,4 @@
-"""Dataset validation (issue 6): streaming checks of rendered Zarr datasets and demo pairs, each
+"""Dataset validation: streaming checks of rendered Zarr datasets and demo pairs, each
 finding with a stable code and severity (storage_schemas.validation.CHECKS).
 
 Public API::

@@ -108,7 +108,7 @@ def build_mlflow(state_store: Path) -> tuple[str, str]:
 
     bc = BCConfig.model_validate({
         "env": {"backend": "fake"}, "dataset": {"paths": [str(state_store)], "mode": "ram"},
-        "train": {"num_steps": BC_UPDATES, "batch_size": 8, "log_every_steps": 10}, "eval_episodes": 2})
+        "train": {"num_steps": BC_UPDATES, "batch_size": 8, "log_every_steps": 10}, "run": {"eval_episodes": 2}})
     with prefect_test_harness(server_startup_timeout=300):
         # eval_episodes unlike the config's: the flow evaluates again, with videos (flows.train)
         bc_run = train_bc(bc, eval_episodes=3)["run_id"]

@@ -19,8 +19,8 @@ SAC = ["sac.learning_starts=20", "sac.batch_size=16", "sac.buffer_capacity=500",
 TINY = {
     "demo-to-dataset": ["backend=fake", "num_episodes=4", "render.obs.n_points=32", "workers=1",
                         "validate_replay_sample=0"],
-    "train-bc": ["env.backend=fake", "train.num_steps=5", "train.batch_size=8", "train.device=cpu",
-                 "train.log_every_steps=5", "train.checkpoint_every_steps=5", "eval_episodes=2", "eval_num_procs=1",
+    "train-bc": ["env.backend=fake", "train.num_steps=5", "train.batch_size=8", "run.device=cpu",
+                 "train.log_every_steps=5", "train.checkpoint_every_steps=5", "run.eval_episodes=2", "run.eval_num_procs=1",
                  "dataset.mode=ram", "dataset.prefetch_batches=0"],
     "train-ppo": FAKE_RL_ENV + PPO,
     "train-dapg": FAKE_RL_ENV + PPO + ["dapg.bc_pretrain_steps=5", "dapg.demo_batch_size=16"],
@@ -89,10 +89,10 @@ def test_partial_config_and_overrides_merge_over_the_config_file(prefect_server,
     store = build_fake_dataset("state", num_episodes=3)
     summary = train_bc(config={"env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram"},
                                "train": {"num_steps": 4, "device": "cpu", "checkpoint_every_steps": 4}},
-                       overrides=["train.batch_size=4", "eval_episodes=0", "run_name=partial"], register_model=False)
+                       overrides=["train.batch_size=4", "run.eval_episodes=0", "run.run_name=partial"], register_model=False)
     params = MlflowClient().get_run(summary["run_id"]).data.params
-    assert (params["train.num_steps"], params["train.batch_size"], params["run_name"]) == ("4", "4", "partial")
-    assert params["train.lr"] == "0.0003" and params["network.mlp_hidden"] == "[256, 256, 256]"  # from the file
+    assert (params["train.num_steps"], params["train.batch_size"], params["run.run_name"]) == ("4", "4", "partial")
+    assert params["train.lr"] == "0.0003" and params["net.hidden_sizes"] == "[256, 256, 256]"  # from the file
 
 
 def test_evaluate_names_a_missing_model_and_how_to_make_one(prefect_server, data_dir, tiny_defaults):

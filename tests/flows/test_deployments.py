@@ -54,9 +54,9 @@ def test_serve_and_trigger_train_bc_through_the_cli(local_server, tmp_path):
     try:
         config = {"env": {"env_id": "PickCube-v0", "obs_mode": "state", "backend": "fake"},
                   "dataset": {"paths": [str(store)], "mode": "ram", "prefetch_batches": 0},
-                  "train": {"num_steps": 40, "batch_size": 32, "device": "cpu", "log_every_steps": 10,
+                  "train": {"num_steps": 40, "batch_size": 32, "log_every_steps": 10,
                             "checkpoint_every_steps": 20},
-                  "eval_episodes": 0, "run_name": "served"}
+                  "run": {"device": "cpu", "eval_episodes": 0, "run_name": "served"}}
 
         def deployment_ready():
             out = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=env,

@@ -22,8 +22,8 @@ def test_export_from_registry_and_evaluate_the_package(prefect_server, data_dir,
     store = build_fake_dataset("state", num_episodes=8)
     cfg = BCConfig.model_validate({
         "env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram", "prefetch_batches": 0},
-        "train": {"num_steps": 300, "batch_size": 32, "device": "cpu", "cpu_threads": 1, "log_every_steps": 100},
-        "run_name": "export"})
+        "train": {"num_steps": 300, "batch_size": 32, "log_every_steps": 100},
+        "run": {"device": "cpu", "torch_threads": 1, "run_name": "export"}})
     summary = train_bc(cfg, eval_episodes=5)
     out = tmp_path / "policy"
     runner = CliRunner()

@@ -102,13 +102,13 @@ def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_d
     write_rows(store, "data/actions", 1, 5.0)  # outside the action bounds (through the real writer)
     assert validate(ValidationConfig(path=store, progress=False, recheck=True)).report.status == "failed"
     cfg = BCConfig.model_validate({"env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram"},
-                                   "train": {"num_steps": 5, "batch_size": 4, "device": "cpu"}})
+                                   "train": {"num_steps": 5, "batch_size": 4}, "run": {"device": "cpu"}})
     state = train_bc(cfg, return_state=True, register_model=False)
     assert state.is_failed()
     with pytest.raises(Exception, match="failed validation with .* action_bounds"):
         state.result()
     summary = train_bc(cfg, register_model=False, force=True)
     run = MlflowClient().get_run(summary["run_id"])
-    assert run.data.params["force"] == "True" and "action_bounds" in run.data.tags["forced_inputs"]
+    assert run.data.params["run.force"] == "True" and "action_bounds" in run.data.tags["forced_inputs"]
     assert run.data.tags["run_dir"] == summary["run_dir"] and run.info.run_name == "bc-default"
     assert json.loads((Path(summary["run_dir"]) / "train_result.json").read_text())["forced_inputs"]

@@ -38,10 +38,10 @@ def bc_params(store: str, run_name: str, num_steps: int = 200, log_every_steps: 
     return {"config": {
         "env": {"env_id": ENV_ID, "obs_mode": "state", "control_mode": "pd_ee_delta_pose", "backend": "fake"},
         "dataset": {"paths": [store], "mode": "ram", "prefetch_batches": 0},
-        "network": {"mlp_hidden": [32, 32]},
-        "train": {"num_steps": num_steps, "batch_size": 16, "device": "cpu", "cpu_threads": 1,
+        "net": {"hidden_sizes": [32, 32]},
+        "train": {"num_steps": num_steps, "batch_size": 16,
                   "log_every_steps": log_every_steps, "checkpoint_every_steps": max(num_steps // 4, 1)},
-        "eval_episodes": 0, "run_name": run_name,
+        "run": {"device": "cpu", "torch_threads": 1, "eval_episodes": 0, "run_name": run_name},
     }}
 
 

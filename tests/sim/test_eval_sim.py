@@ -22,9 +22,9 @@ def test_evaluate_pickcube_state_checkpoint_with_two_workers(tmp_path):
     env.close()
 
     cfg = BCConfig.model_validate(dict(env=dict(env_id="PickCube-v0", obs_mode="state", control_mode="pd_ee_delta_pose"),
-                                       network=dict(mlp_hidden=[64, 64])))
+                                       net=dict(hidden_sizes=[64, 64])))
     torch.manual_seed(0)
-    policy = build_policy(cfg.network, "state", {"state": (state_dim,)}, action_dim)
+    policy = build_policy(cfg.net, "state", {"state": (state_dim,)}, action_dim)
     extra = {"algo": "bc", "obs_mode": "state", "obs_shapes": {"state": [state_dim]}, "action_dim": action_dim,
              "dataset_manifest": {}}
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt", model=policy, optimizer=None, step=0,

@@ -1,17 +1,14 @@
-"""Small MLP networks and the distribution maths the online algorithms need.
+"""The online algorithms' networks: observation backbones, Gaussian / tanh-Gaussian actors, critics.
 
-TO BE REPLACED by ``ms2core.nn`` (MLP / PointNet / CNN backbones and Gaussian heads)
-when the learning core is merged: the algorithms only rely on the interfaces here —
+Interfaces the algorithms rely on (ms2core.algos.ppo, dapg, sac, gail):
 
 * a *backbone* maps a processed-observation batch ``{key: (B, ...)}`` to features
-  ``(B, F)`` and has an ``out_dim`` attribute (pass ms2core.nn's PointNet as
-  ``backbone=`` to any factory below);
+  ``(B, F)`` and has an ``out_dim`` attribute (``make_backbone``: MLP, PointNet, FrameMiner);
 * an *actor* maps observations to distribution parameters ``(mean, log_std)``
   (FrameMiner-MixAction's actor is ``ms2core.nn.frameminer.MixActionActor``);
 * a *critic* maps observations (and actions) to values ``(B,)``.
 
-The tanh-Gaussian log-probability (with the change-of-variables term in its
-numerically stable form) is pure and unit-tested; it stays wherever the heads go.
+The distribution maths (Gaussian and tanh-Gaussian log-probabilities) lives once, in ``ms2core.nn.heads``.
 """
 
 from __future__ import annotations
@@ -20,54 +17,15 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ms2core.errors import ConfigError
+from ms2core.nn.encoders import make_mlp
+from ms2core.nn.heads import LOG_STD_MAX, LOG_STD_MIN, tanh_gaussian_log_prob
 
 ObsBatch = dict[str, torch.Tensor]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-
-
-# --------------------------------------------------------------------------- distributions (pure)
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, exp(log_std)^2) summed over the last (action) dimension."""
-    z = (x - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-
-
-def log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
-    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), finite even where tanh(u) rounds to +-1."""
-    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-
-
-def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi(a) for a = tanh(u), u ~ N(mean, std): the Gaussian term minus the Jacobian log|da/du|."""
-    return gaussian_log_prob(u, mean, log_std) - log_one_minus_tanh_sq(u).sum(-1)
-
-
-def atanh_clamped(a: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Pre-tanh value of an action in [-1, 1] (demo actions on the bound would be infinite)."""
-    return torch.atanh(a.clamp(-1.0 + eps, 1.0 - eps))
-
 
 # --------------------------------------------------------------------------- building blocks
-def mlp(in_dim: int, hidden_sizes: list[int], out_dim: int | None, activation: str = "relu") -> nn.Sequential:
-    layers: list[nn.Module] = []
-    last = in_dim
-    for width in hidden_sizes:
-        layers += [nn.Linear(last, width), _ACTIVATIONS[activation]()]
-        last = width
-    if out_dim is not None:
-        layers.append(nn.Linear(last, out_dim))
-    return nn.Sequential(*layers)
-
-
 class FlatObsEncoder(nn.Module):
     """Concatenate the named observation entries, flattened, in the given key order."""
 
@@ -86,7 +44,7 @@ class MLPBackbone(nn.Module):
     def __init__(self, obs_dims: dict[str, int], hidden_sizes: list[int], activation: str = "relu"):
         super().__init__()
         self.encoder = FlatObsEncoder(obs_dims)
-        self.trunk = mlp(self.encoder.out_dim, hidden_sizes, None, activation)
+        self.trunk = make_mlp(self.encoder.out_dim, hidden_sizes, None, activation)
         self.out_dim = hidden_sizes[-1] if hidden_sizes else self.encoder.out_dim
 
     def forward(self, obs: ObsBatch) -> torch.Tensor:
@@ -153,7 +111,7 @@ class QCritic(nn.Module):
                  encoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder if encoder is not None else FlatObsEncoder(obs_dims)
-        self.net = mlp(self.encoder.out_dim + action_dim, hidden_sizes, 1, activation)
+        self.net = make_mlp(self.encoder.out_dim + action_dim, hidden_sizes, 1, activation)
 
     def forward(self, obs: ObsBatch, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.encoder(obs), action], dim=-1)).squeeze(-1)
@@ -180,6 +138,9 @@ def resolve_backbone_kind(name: str, obs_shapes: dict[str, tuple[int, ...]]) -> 
     """``net.backbone`` with ``auto`` resolved: pointnet where the observation is a point cloud, else mlp."""
     if name == "auto":
         return "pointnet" if "xyz" in obs_shapes else "mlp"
+    if name == "cnn":
+        raise ConfigError("net.backbone=cnn is BC's image encoder; the online algorithms have none",
+                          hint="use net.backbone=mlp or pointnet (rollout.env.obs_mode=pointcloud)")
     if name in ("pointnet", "frameminer_mixaction"):
         missing = [k for k in ("xyz", "rgb", "state") if k not in obs_shapes]
         if missing:
