@@ -336,10 +336,9 @@ def require_maniskill_env(ckpt_view: dict, checkpoint) -> None:
 
 
 def save_result(result: EvaluationResult, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(result.model_dump_json(indent=2))
-    os.replace(tmp, path)
-    return path
+    from ms2core.fileio import write_text_atomic
+
+    return write_text_atomic(path, result.model_dump_json(indent=2))
 
 
 def _progress(total: int, enabled: bool):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,16 +48,9 @@ def report_digest(report: ValidationReport) -> str:
 
 def write_report_file(report: ValidationReport, path: str) -> str:
     """Atomically (temp name, then rename) write the JSON report to a local path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(report.model_dump_json(indent=2))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return str(target)
+    from ms2core.fileio import write_text_atomic
+
+    return str(write_text_atomic(path, report.model_dump_json(indent=2)))
 
 
 def write_remote_report(report: ValidationReport, url: str, storage_options: Mapping[str, Any] | None) -> str:
