@@ -486,6 +486,7 @@ def _run(cfg: RenderConfig, started: float, checked, dask: _DaskStart | None) ->
         raise zarr_io.storage_error(exc, plan.url, "prepare") from exc
 
     rendered = reused = rows_rendered = 0
+    kept = manifest.n_committed_episodes  # committed by an earlier run: resumed from, not redone
     worker_render_s = 0.0
     next_first = manifest.n_committed_episodes
     bar = _progress(len(manifest.episodes), manifest.n_committed_episodes, cfg.progress, plan.url)
@@ -514,7 +515,7 @@ def _run(cfg: RenderConfig, started: float, checked, dask: _DaskStart | None) ->
     elapsed = time.perf_counter() - started
     return RenderResult(store=plan.url, dataset_version=version, n_episodes=manifest.n_committed_episodes,
                         n_rows=manifest.n_committed_rows, ranges_rendered=rendered, ranges_reused=reused,
-                        nothing_to_do=False, elapsed_s=elapsed, worker_render_s=worker_render_s,
+                        episodes_kept=kept, nothing_to_do=False, elapsed_s=elapsed, worker_render_s=worker_render_s,
                         frames_per_s=rows_rendered / elapsed if rows_rendered else None)
 
 

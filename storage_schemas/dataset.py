@@ -297,7 +297,8 @@ class RenderResult(StrictModel):
     n_episodes: int
     n_rows: int
     ranges_rendered: int
-    ranges_reused: int
+    ranges_reused: int = Field(description="complete staging ranges an interrupted run left, committed now")
+    episodes_kept: int = Field(0, description="episodes an earlier, interrupted run had committed already")
     nothing_to_do: bool
     elapsed_s: float
     worker_render_s: float = Field(0.0, description="time workers spent rendering + staging (summed over ranges)")

@@ -214,6 +214,7 @@ def test_full_disk_keeps_finished_ranges_and_rerun_resumes(demo, tmp_path, monke
     monkeypatch.setattr(render, "_commit_range", real_commit)
     resumed = render.run(_cfg(demo, tmp_path, store=store))
     assert resumed.ranges_reused == 1 and resumed.ranges_rendered == 1
+    assert resumed.episodes_kept == 2  # the first range, committed before the disk filled: not rendered again
     fresh = render.run(_cfg(demo, tmp_path, store=str(tmp_path / "fresh.zarr")))
     _assert_same_store(resumed.store, fresh.store)
     _assert_inventory_matches(resumed.store)

@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         fps = f", {result.frames_per_s:.1f} frames/s" if result.frames_per_s else ""
         console.print(f"[green]rendered[/green] {result.store} (version {result.dataset_version}): "
                       f"{result.n_episodes} episodes, {result.n_rows} transitions, {result.ranges_rendered} ranges "
-                      f"rendered, {result.ranges_reused} reused, {result.elapsed_s:.1f} s{fps}")
+                      f"rendered, {result.ranges_reused} reused"
+                      + (f", {result.episodes_kept} episodes kept from the interrupted run" if result.episodes_kept else "")
+                      + f", {result.elapsed_s:.1f} s{fps}")
 
     @app.command("export-h5")
     def export_h5(
