@@ -88,7 +88,7 @@ def test_partial_config_and_overrides_merge_over_the_config_file(prefect_server,
 
     store = build_fake_dataset("state", num_episodes=3)
     summary = train_bc(config={"env": {"backend": "fake"}, "dataset": {"paths": [store], "mode": "ram"},
-                               "train": {"num_steps": 4, "device": "cpu", "checkpoint_every_steps": 4}},
+                               "train": {"num_steps": 4, "checkpoint_every_steps": 4}, "run": {"device": "cpu"}},
                        overrides=["train.batch_size=4", "run.eval_episodes=0", "run.run_name=partial"], register_model=False)
     params = MlflowClient().get_run(summary["run_id"]).data.params
     assert (params["train.num_steps"], params["train.batch_size"], params["run.run_name"]) == ("4", "4", "partial")
