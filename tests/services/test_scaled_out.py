@@ -144,8 +144,10 @@ def test_killing_a_dask_worker_mid_render_completes_with_identical_output(topolo
     from pipelines import render
     from tests.demo_fixtures import fake_demo_pair
 
-    n = 10
-    demo = fake_demo_pair(tmp_path / "kill.h5", n_episodes=n, steps=(20, 40))
+    # Long enough that worker 1 still holds a range after the first commit: the render submits every range
+    # at once, and 10 short episodes were sometimes all done by then.
+    n = 24
+    demo = fake_demo_pair(tmp_path / "kill.h5", n_episodes=n, steps=(60, 120))
     reference = render.run(_render_cfg(topology, demo, "s3://ms2flow/fault-reference"))
     assert reference.ranges_rendered == n
 
