@@ -97,6 +97,10 @@ def _log_evaluation(result: EvaluationResult, eval_dir: Path) -> None:
         mlflow.log_artifact(str(video), "eval/videos")
 
 
+#: episodes of a flow's final evaluation recorded as MP4 (MLflow artifacts, the dashboard).
+FLOW_EVAL_VIDEOS = 4
+
+
 def _evaluated_success(config, algo: str, result: TrainResult, eval_episodes: int | None) -> float | None:
     """Runs the final evaluation pipelines.train.final_evaluation asks for (with videos), logs it, and returns
     the success rate (or the online algorithm's own end-of-training evaluation)."""
@@ -105,7 +109,9 @@ def _evaluated_success(config, algo: str, result: TrainResult, eval_episodes: in
     from pipelines.train import final_evaluation
 
     eval_dir = Path(result.run_dir) / "eval"
-    plan = final_evaluation(config, algo, result, eval_episodes, save_video=True, output_dir=str(eval_dir))
+    # Videos of the first few episodes only: on a CPU each episode's video costs ~15 s of rendering.
+    plan = final_evaluation(config, algo, result, eval_episodes, save_video=True, max_videos=FLOW_EVAL_VIDEOS,
+                            output_dir=str(eval_dir))
     evaluation = evaluate_policy(plan) if plan is not None else result.evaluation
     if evaluation is not None:
         _log_evaluation(evaluation, eval_dir)

@@ -255,7 +255,7 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     env_cfg = ckpt["config"]["env"]
     out_dir = default_output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [(i, str(out_dir / "videos" / f"episode_{i}.mp4") if cfg.save_video else None)
+    tasks = [(i, str(out_dir / "videos" / f"episode_{i}.mp4") if _records_video(cfg, i) else None)
              for i in range(cfg.num_episodes)]
     t0 = time.perf_counter()
     results: dict[int, tuple[EpisodeResult, dict | None]] = {}
@@ -319,7 +319,7 @@ def evaluate_or_reuse(cfg: EvalConfig, obs_processor: ObsProcessor | None = None
         same = (previous.checkpoint == str(cfg.checkpoint) and previous.num_episodes == cfg.num_episodes
                 and previous.seed == cfg.seed and previous.sample_mode == cfg.sample_mode
                 and (not cfg.save_traj or previous.trajectory_path)
-                and (not cfg.save_video or all(e.video for e in previous.episodes))
+                and all(e.video for i, e in enumerate(previous.episodes) if _records_video(cfg, i))
                 and Path(cfg.checkpoint).exists()
                 and Path(cfg.checkpoint).stat().st_mtime <= result_path.stat().st_mtime)
         if same:
@@ -333,6 +333,10 @@ def require_maniskill_env(ckpt_view: dict, checkpoint) -> None:
     if gym_env_id:
         raise ConfigError(f"checkpoint {checkpoint} was trained on the gymnasium env {gym_env_id!r}, not a "
                           "ManiSkill2 task", hint="evaluate it with ms2core.rollout.evaluate_deterministic instead")
+
+
+def _records_video(cfg: EvalConfig, index: int) -> bool:
+    return cfg.save_video and (cfg.max_videos is None or index < cfg.max_videos)
 
 
 def save_result(result: EvaluationResult, path: Path) -> Path:

@@ -76,7 +76,8 @@ def _failure(exc: BaseException) -> dict:
 
 
 def final_evaluation(cfg, algo: str, result: TrainResult, eval_episodes: int | None = None, *,
-                     save_video: bool = False, output_dir: str | None = None) -> EvalConfig | None:
+                     save_video: bool = False, max_videos: int | None = None,
+                     output_dir: str | None = None) -> EvalConfig | None:
     """The one decision whether training is followed by ``ms2 evaluate`` of its final checkpoint (None: not).
 
     ``eval_episodes`` (the caller's, e.g. a flow parameter) wins; otherwise BC evaluates for run.eval_episodes,
@@ -90,7 +91,8 @@ def final_evaluation(cfg, algo: str, result: TrainResult, eval_episodes: int | N
     if result.evaluation is not None and result.evaluation.num_episodes == n:
         return None
     return EvalConfig(checkpoint=result.final_checkpoint, num_episodes=n,
-                      num_procs=getattr(cfg.run, "eval_num_procs", 1), save_video=save_video, output_dir=output_dir)
+                      num_procs=getattr(cfg.run, "eval_num_procs", 1), save_video=save_video, max_videos=max_videos,
+                      output_dir=output_dir)
 
 
 def run(cfg, algo: str = "bc", resume_from: str | None = None, progress: bool = True, sink=None,

@@ -204,6 +204,8 @@ class EvalConfig(StrictModel):
     sample_mode: SampleMode = "mean"
     save_traj: bool = False
     save_video: bool = False
+    max_videos: int | None = Field(None, ge=0, description="with save_video: record only the first N episodes "
+                                   "(None: all); a 512x512 frame costs ~0.2 s to render on a CPU")
     output_dir: str | None = Field(None, description="default: <checkpoint dir>/../eval")
     backend: Literal["sapien", "fake"] | None = Field(None, description="override the checkpoint's env backend")
     max_episode_steps: int | None = Field(None, gt=0, description="override the step limit")

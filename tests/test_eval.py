@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,11 @@ def test_pointcloud_eval_uses_the_datasets_processing_options_on_fake_env():
     assert out["xyz"].shape == (64, 3) and out["rgb"].shape == (64, 3)
     with pytest.raises(ConfigError, match="observation-processing options"):
         ManifestObsProcessor({})(raw)
+
+def test_max_videos_records_only_the_first_episodes(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
+    cfg = EvalConfig(checkpoint=str(ckpt), num_episodes=3, num_procs=1, save_video=True, max_videos=1)
+    result = evaluate(cfg, progress=False)
+    assert result.episodes[0].video and Path(result.episodes[0].video).exists()
+    assert [e.video for e in result.episodes[1:]] == [None, None]
+    assert evaluate(cfg, progress=False).episodes[0].video == result.episodes[0].video  # reused as it is
