@@ -54,7 +54,6 @@ def register_policy(model_uri: str, task: str, algo: str, success_rate: float, c
 def download_checkpoint(source: str, client=None) -> str:
     """A local checkpoint file from a path (returned as is) or an MLflow URI (models:/name@alias, models:/name/3,
     runs:/<id>/policy): models are downloaded once per version to $MS2FLOW_DATA_DIR/models/<name>/<version>/."""
-    from pathlib import Path
 
     if not source.startswith(("models:/", "runs:/")) and "://" not in source:
         return source

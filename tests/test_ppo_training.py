@@ -1,6 +1,5 @@
 """PPO end to end on the fake env: counters, metrics, checkpoints, resume, shared backbone, config errors."""
 
-import json
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ms2core.algos import _common as common
 from ms2core.algos._checks import assert_finite_loss
 from ms2core.algos._demos import check_demo_processing, check_demo_shapes, load_demo_transitions
 from ms2core.nn.actors import GaussianActor

@@ -8,7 +8,6 @@ Set MS2FLOW_DASHBOARD_SCREENSHOTS=<dir> to keep the screenshots (docs/dashboard-
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess

@@ -89,7 +89,6 @@ def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_d
     is recorded in the MLflow params and the run's train_result.json."""
     import json
 
-    import zarr
     from mlflow.tracking import MlflowClient
 
     from flows.train import train_bc
