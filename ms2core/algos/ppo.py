@@ -136,6 +136,36 @@ class Rollout:
     rewards: np.ndarray        # normalised if normalize_reward
     terminated: np.ndarray
     dones: np.ndarray
+    #: the observation after the rollout and the final observations of the episodes that ended in it (t, env, obs):
+    #: what recomputing ``values``/``next_values`` with a newer critic needs (None: values cannot be recomputed)
+    last_obs: dict[str, np.ndarray] | None = None
+    final_obs: list[tuple[int, int, dict[str, np.ndarray]]] | None = None
+
+
+def critic_values(critic: ValueCritic, obs: dict[str, np.ndarray], device: torch.device,
+                  batch: int = 4096) -> np.ndarray:
+    """V(obs) for a flat (B, ...) batch of observations, in slices of ``batch`` rows."""
+    n = len(next(iter(obs.values())))
+    out = np.zeros(n, np.float32)
+    with torch.no_grad():
+        for a in range(0, n, batch):
+            out[a:a + batch] = critic(common.obs_to_torch({k: v[a:a + batch] for k, v in obs.items()}, device)).cpu().numpy()
+    return out
+
+
+def rollout_values(critic: ValueCritic, rollout: Rollout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(values, next_values) of a rollout under ``critic``: V(s_t), and V(s_{t+1}) of the same episode (the
+    final observation where step t ended one, the observation after the rollout for the last row)."""
+    T, N = rollout.values.shape
+    values = critic_values(critic, {k: v.reshape(T * N, *v.shape[2:]) for k, v in rollout.obs.items()}, device)
+    values = values.reshape(T, N)
+    last = critic_values(critic, rollout.last_obs, device)
+    next_values = np.concatenate([values[1:], last[None]], axis=0)
+    if rollout.final_obs:
+        stacked = {k: np.stack([f[2][k] for f in rollout.final_obs]) for k in rollout.last_obs}
+        for (t, i, _), v in zip(rollout.final_obs, critic_values(critic, stacked, device)):
+            next_values[t, i] = v
+    return values, next_values
 
 
 def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianActor, critic: ValueCritic,
@@ -165,16 +195,15 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
             final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
         episodes_out.extend(batch.episodes)
         obs = batch.obs
-    with torch.no_grad():
-        last_value = critic(common.obs_to_torch(obs, device)).cpu().numpy()
-        next_values = np.concatenate([values[1:], last_value[None]], axis=0)
-        if final_obs:
-            # Where an episode ended, s_{t+1} is the final observation, not the reset one.
-            stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
-            v_final = critic(common.obs_to_torch(stacked, device)).cpu().numpy()
-            for (t, i, _), v in zip(final_obs, v_final):
-                next_values[t, i] = v
-    return Rollout(obs_buf, actions, log_probs, values, next_values, rewards, terminated, dones), obs
+    rollout = Rollout(obs_buf, actions, log_probs, values, values, rewards, terminated, dones, obs, final_obs)
+    # Where an episode ended, s_{t+1} is the final observation, not the reset one.
+    last = critic_values(critic, obs, device)
+    rollout.next_values = np.concatenate([values[1:], last[None]], axis=0)
+    if final_obs:
+        stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
+        for (t, i, _), v in zip(final_obs, critic_values(critic, stacked, device)):
+            rollout.next_values[t, i] = v
+    return rollout, obs
 
 
 # --------------------------------------------------------------------------- update
@@ -186,16 +215,23 @@ ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, fl
 def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
                params, device: torch.device, update_index: int, generator: np.random.Generator,
                extra_actor_loss: ExtraActorLoss | None = None) -> dict[str, float]:
-    """Epochs of minibatch updates on one rollout; returns mean statistics."""
-    advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                                      rollout.dones, params.gamma, params.gae_lambda)
+    """Epochs of minibatch updates on one rollout; returns mean statistics.
+
+    With ``params.recompute_advantages`` (ManiSkill2-Learn's ``recompute_value``) the values, GAE advantages
+    and value targets are recomputed with the current critic before every epoch after the first, critic
+    warm-up epochs included, so the first policy epoch already sees the warmed-up critic's advantages."""
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
+
+    def targets(values, next_values):
+        adv, ret = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                               params.gamma, params.gae_lambda)
+        return adv, ret, *(torch.as_tensor(flat(x), device=device) for x in (values, adv, ret))
+
+    advantages, returns, old_values, adv_all, ret_all = targets(rollout.values, rollout.next_values)
+    recompute = params.recompute_advantages and rollout.last_obs is not None
     obs = {k: torch.as_tensor(flat(v), device=device) for k, v in rollout.obs.items()}
     actions = torch.as_tensor(flat(rollout.actions), device=device)
     old_log_probs = torch.as_tensor(flat(rollout.log_probs), device=device)
-    old_values = torch.as_tensor(flat(rollout.values), device=device)
-    adv_all = torch.as_tensor(flat(advantages), device=device)
-    ret_all = torch.as_tensor(flat(returns), device=device)
     total = actions.shape[0]
     mb = min(params.minibatch_size, total)
     warmup = params.critic_warmup_epochs if update_index == 0 else 0
@@ -205,6 +241,8 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
     critic_only_steps = policy_steps = 0
     for epoch in range(warmup + params.num_epochs):
         critic_only = epoch < warmup
+        if recompute and epoch > 0:
+            advantages, returns, old_values, adv_all, ret_all = targets(*rollout_values(critic, rollout, device))
         perm = torch.as_tensor(generator.permutation(total), device=device)
         for start in range(0, total - mb + 1, mb):
             idx = perm[start:start + mb]
