@@ -111,11 +111,12 @@ def ppo_updates(cfg, learners=None, *, sync: bool = True, out_dir: str | None = 
             rollout.log_probs = log_probs.reshape(rollout.log_probs.shape).numpy()
         stats.append(ppo_update(actor, critic, optimizer, rollout, cfg.ppo, torch.device("cpu"), k, generator,
                                 learners=learners))
-    weights = {**{f"actor.{k}": v for k, v in actor.state_dict().items()},
-               **{f"critic.{k}": v for k, v in critic.state_dict().items()}}
+    out = {**{f"actor.{k}": v for k, v in actor.state_dict().items()},
+           **{f"critic.{k}": v for k, v in critic.state_dict().items()},
+           "early_stopped": torch.tensor([s["early_stopped"] for s in stats])}
     if out_dir is not None:
-        torch.save(weights, Path(out_dir) / f"rank{learners.rank if learners else 0}.pt")
-    return {**weights, "early_stopped": torch.tensor([s["early_stopped"] for s in stats])}
+        torch.save(out, Path(out_dir) / f"rank{learners.rank if learners else 0}.pt")
+    return out
 
 
 def update_cfg(**ppo) -> PPOConfig:

@@ -183,13 +183,10 @@ def _action_weights(cfg: BCConfig, policy: Policy, dataset: DemoDataset, device:
 def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True,
           sink: MetricsSink | None = None, *, learners: Learners | None = None) -> TrainResult:
     """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``.
-
-    With ``run.devices`` (several learners) this launches them (ms2core.algos.distributed) and returns rank 0's
-    result; ``learners`` is set in each launched learner, of which only rank 0 writes files and logs."""
+    With ``run.devices`` this launches the learners (ms2core.algos.distributed; each gets its ``learners``, and
+    only rank 0 writes files and logs) and returns rank 0's result."""
     if learners is None and distributed.num_learners(cfg.run) > 1:
-        distributed.shard_rows(cfg.train.batch_size, 0, distributed.num_learners(cfg.run), "train.batch_size")
-        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(default_run_dir(cfg))})})
-        return distributed.launch(train, cfg, main_only=dict(progress=progress, sink=sink), resume_from=resume_from)
+        return _launch_learners(cfg, resume_from, progress, sink)
     main = learners is None or learners.is_main
     device = setup_torch(cfg.run, learners)  # seeds python, numpy, torch with run.seed
     run_dir = default_run_dir(cfg)
@@ -205,10 +202,7 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
         dump_config(cfg, run_dir / "config.yaml")
         _truncate_metrics(metrics_path, start_step)
 
-    extra = {
-        "algo": "bc", "obs_mode": cfg.env.obs_mode, "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()},
-        "action_dim": dataset.action_dim, "dataset_manifest": dataset.manifests[0],
-    }
+    extra = _checkpoint_extra(cfg, dataset)
     shard = learners.rows(cfg.train.batch_size, "train.batch_size") if learners is not None else None
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.run.seed, start_batch=start_step, device=device,
                          prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0, shard=shard)
@@ -216,16 +210,10 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
                             cfg.train.state_noise_std, _action_weights(cfg, policy, dataset, device), learners,
                             cfg.train.batch_size)
 
-    pending: list[torch.Tensor] = []  # losses of the steps since the last host sync, still on the device
-
-    def check_pending(done: int) -> None:
-        """NaN/Inf in a pending loss: stop, naming the first bad step (one sync, at log/checkpoint steps)."""
-        if pending and (bad := first_nonfinite(torch.stack(pending).float())) is not None:
-            step = done - len(pending) + bad + 1
-            assert_finite_loss(pending[bad], f"the BC loss (train.lr={cfg.train.lr:g})", step)
+    pending = _PendingLosses(f"the BC loss (train.lr={cfg.train.lr:g})")
 
     def checkpoint(step: int, name: str) -> Path:
-        check_pending(step)
+        pending.check(step)
         assert_finite_parameters([policy], step)  # never write a checkpoint with non-finite weights
         if not main:  # the weights are the same on every learner: rank 0 writes them once
             return ckpt_dir / name
@@ -233,11 +221,10 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
                                sampler=stream.state_dict(), extra=extra)
 
     def log_interval(metrics, done: int, bar) -> None:
-        check_pending(done)
+        pending.check(done)
         assert_finite_parameters([policy], done)
-        values = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
+        values = pending.take()
         losses.extend(values)
-        pending.clear()
         if main:
             _write_metrics_line(metrics, metrics_path, {"step": done, "loss": values[-1],
                                                         "loss_mean": float(np.mean(values))})
@@ -257,7 +244,7 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
                 pending.append(update(next(stream)))
                 done = step + 1
                 if check_every_step:
-                    assert_finite_loss(pending[-1], f"the BC loss (train.lr={cfg.train.lr:g})", done)
+                    assert_finite_loss(pending[-1], pending.what, done)
                 if done % cfg.train.log_every_steps == 0 or done == cfg.train.num_steps:
                     log_interval(metrics, done, bar)
                 if done % cfg.train.checkpoint_every_steps == 0 and done != cfg.train.num_steps:
@@ -271,12 +258,49 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     final_link = ckpt_dir / FINAL_CHECKPOINT
     if main:
         write_atomic(final_link, lambda f: f.write(final.read_bytes()), what="checkpoint")
+    return _result(cfg, run_dir, final_link, start_step, losses, elapsed)
+
+
+def _checkpoint_extra(cfg: BCConfig, dataset: DemoDataset) -> dict:
+    """What a BC checkpoint needs to be rebuilt as a policy without the dataset."""
+    return {"algo": "bc", "obs_mode": cfg.env.obs_mode, "action_dim": dataset.action_dim,
+            "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()}, "dataset_manifest": dataset.manifests[0]}
+
+
+def _result(cfg: BCConfig, run_dir: Path, final: Path, start_step: int, losses: list[float],
+            elapsed: float) -> TrainResult:
     steps_run = cfg.train.num_steps - start_step  # updates of this invocation
     return TrainResult(
-        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), updates=cfg.train.num_steps,
+        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final), updates=cfg.train.num_steps,
         start_update=start_step, final_loss=losses[-1] if losses else None, losses=losses,
         updates_per_s=steps_run / elapsed if elapsed > 0 and steps_run else 0.0,
     )
+
+
+def _launch_learners(cfg: BCConfig, resume_from, progress: bool, sink) -> TrainResult:
+    """``run.devices``: the data-parallel learners, in one run directory chosen here (rank 0 writes it)."""
+    distributed.shard_rows(cfg.train.batch_size, 0, distributed.num_learners(cfg.run), "train.batch_size")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(default_run_dir(cfg))})})
+    return distributed.launch(train, cfg, main_only=dict(progress=progress, sink=sink), resume_from=resume_from)
+
+
+class _PendingLosses(list):
+    """Losses of the steps since the last host sync, still on the device."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+
+    def check(self, done: int) -> None:
+        """NaN/Inf in a pending loss: stop, naming the first bad step (one sync, at log/checkpoint steps)."""
+        if self and (bad := first_nonfinite(torch.stack(self).float())) is not None:
+            assert_finite_loss(self[bad], self.what, done - len(self) + bad + 1)
+
+    def take(self) -> list[float]:
+        """The pending losses as floats (one host sync per log interval); none pending after."""
+        values = torch.stack(self).float().cpu().tolist()
+        self.clear()
+        return values
 
 
 def _write_metrics_line(file, path: Path, record: dict) -> None:
