@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
+from ms2core.algos import distributed
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
 from ms2core.nn.actors import GaussianActor, ValueCritic, make_backbone, resolve_backbone_kind
 from ms2core.nn.heads import gaussian_entropy, gaussian_log_prob
@@ -214,12 +215,14 @@ ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, fl
 
 def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
                params, device: torch.device, update_index: int, generator: np.random.Generator,
-               extra_actor_loss: ExtraActorLoss | None = None) -> dict[str, float]:
+               extra_actor_loss: ExtraActorLoss | None = None, learners=None) -> dict[str, float]:
     """Epochs of minibatch updates on one rollout; returns mean statistics.
 
     With ``params.recompute_advantages`` (ManiSkill2-Learn's ``recompute_value``) the values, GAE advantages
     and value targets are recomputed with the current critic before every epoch after the first, critic
-    warm-up epochs included, so the first policy epoch already sees the warmed-up critic's advantages."""
+    warm-up epochs included, so the first policy epoch already sees the warmed-up critic's advantages.
+    Data-parallel ``learners`` (ms2core.algos.distributed) each take their shard of every minibatch and
+    average gradients, KL and stats."""
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
 
     def targets(values, next_values):
@@ -234,6 +237,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
     old_log_probs = torch.as_tensor(flat(rollout.log_probs), device=device)
     total = actions.shape[0]
     mb = min(params.minibatch_size, total)
+    shard = learners.rows(mb, "ppo.minibatch_size") if learners is not None else slice(None)
     warmup = params.critic_warmup_epochs if update_index == 0 else 0
     parameters = unique_parameters(actor, critic)
     stats: dict[str, list[float]] = {}
@@ -245,7 +249,9 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
             advantages, returns, old_values, adv_all, ret_all = targets(*rollout_values(critic, rollout, device))
         perm = torch.as_tensor(generator.permutation(total), device=device)
         for start in range(0, total - mb + 1, mb):
-            idx = perm[start:start + mb]
+            mb_idx = perm[start:start + mb]
+            adv_mb = normalize(adv_all[mb_idx]) if params.normalize_advantage else adv_all[mb_idx]
+            idx, adv = mb_idx[shard], adv_mb[shard]  # advantages normalised over the whole minibatch
             obs_mb = {k: v[idx] for k, v in obs.items()}
             v_loss = value_loss(critic(obs_mb), ret_all[idx], old_values[idx], params.value_clip)
             loss = params.value_coef * v_loss
@@ -253,22 +259,24 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
             if not critic_only:
                 mean, log_std = actor(obs_mb)
                 new_log_prob = gaussian_log_prob(actions[idx], mean, log_std)
-                adv = normalize(adv_all[idx]) if params.normalize_advantage else adv_all[idx]
                 pol = ppo_policy_loss(new_log_prob, old_log_probs[idx], adv, params.clip_ratio)
                 entropy = gaussian_entropy(log_std).mean()
                 loss = loss + pol.loss - params.entropy_coef * entropy
-                record.update(policy_loss=pol.loss.item(), approx_kl=pol.approx_kl.item(),
+                kl = pol.approx_kl if learners is None else learners.mean(pol.approx_kl)  # one decision for all
+                record.update(policy_loss=pol.loss.item(), approx_kl=kl.item(),
                               clip_fraction=pol.clip_fraction.item(), entropy=entropy.item())
                 if extra_actor_loss is not None:
                     extra, extra_stats = extra_actor_loss(actor, update_index)
                     loss = loss + extra
                     record.update(extra_stats)
-                if params.max_kl is not None and pol.approx_kl.item() > KL_STOP_FACTOR * params.max_kl:
+                if params.max_kl is not None and kl.item() > KL_STOP_FACTOR * params.max_kl:
                     early_stopped = True  # this minibatch moved the policy too far: do not apply it
                     break
             assert_finite_loss(loss, f"the PPO loss of update {update_index} (ppo.lr={params.lr:g})", update_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if learners is not None:
+                learners.sync_gradients(parameters)
             nn.utils.clip_grad_norm_(parameters, params.max_grad_norm)
             optimizer.step()
             critic_only_steps += critic_only
@@ -278,6 +286,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
         if early_stopped:
             break
     out = {k: float(np.mean(v)) for k, v in stats.items()}
+    out = learners.mean_stats(out) if learners is not None else out
     out.update(early_stopped=float(early_stopped), epochs_run=float(epoch + 1), policy_steps=float(policy_steps),
                critic_only_steps=float(critic_only_steps),
                advantage_mean=float(advantages.mean()), return_target_mean=float(returns.mean()))
@@ -288,7 +297,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
 def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
               actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
-              algo_name: str = "ppo") -> TrainResult:
+              algo_name: str = "ppo", learners=None) -> TrainResult:
     """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``, whose term may
     also have a ``pretrain(actor) -> stats`` method, run once before the first env step of a fresh run.
 
@@ -296,13 +305,20 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     whole policy with any module of the GaussianActor interface (FrameMiner-MixAction is chosen
     with ``net.backbone=frameminer_mixaction`` instead). Checkpoints of such custom networks carry
     no ``policy_spec`` and cannot be reloaded as policies (ms2core.algos.policies).
+
+    With ``run.devices`` this launches the learners (ms2core.algos.distributed): rank 0 (this process) keeps
+    the envs and collects each rollout, every rank updates on its shard of each minibatch; rank 0's result.
     """
     params, run = cfg.ppo, cfg.run
     if cfg.rollout.gym_env_id is None:
         check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
-    device = common.setup_torch(run)  # seeds python, numpy, torch with run.seed
+    if learners is None and distributed.num_learners(run) > 1:
+        return distributed.launch(train_ppo, cfg, follower_cfg=distributed.follower_config(cfg), main_only=dict(
+            sink=sink), backbone=backbone, actor=actor, extra_actor_loss_factory=extra_actor_loss_factory,
+            algo_name=algo_name)
+    device = common.setup_torch(run, learners)  # seeds python, numpy, torch with run.seed
     metrics, own_sink = common.open_sink(run, sink)
-    vec = vector_env_from_config(cfg.rollout, run.seed)
+    vec = distributed.vector_env(vector_env_from_config, cfg.rollout, run.seed, learners)  # ranks > 0: a stub
     try:
         obs = vec.reset()
         obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
@@ -363,16 +379,19 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 pretrain_stats = pretrain(actor)
             if pretrain_stats:
                 metrics.log(pretrain_stats, 0)
+        distributed.broadcast_parameters(learners, actor, critic)  # every learner starts from rank 0's weights
         if run.eval_every_steps and env_steps == 0:
             periodic_eval()
         while env_steps < run.total_env_steps:
             episodes: list[EpisodeStats] = []
-            rollout, obs = collect_rollout(vec, obs, actor, critic, steps_per_env, device, normalizer, episodes)
+            rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic, steps_per_env,
+                                                      device, normalizer, episodes_out=episodes)
             env_steps += steps_per_env * vec.num_envs
             n_episodes += len(episodes)
             recent.extend(episodes)
             with diverged_at(ckpt_path, env_steps):
-                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss)
+                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss,
+                                   learners)
                 updates += 1
                 if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                     assert_finite_parameters([actor, critic], updates)
