@@ -40,7 +40,7 @@ def train_checkpoint(store: str, steps: int, device: str, data_dir: Path) -> tup
                        f"run.device={device}", f"train.checkpoint_every_steps={steps}", "train.log_every_steps=500"])
     start = time.perf_counter()
     result = train(cfg, progress=False)
-    return result.checkpoint, dict(steps=steps, wall_s=round(time.perf_counter() - start, 1),
+    return result.final_checkpoint, dict(steps=steps, wall_s=round(time.perf_counter() - start, 1),
                                    updates_per_s=result.updates_per_s, final_loss=result.final_loss, store=store)
 
 
