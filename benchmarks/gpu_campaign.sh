@@ -9,8 +9,13 @@
 # Each step writes small JSON files (and its log) under $OUT, bounds every wait (MS2FLOW_SIM_CALL_TIMEOUT_S,
 # `timeout` around every process) and the whole step by STEP_LIMIT_S (default 500 s < 9 min).
 # Inputs (git-ignored, carried): .runtime_parts/ (ms2 runtime pack), .gpu_inputs/{gl,whl,demos,
-# cpu_store_seed0.zarr,cpu_store_seed1.zarr,bc_store.zarr}. Knobs for a CPU smoke test (see the end of
-# benchmarks/README or the gpuprep report): MS2RT, HOST_PYTHON, OUT, RENDER_*, EVAL_*, PPO_*.
+# cpu_store_seed0.zarr,cpu_store_seed1.zarr,bc_store.zarr}. Knobs (a CPU smoke test sets them tiny): MS2RT,
+# HOST_PYTHON, OUT, GPU_INPUTS, STEP_LIMIT_S, RENDER_{DEMOS,WORKERS,EPISODES}, EVAL_{CHECKPOINT,TRAIN_STORE,
+# TRAIN_STEPS,EPISODES,WORKERS,DEVICE,MAX_EPISODE_STEPS}, PPO_{OBS_MODES,WORKERS,NUM_ENVS,DEVICE,ENV_STEPS,
+# ROLLOUT_STEPS,MAX_EPISODE_STEPS}. CPU smoke test (2 cores, lavapipe, the runtime unpacked at /tmp):
+#   OUT=/tmp/o MS2RT=/tmp/ms2rt HOST_PYTHON=.venv/bin/python RENDER_WORKERS=1,2 RENDER_EPISODES=2 \
+#   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
+#   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
 set -u
 step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo}
 root=$(cd "$(dirname "$0")/.." && pwd)
