@@ -27,6 +27,7 @@ INPUTS=${GPU_INPUTS:-$root/.gpu_inputs}
 HOST_PYTHON=${HOST_PYTHON:-python3}
 HOST_SITE=${MS2FLOW_HOST_SITE:-/tmp/ms2host-site}
 STEP_LIMIT_S=${STEP_LIMIT_S:-500}
+KEPT_STORE=${KEPT_STORE:-/tmp/ms2-gpu-render-pointcloud.zarr}  # render keeps its last store here; eval trains on it
 mkdir -p "$OUT"
 export PYTHONPATH=$root PYTHONUNBUFFERED=1 MS2FLOW_SIM_CALL_TIMEOUT_S=${MS2FLOW_SIM_CALL_TIMEOUT_S:-120}
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -119,14 +120,20 @@ render)
   budget=$(( $(left) - 60 ))
   run "$(left)" "$RT/bin/python" -m benchmarks.gpu_render bench --demos "$demos" \
     --workers "${RENDER_WORKERS:-1,8,16}" --episodes "${RENDER_EPISODES:-100}" --out "$OUT" --work-dir "$work" \
-    --budget-s "$budget" --phase-timeout-s "${RENDER_PHASE_TIMEOUT_S:-200}"
+    --budget-s "$budget" --phase-timeout-s "${RENDER_PHASE_TIMEOUT_S:-200}" --keep-store "$KEPT_STORE"
   rm -rf "$work"
   ;;
 eval)
   need_runtime
   need_host_packages
   if [ -n "${EVAL_CHECKPOINT:-}" ]; then src=(--checkpoint "$EVAL_CHECKPOINT")
-  else src=(--train-store "${EVAL_TRAIN_STORE:-$INPUTS/bc_store.zarr}" --train-steps "${EVAL_TRAIN_STEPS:-5000}"); fi
+  else
+    store=${EVAL_TRAIN_STORE:-}
+    [ -z "$store" ] && [ -d "$KEPT_STORE" ] && store=$KEPT_STORE  # the render step's 100 demos
+    [ -z "$store" ] && store=$INPUTS/bc_store.zarr                # else the carried 3-episode store
+    note "BC trains on $store"
+    src=(--train-store "$store" --train-steps "${EVAL_TRAIN_STEPS:-5000}")
+  fi
   extra=(); [ -n "${EVAL_MAX_EPISODE_STEPS:-}" ] && extra=(--max-episode-steps "$EVAL_MAX_EPISODE_STEPS")
   run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_eval "${src[@]}" --episodes "${EVAL_EPISODES:-100}" \
     --workers "${EVAL_WORKERS:-16}" --sim-python "$RT/bin/python" --device "${EVAL_DEVICE:-auto}" \

@@ -15,6 +15,9 @@ episodes ``reset(seed=demo seed)`` and ``env.step(recorded action)`` (one point-
 step, nothing processed or stored), timed from the first process's launch to the last one's exit.
 ratio = ours / raw. Every wait has a deadline; a dead process ends the phase with its stderr tail.
 
+``--keep-store PATH`` keeps the last store rendered (a complete dataset of the ``--episodes`` demos;
+gpu_campaign.sh's ``eval`` step trains its point-cloud BC checkpoint on it).
+
 ``compare`` (item 3): both stores of the same demos and render options (``store``: 4 demos, seed 0).
 Exact: dataset version, keys, shapes, dtypes, episode ends, and bit-identical ``actions``,
 ``rewards``, ``success``, ``terminated``, ``truncated``, ``obs/state`` (physics runs on the CPU on both
@@ -117,11 +120,15 @@ def render_config(demos: str, store: str, workers: int, episodes: int, obs_mode:
                                                          seed=seed, backend=backend)))
 
 
-def ours_phase(demos: str, n_episodes: int, workers: int, obs_mode: str, work: Path) -> dict:
+def ours_phase(demos: str, n_episodes: int, workers: int, obs_mode: str, work: Path, keep: str | None) -> dict:
+    """One timed render into a fresh store; the store is deleted, or moved to ``keep`` (the last one wins)."""
     from pipelines import render
 
     store = work / f"w{workers}.zarr"
     result = render.run(render_config(demos, str(store), workers, n_episodes, obs_mode))
+    if keep:
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.move(str(store), keep)
     shutil.rmtree(store, ignore_errors=True)
     return dict(workers=workers, frames=result.n_rows, episodes=result.n_episodes, wall_s=round(result.elapsed_s, 2),
                 frames_per_s=round(result.n_rows / result.elapsed_s, 1),
@@ -143,7 +150,7 @@ def bench(args) -> int:
             if time.monotonic() > deadline:
                 rows.append(dict(workers=n, skipped=f"time budget of {args.budget_s} s spent"))
                 continue
-            ours = ours_phase(args.demos, args.episodes, n, args.obs_mode, work)
+            ours = ours_phase(args.demos, args.episodes, n, args.obs_mode, work, args.keep_store)
             raw = raw_phase(args.demos, args.episodes, n, args.obs_mode, args.phase_timeout_s)
             ratio = round(ours["frames_per_s"] / raw["frames_per_s"], 3) if "frames_per_s" in raw else None
             rows.append(dict(workers=n, ours_frames_per_s=ours["frames_per_s"],
@@ -238,6 +245,7 @@ def main(argv=None) -> int:
     b.add_argument("--work-dir", default=None, help="where the stores are rendered (default: the temp dir)")
     b.add_argument("--phase-timeout-s", type=float, default=240.0)
     b.add_argument("--budget-s", type=float, default=420.0, help="no new worker count is started after this")
+    b.add_argument("--keep-store", help="keep the last rendered store here (gpu_campaign.sh's eval trains BC on it)")
     s = sub.add_parser("store")
     s.add_argument("--demos", required=True)
     s.add_argument("--episodes", type=int, default=4)
