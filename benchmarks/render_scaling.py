@@ -88,10 +88,20 @@ def write_h5_trajectory(f: h5py.File, i: int, obs: dict[str, np.ndarray], action
         group.create_dataset(_name(key), data=value, compression="gzip", compression_opts=GZIP_LEVEL)
 
 
-def render_once(cfg: RenderConfig, store: str, workers: int) -> float:
-    """One ``ms2 render`` as a user runs it (cluster start-up included); frames/s."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (Dask workers, once their cluster has closed)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def render_once(cfg: RenderConfig, store: str, workers: int) -> tuple[float, float]:
+    """One ``ms2 render`` as a user runs it (cluster start-up included): (frames/s, cores busy on average).
+
+    The second number bounds the scaling: a 1-worker render that keeps 1.4 cores busy (the worker, its
+    lavapipe threads, the driver's commits, the scheduler) can gain at most 2 / 1.4 on 2 cores."""
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     result = render.run(cfg.model_copy(update={"store": store, "workers": workers, "episodes_per_range": None}))
-    return result.n_rows / result.elapsed_s
+    return result.n_rows / result.elapsed_s, (cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
 
 
 def main() -> None:
@@ -119,9 +129,11 @@ def main() -> None:
             env.close()
             run = dict(baseline_frames_per_s=frames / (time.perf_counter() - start), frames=frames)
             for n in args.workers:
-                run[f"workers_{n}_frames_per_s"] = render_once(cfg, str(work / "zarr" / f"r{rep}-w{n}.zarr"), n)
+                fps, cores = render_once(cfg, str(work / "zarr" / f"r{rep}-w{n}.zarr"), n)
+                run[f"workers_{n}_frames_per_s"], run[f"workers_{n}_cores_busy"] = fps, cores
             if {1, 2} <= set(args.workers):
                 run["scaling_1_to_2"] = run["workers_2_frames_per_s"] / run["workers_1_frames_per_s"]
+                run["scaling_bound_1_to_2"] = min(2.0, os.cpu_count() or 2) / max(run["workers_1_cores_busy"], 1.0)
             runs.append(run)
             print(f"repeat {rep}: " + ", ".join(f"{k} {v:.2f}" for k, v in run.items()), flush=True)
         scaling = [r["scaling_1_to_2"] for r in runs if "scaling_1_to_2" in r]
@@ -129,7 +141,8 @@ def main() -> None:
             print(f"1 -> 2 workers: {min(scaling):.2f}x-{max(scaling):.2f}x over {len(scaling)} repeats (target >= 1.7x)")
         path = write_result("render_scaling", dict(env_id=ENV_ID, mode=args.mode, episodes=args.episodes,
                                                    steps_per_episode=args.steps, camera="128x128 (task default)",
-                                                   cpus=os.cpu_count(), load_average=os.getloadavg(), runs=runs))
+                                                   cpus=os.cpu_count(), load_average=os.getloadavg(),
+                                                   lp_num_threads=os.environ.get("LP_NUM_THREADS"), runs=runs))
         print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

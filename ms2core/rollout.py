@@ -56,6 +56,8 @@ class EnvFactory:
     gym_env_id: str | None = None
     gym_max_episode_steps: int | None = None
     obs_processor: Callable[[Any], ObsDict] | None = None
+    #: a termination (ManiSkill2: success) does not end the episode; only truncation (the time limit) does
+    continue_after_success: bool = False
 
     def make(self):
         if self.gym_env_id is not None:
@@ -92,7 +94,14 @@ def rollout_obs_processor(rollout_cfg, seed: int = 0) -> Callable[[Any], ObsDict
 def env_factory_from_config(rollout_cfg) -> EnvFactory:
     """EnvFactory for a storage_schemas.rl.RolloutConfig."""
     processor = rollout_obs_processor(rollout_cfg) if rollout_cfg.obs is not None else None
-    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor)
+    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor,
+                      continue_after_success(rollout_cfg))
+
+
+def continue_after_success(rollout_cfg) -> bool:
+    """``rollout.continue_after_success`` resolved: None means true for ManiSkill2 tasks, false for gym envs."""
+    value = getattr(rollout_cfg, "continue_after_success", None)
+    return rollout_cfg.gym_env_id is None if value is None else bool(value)
 
 
 # --------------------------------------------------------------------------- one env slot (in a worker or in-process)
@@ -120,6 +129,7 @@ class _EnvSlot:
     def __init__(self, factory: EnvFactory, env_index: int, num_envs: int, seed: int):
         self.env = factory.make()
         self.process = factory.processor()
+        self.continue_after_success = factory.continue_after_success
         self.env_index, self.num_envs, self.seed = env_index, num_envs, seed
         self.episodes_started = 0
         self.episode_return, self.length, self.success = 0.0, 0, None
@@ -136,8 +146,10 @@ class _EnvSlot:
         reward = float(reward)
         self.episode_return += reward
         self.length += 1
-        if "success" in info:
-            self.success = bool(info["success"])
+        if "success" in info:  # succeeded at any step (ManiSkill2-Learn's success "max")
+            self.success = bool(self.success) or bool(info["success"])
+        if self.continue_after_success:
+            terminated = False
         next_obs = self.process(raw)
         episode = None
         obs = next_obs
@@ -355,7 +367,9 @@ def run_episodes(vec: VectorEnv, act: Callable[[ObsDict], np.ndarray], num_episo
 
 def evaluate_deterministic(rollout_cfg, act: Callable[[ObsDict], np.ndarray], num_episodes: int,
                            seed: int) -> EpisodeSummary:
-    """``num_episodes`` episodes of ``act`` (deterministic actions in [-1, 1]) in fresh in-process envs."""
-    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0})
+    """``num_episodes`` episodes of ``act`` (deterministic actions in [-1, 1]) in fresh in-process envs; an
+    episode ends at success (ManiSkill2's termination) whatever the training rollout's continue_after_success."""
+    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0,
+                                              "continue_after_success": False})
     with vector_env_from_config(eval_cfg, seed) as vec:
         return EpisodeSummary.of(run_episodes(vec, act, num_episodes))

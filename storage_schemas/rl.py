@@ -35,6 +35,12 @@ class RolloutConfig(StrictModel):
         None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
         "None = $MS2FLOW_SIM_PYTHON, else this one; another interpreter puts the envs in at least one worker "
         "process even with num_procs=0")
+    continue_after_success: bool | None = Field(
+        None, description="training episodes go on after success and end only at the time limit (ManiSkill2-Learn's "
+        "env_cfg.ignore_dones=True in all its RL configs): ManiSkill2 terminates an episode at success, and with "
+        "dense rewards of up to ~3/step a success worth 5 then ends the return early, so PPO learns to avoid it. "
+        "The episode's success is then 'succeeded at any step'. None = true for ManiSkill2 tasks, false for "
+        "gym_env_id. Deterministic evaluations always end at success")
     obs: ObsProcessConfig | None = Field(
         None, description="how raw observations are processed (points, frame, goal points, ...); None = the render "
         "defaults for env.obs_mode. DAPG/GAIL: must match the demo dataset's (its manifest's options.obs)"
@@ -89,6 +95,10 @@ class PPOParams(StrictModel):
     value_clip: float | None = Field(None, gt=0, description="clip value updates like the ratio (None = off)")
     normalize_reward: bool = Field(True, description="divide rewards by the running std of discounted returns")
     normalize_advantage: bool = Field(True, description="zero-mean unit-std advantages per minibatch")
+    recompute_advantages: bool = Field(
+        True, description="recompute values, GAE advantages and value targets with the current critic before "
+        "every epoch after the first (ManiSkill2-Learn's recompute_value=True), so critic warm-up epochs "
+        "improve the first policy epoch's advantages")
 
 
 class PPOConfig(StrictModel):

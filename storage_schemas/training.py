@@ -7,9 +7,10 @@ and the fully resolved config is saved with every run and inside every checkpoin
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from storage_schemas.env import EnvConfig, StrictModel
 
@@ -62,6 +63,37 @@ class NetConfig(StrictModel):
         return self
 
 
+_CUDA_DEVICE = re.compile(r"cuda:\d+")
+
+
+def check_devices(value):
+    """``run.devices``'s form (the host's devices are checked where training starts): a count >= 1, or a
+    non-empty list of CUDA ids / 'cuda:N' (no repeats: one learner per GPU) or of 'cpu', not both."""
+    if value is None:
+        return value
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"run.devices={value!r}: a count of learners must be >= 1")
+        return value
+    if not value:
+        raise ValueError("run.devices=[] lists no device: use null (one learner on run.device) or e.g. [0, 1]")
+    kinds = set()
+    for entry in value:
+        if isinstance(entry, int) and entry >= 0 or isinstance(entry, str) and _CUDA_DEVICE.fullmatch(entry):
+            kinds.add("cuda")
+        elif entry == "cpu":
+            kinds.add("cpu")
+        else:
+            raise ValueError(f"run.devices={value!r}: {entry!r} is not a learner device; use CUDA ids (0), "
+                             "'cuda:N' or 'cpu'")
+    if len(kinds) > 1:
+        raise ValueError(f"run.devices={value!r} mixes CPU and CUDA learners; use one kind")
+    cuda = [e if isinstance(e, int) else int(e.split(":")[1]) for e in value if e != "cpu"]
+    if len(set(cuda)) < len(cuda):
+        raise ValueError(f"run.devices={value!r} lists a GPU twice; one learner per GPU")
+    return value
+
+
 class RunBase(StrictModel):
     """Section ``run``: bookkeeping every algorithm shares (BC adds run_name and eval_num_procs; online RL its
     step budget, checkpoint and evaluation cadence, in env steps)."""
@@ -82,6 +114,18 @@ class RunBase(StrictModel):
         "incomplete (logged as a warning, recorded in train_result.json as forced_inputs)")
     eval_episodes: int = Field(0, ge=0, description="evaluate the final policy deterministically for this many "
                                                     "episodes (0 = none)")
+    devices: int | list[int | str] | None = Field(
+        None, description="data-parallel learners (PyTorch DDP, ms2core.algos.distributed): a list of devices, "
+        "CUDA ids or 'cuda:N' ([0, 1] = cuda:0 and cuda:1, NCCL) or 'cpu' ([cpu, cpu] = two CPU processes, gloo), "
+        "or a count N (N learners of run.device's kind). The batch sizes stay global (split over the learners). "
+        "None = one learner on run.device")
+    ddp_timeout_s: float = Field(1800.0, gt=0, description="with run.devices: the longest wait for the other "
+                                 "learners (start, each collective; PPO's ranks > 0 wait out rank 0's rollouts)")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_form(cls, value):
+        return check_devices(value)
 
 
 class BCRunConfig(RunBase):

@@ -160,3 +160,46 @@ def test_max_kl_stops_at_one_and_a_half_times_max_kl_like_maniskill2_learn():
     assert stats["early_stopped"] == 0.0 and moved
     stats, moved = _update(1, num_epochs=1, critic_warmup_epochs=0, minibatch_size=20, max_kl=first / 1.6)
     assert stats["early_stopped"] == 1.0 and not moved
+
+
+def _collected(seed=0):
+    """A real rollout of the fake env (2 envs, 20-step episodes, 30 steps each: one episode boundary inside)."""
+    from ms2core.algos.ppo import collect_rollout
+    from ms2core.rollout import vector_env_from_config
+    from storage_schemas.rl import RolloutConfig
+
+    torch.manual_seed(seed)
+    actor, critic = build_actor_critic({"state": 51}, 4, NetConfig(hidden_sizes=[16]))
+    with vector_env_from_config(RolloutConfig.model_validate(FAKE_ENV), seed) as vec:
+        obs = vec.reset()
+        rollout, _ = collect_rollout(vec, obs, actor, critic, 30, torch.device("cpu"), None, [])
+    return actor, critic, rollout
+
+
+def test_rollout_values_recompute_what_collection_computed():
+    from ms2core.algos.ppo import rollout_values
+
+    _, critic, rollout = _collected()
+    assert rollout.dones.sum() == 2 and len(rollout.final_obs) == 2  # the final observations were kept
+    values, next_values = rollout_values(critic, rollout, torch.device("cpu"))
+    np.testing.assert_allclose(values, rollout.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(next_values, rollout.next_values, rtol=1e-5, atol=1e-6)
+    t, i, _ = rollout.final_obs[0]
+    assert next_values[t, i] != values[t + 1, i]  # s_{t+1} of the ended episode, not the reset observation
+
+
+def test_recomputed_advantages_follow_the_warmed_up_critic():
+    def first_update(recompute, keep_obs=True):
+        actor, critic, rollout = _collected()
+        if not keep_obs:
+            rollout.last_obs = None
+        opt = torch.optim.Adam(unique_parameters(actor, critic), lr=1e-2)
+        params = PPOParams(minibatch_size=20, num_epochs=1, critic_warmup_epochs=3, max_kl=None,
+                           recompute_advantages=recompute)
+        return ppo_update(actor, critic, opt, rollout, params, torch.device("cpu"), 0, np.random.default_rng(0))
+
+    fixed, recomputed = first_update(False), first_update(True)
+    # the warm-up moved the critic, so the policy epoch's targets differ from the collection-time ones
+    assert recomputed["return_target_mean"] != pytest.approx(fixed["return_target_mean"], rel=1e-4)
+    # a rollout without its observations after the last step cannot be recomputed: the stored values are used
+    assert first_update(True, keep_obs=False)["return_target_mean"] == pytest.approx(fixed["return_target_mean"])

@@ -133,3 +133,61 @@ def test_forkserver_workers():
     with VectorEnv(fake_factory(max_steps=2), num_envs=2, num_procs=2, start_method="forkserver") as vec:
         assert vec.reset()["state"].shape == (2, 51)
         assert len(vec.step(np.zeros((2, 4))).episodes) == 0
+
+
+def _run_to_goal(continue_after_success: bool, max_steps: int = 40):
+    """Drive one fake env to its goal (proportional control on the env's true positions) until the episode ends."""
+    from ms2core.rollout import _EnvSlot
+
+    factory = EnvFactory(EnvConfig(env_id="PickCube-v0", control_mode="pd_ee_delta_pos", max_episode_steps=max_steps,
+                                   backend="fake"), continue_after_success=continue_after_success)
+    slot = _EnvSlot(factory, env_index=0, num_envs=1, seed=3)
+    slot.reset()
+    steps = []
+    try:
+        while True:
+            env = slot.env.unwrapped
+            move = np.clip((env._goal - env._tcp) / 0.05, -1.0, 1.0)
+            steps.append(slot.step(np.concatenate([move, [0.0]]).astype(np.float32)))
+            if steps[-1].episode is not None:
+                return steps
+    finally:
+        slot.close()
+
+
+def test_success_ends_the_episode_unless_continue_after_success():
+    ended = _run_to_goal(continue_after_success=False)
+    assert ended[-1].terminated and not ended[-1].truncated and len(ended) < 40
+    assert ended[-1].episode.success is True and ended[-1].episode.length == len(ended)
+
+    went_on = _run_to_goal(continue_after_success=True)
+    # the same success happens at the same step, but only the time limit ends the episode
+    assert len(went_on) == 40 and went_on[-1].truncated
+    assert not any(s.terminated for s in went_on)
+    assert went_on[len(ended) - 1].reward == ended[-1].reward  # the success reward was paid at the same step
+    assert went_on[-1].episode.success is True and went_on[-1].episode.length == 40
+
+
+def test_continue_after_success_defaults_by_env_kind():
+    from ms2core.rollout import continue_after_success, env_factory_from_config
+    from storage_schemas.rl import RolloutConfig
+
+    assert continue_after_success(RolloutConfig(env=EnvConfig(env_id="PickCube-v0", backend="fake")))
+    assert not continue_after_success(RolloutConfig(gym_env_id="Pendulum-v1"))
+    explicit = RolloutConfig(env=EnvConfig(env_id="PickCube-v0", backend="fake"), continue_after_success=False)
+    assert env_factory_from_config(explicit).continue_after_success is False
+
+
+def test_deterministic_evaluation_ends_episodes_at_success():
+    from ms2core.rollout import evaluate_deterministic
+    from storage_schemas.rl import RolloutConfig
+
+    cfg = RolloutConfig(env=EnvConfig(env_id="PickCube-v0", control_mode="pd_ee_delta_pos", max_episode_steps=40,
+                                      backend="fake"), num_envs=1, continue_after_success=True)
+
+    def act(obs):  # fake state: qpos 9, qvel 9, base_pose 7, tcp_pose 7, goal_pos 3, tcp_to_goal_pos 3, ...
+        move = np.clip(obs["state"][:, 35:38] / 0.05, -1.0, 1.0)
+        return np.concatenate([move, np.zeros((len(move), 1))], axis=1).astype(np.float32)
+
+    summary = evaluate_deterministic(cfg, act, num_episodes=1, seed=3)
+    assert summary.episodes == 1 and summary.success_rate == 1.0 and summary.mean_length < 40

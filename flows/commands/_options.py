@@ -51,3 +51,13 @@ def config_from_cli(ctx: typer.Context, model: type[M], config: str | os.PathLik
 
     defaults, given = split_options(ctx, fields)
     return load_config(model, config, list(sets or []), values={**given, **(fixed or {})}, defaults=defaults)
+
+
+def devices_override(text: str) -> str:
+    """``--devices 0,1`` / ``--devices 2`` / ``--devices cpu,cpu`` as a ``--set run.devices=...`` override:
+    a comma-separated list of learner devices (CUDA ids, cuda:N, cpu), or one number = that many learners
+    (storage_schemas.training.RunBase.devices; the config model checks the values)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 1 and "[" not in text:
+        return f"run.devices={parts[0]}"
+    return "run.devices=[" + ", ".join(parts) + "]"

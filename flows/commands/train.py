@@ -40,6 +40,8 @@ def _make_command(spec: AlgorithmSpec):
         set_: list[str] = typer.Option([], "--set", help="dotted override, repeatable: --set train.batch_size=256"),
         resume_from: Path = typer.Option(None, "--resume-from", help="checkpoint to continue from (same config)"),
         device: str = typer.Option(None, help="shortcut for --set run.device=... (cpu, cuda, cuda:N, auto)"),
+        devices: str = typer.Option(None, help="data-parallel learners, shortcut for --set run.devices=...: "
+                                    "0,1 (cuda:0 and cuda:1), 2 (two learners of run.device's kind), cpu,cpu"),
         force: bool = typer.Option(False, "--force", help="train on inputs that failed validation, were never "
                                    "validated, changed since or are incomplete (a warning, recorded in the run)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in an explicit run_dir "
@@ -50,7 +52,10 @@ def _make_command(spec: AlgorithmSpec):
         from ms2core.config import load_config
         from pipelines.train import run
 
+        from flows.commands._options import devices_override
+
         overrides = list(set_) + ([f"run.device={device}"] if device else [])
+        overrides = ([devices_override(devices)] if devices else []) + overrides  # an explicit --set wins
         overrides += (["run.force=true"] if force else []) + (["run.overwrite=true"] if overwrite else [])
         cfg = load_config(model, config, overrides)
         result = run(cfg, algo=algo, resume_from=str(resume_from) if resume_from else None)

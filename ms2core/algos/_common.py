@@ -44,12 +44,20 @@ def resolve_device(name: str, key: str = "run.device") -> torch.device:
     return device
 
 
-def setup_torch(run_cfg) -> torch.device:
-    """Seeds everything, sets the learner's torch threads, returns the device (the ``run`` section)."""
+def setup_torch(run_cfg, learners=None) -> torch.device:
+    """Seeds everything, sets the learner's torch threads, returns the device (the ``run`` section; a
+    data-parallel learner's own device: ms2core.algos.distributed.Learners)."""
     seed_everything(run_cfg.seed)
     if run_cfg.torch_threads is not None:
         torch.set_num_threads(run_cfg.torch_threads)
-    return resolve_device(run_cfg.device)
+    if learners is not None:
+        return learners.device
+    from ms2core.algos.distributed import learner_devices, num_learners
+
+    if num_learners(run_cfg) > 1:  # BC, PPO and DAPG launch their learners before they get here
+        raise ConfigError(f"run.devices={run_cfg.devices!r}: this algorithm trains on one learner",
+                          hint="data-parallel learners are for bc, ppo and dapg; use run.device for the others")
+    return learner_devices(run_cfg)[0]
 
 
 def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ uninterrupted run's losses exactly on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 
 from ms2core.algos import run_dir_for
+from ms2core.algos import distributed
 from ms2core.algos._common import setup_torch
+from ms2core.algos.distributed import Learners
 from ms2core.algos._checks import (
     assert_finite_loss,
     assert_finite_parameters,
@@ -75,33 +78,46 @@ def action_loss_weights(action_std: np.ndarray, floor: float = 1e-3) -> torch.Te
     return torch.as_tensor(inverse_var / inverse_var.mean(), dtype=torch.float32)
 
 
-def perturb_state(batch: DemoBatch, state_std: torch.Tensor, noise_std: float) -> DemoBatch:
-    """``batch`` with N(0, (noise_std * state_std)^2) added to obs['state'] (torch's global RNG, checkpointed)."""
+def perturb_state(batch: DemoBatch, state_std: torch.Tensor, noise_std: float, shard: slice | None = None,
+                  global_size: int | None = None) -> DemoBatch:
+    """``batch`` with N(0, (noise_std * state_std)^2) added to obs['state'] (torch's global RNG, checkpointed).
+    ``shard``: ``batch`` holds these rows of a global batch of ``global_size`` (a data-parallel learner), and
+    gets those rows of the global batch's noise, the same noise one process would add."""
     if noise_std <= 0 or "state" not in batch.obs:
         return batch
     state = batch.obs["state"]
-    noisy = state + torch.randn_like(state) * state_std.to(state.dtype) * noise_std
+    shape = state.shape if shard is None else (global_size, *state.shape[1:])
+    noise = torch.randn(shape, dtype=state.dtype, device=state.device)[shard or slice(None)]
+    noisy = state + noise * state_std.to(state.dtype) * noise_std
     return DemoBatch(obs={**batch.obs, "state": noisy}, actions=batch.actions)
 
 
 def make_update_fn(policy: Policy, optimizer: torch.optim.Optimizer, precision: str = "fp32",
                    grad_clip_norm: float | None = None, state_noise_std: float = 0.0,
-                   action_weights: torch.Tensor | None = None) -> Callable[[DemoBatch], torch.Tensor]:
-    """One gradient step per call; returns the loss as a tensor on the training device (no host sync)."""
+                   action_weights: torch.Tensor | None = None, learners: Learners | None = None,
+                   batch_size: int | None = None) -> Callable[[DemoBatch], torch.Tensor]:
+    """One gradient step per call; returns the loss as a tensor on the training device (no host sync).
+
+    With data-parallel ``learners`` each call gets this rank's shard of a global batch of ``batch_size``: the
+    policy runs under DDP (gradients averaged over the ranks during backward) and the loss returned is the
+    global batch's (the mean of the shards')."""
     device_type = next(policy.parameters()).device.type
     use_bf16 = precision == "bf16" and device_type == "cuda"
+    parallel = learners is not None and learners.world_size > 1
+    model = learners.wrap(policy) if parallel else policy
+    shard = learners.rows(batch_size, "train.batch_size") if parallel else None
 
     def update(batch: DemoBatch) -> torch.Tensor:
         if state_noise_std > 0:
-            batch = perturb_state(batch, policy.encoder.normalizer.std, state_noise_std)
+            batch = perturb_state(batch, policy.encoder.normalizer.std, state_noise_std, shard, batch_size)
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = bc_loss(policy, batch, action_weights).loss
+            loss = bc_loss(model, batch, action_weights).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip_norm)
         optimizer.step()
-        return loss.detach()
+        return learners.mean(loss) if parallel else loss.detach()
 
     return update
 
@@ -122,7 +138,7 @@ def _comparable(config: dict) -> dict:
     out = BCConfig.model_validate(config).model_dump(mode="json")  # defaults filled in, as the run's own dump
     for key in ("num_steps", "log_every_steps", "checkpoint_every_steps"):
         out.get("train", {}).pop(key, None)
-    for key in ("device", "torch_threads", "eval_episodes", "eval_num_procs", "run_dir", "run_name", "overwrite",
+    for key in ("device", "devices", "ddp_timeout_s", "torch_threads", "eval_episodes", "eval_num_procs", "run_dir", "run_name", "overwrite",
                 "force"):
         out.get("run", {}).pop(key, None)
     out.get("dataset", {}).pop("mode", None)
@@ -165,9 +181,14 @@ def _action_weights(cfg: BCConfig, policy: Policy, dataset: DemoDataset, device:
 
 
 def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool = True,
-          sink: MetricsSink | None = None) -> TrainResult:
-    """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``."""
-    device = setup_torch(cfg.run)  # seeds python, numpy, torch with run.seed
+          sink: MetricsSink | None = None, *, learners: Learners | None = None) -> TrainResult:
+    """Train BC per ``cfg``; checkpoints and metrics.jsonl go to the run directory, metrics also to ``sink``.
+    With ``run.devices`` this launches the learners (ms2core.algos.distributed; each gets its ``learners``, and
+    only rank 0 writes files and logs) and returns rank 0's result."""
+    if learners is None and distributed.num_learners(cfg.run) > 1:
+        return _launch_learners(cfg, resume_from, progress, sink)
+    main = learners is None or learners.is_main
+    device = setup_torch(cfg.run, learners)  # seeds python, numpy, torch with run.seed
     run_dir = default_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     config_dict = cfg.model_dump(mode="json")
@@ -176,57 +197,56 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     policy = build_bc_policy(cfg, dataset, device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     start_step = 0 if resume_from is None else _resume(resume_from, device, config_dict, policy, optimizer)
-    dump_config(cfg, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start_step)
+    if main:
+        dump_config(cfg, run_dir / "config.yaml")
+        _truncate_metrics(metrics_path, start_step)
 
-    extra = {
-        "algo": "bc", "obs_mode": cfg.env.obs_mode, "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()},
-        "action_dim": dataset.action_dim, "dataset_manifest": dataset.manifests[0],
-    }
+    extra = _checkpoint_extra(cfg, dataset)
+    shard = learners.rows(cfg.train.batch_size, "train.batch_size") if learners is not None else None
     stream = BatchStream(dataset, cfg.train.batch_size, cfg.run.seed, start_batch=start_step, device=device,
-                         prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0)
+                         prefetch_batches=cfg.dataset.prefetch_batches if device.type == "cuda" else 0, shard=shard)
     update = make_update_fn(policy, optimizer, cfg.train.precision, cfg.train.grad_clip_norm,
-                            cfg.train.state_noise_std, _action_weights(cfg, policy, dataset, device))
+                            cfg.train.state_noise_std, _action_weights(cfg, policy, dataset, device), learners,
+                            cfg.train.batch_size)
 
-    pending: list[torch.Tensor] = []  # losses of the steps since the last host sync, still on the device
-
-    def check_pending(done: int) -> None:
-        """NaN/Inf in a pending loss: stop, naming the first bad step (one sync, at log/checkpoint steps)."""
-        if pending and (bad := first_nonfinite(torch.stack(pending).float())) is not None:
-            step = done - len(pending) + bad + 1
-            assert_finite_loss(pending[bad], f"the BC loss (train.lr={cfg.train.lr:g})", step)
+    pending = _PendingLosses(f"the BC loss (train.lr={cfg.train.lr:g})")
 
     def checkpoint(step: int, name: str) -> Path:
-        check_pending(step)
+        pending.check(step)
         assert_finite_parameters([policy], step)  # never write a checkpoint with non-finite weights
+        if not main:  # the weights are the same on every learner: rank 0 writes them once
+            return ckpt_dir / name
         return save_checkpoint(ckpt_dir / name, model=policy, optimizer=optimizer, step=step, config=config_dict,
                                sampler=stream.state_dict(), extra=extra)
 
+    def log_interval(metrics, done: int, bar) -> None:
+        pending.check(done)
+        assert_finite_parameters([policy], done)
+        values = pending.take()
+        losses.extend(values)
+        if main:
+            _write_metrics_line(metrics, metrics_path, {"step": done, "loss": values[-1],
+                                                        "loss_mean": float(np.mean(values))})
+        if sink is not None:
+            sink.log({"train/loss": values[-1], "train/loss_mean": float(np.mean(values))}, done)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{values[-1]:.4g}")
+
     losses: list[float] = []
     check_every_step = device.type == "cpu"  # free on CPU; on CUDA it would add a host sync per step
-    bar = _progress(range(start_step, cfg.train.num_steps), progress)
+    bar = _progress(range(start_step, cfg.train.num_steps), progress and main)
     policy.train()
     t0 = time.perf_counter()
     try:
-        with open(metrics_path, "a") as metrics:
+        with open(metrics_path, "a") if main else contextlib.nullcontext() as metrics:
             for step in bar:
                 pending.append(update(next(stream)))
                 done = step + 1
                 if check_every_step:
-                    assert_finite_loss(pending[-1], f"the BC loss (train.lr={cfg.train.lr:g})", done)
+                    assert_finite_loss(pending[-1], pending.what, done)
                 if done % cfg.train.log_every_steps == 0 or done == cfg.train.num_steps:
-                    check_pending(done)
-                    assert_finite_parameters([policy], done)
-                    values = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
-                    losses += values
-                    pending.clear()
-                    _write_metrics_line(metrics, metrics_path, {"step": done, "loss": values[-1],
-                                                                "loss_mean": float(np.mean(values))})
-                    if sink is not None:
-                        sink.log({"train/loss": values[-1], "train/loss_mean": float(np.mean(values))}, done)
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{values[-1]:.4g}")
+                    log_interval(metrics, done, bar)
                 if done % cfg.train.checkpoint_every_steps == 0 and done != cfg.train.num_steps:
                     checkpoint(done, checkpoint_name(done))
     except TrainingDivergedError as exc:
@@ -236,13 +256,51 @@ def train(cfg: BCConfig, resume_from: str | Path | None = None, progress: bool =
     elapsed = time.perf_counter() - t0
     final = checkpoint(cfg.train.num_steps, checkpoint_name(cfg.train.num_steps))
     final_link = ckpt_dir / FINAL_CHECKPOINT
-    write_atomic(final_link, lambda f: f.write(final.read_bytes()), what="checkpoint")
+    if main:
+        write_atomic(final_link, lambda f: f.write(final.read_bytes()), what="checkpoint")
+    return _result(cfg, run_dir, final_link, start_step, losses, elapsed)
+
+
+def _checkpoint_extra(cfg: BCConfig, dataset: DemoDataset) -> dict:
+    """What a BC checkpoint needs to be rebuilt as a policy without the dataset."""
+    return {"algo": "bc", "obs_mode": cfg.env.obs_mode, "action_dim": dataset.action_dim,
+            "obs_shapes": {k: list(v) for k, v in dataset.obs_shapes.items()}, "dataset_manifest": dataset.manifests[0]}
+
+
+def _result(cfg: BCConfig, run_dir: Path, final: Path, start_step: int, losses: list[float],
+            elapsed: float) -> TrainResult:
     steps_run = cfg.train.num_steps - start_step  # updates of this invocation
     return TrainResult(
-        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final_link), updates=cfg.train.num_steps,
+        algo="bc", run_dir=str(run_dir), final_checkpoint=str(final), updates=cfg.train.num_steps,
         start_update=start_step, final_loss=losses[-1] if losses else None, losses=losses,
         updates_per_s=steps_run / elapsed if elapsed > 0 and steps_run else 0.0,
     )
+
+
+def _launch_learners(cfg: BCConfig, resume_from, progress: bool, sink) -> TrainResult:
+    """``run.devices``: the data-parallel learners, in one run directory chosen here (rank 0 writes it)."""
+    distributed.shard_rows(cfg.train.batch_size, 0, distributed.num_learners(cfg.run), "train.batch_size")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(default_run_dir(cfg))})})
+    return distributed.launch(train, cfg, main_only=dict(progress=progress, sink=sink), resume_from=resume_from)
+
+
+class _PendingLosses(list):
+    """Losses of the steps since the last host sync, still on the device."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+
+    def check(self, done: int) -> None:
+        """NaN/Inf in a pending loss: stop, naming the first bad step (one sync, at log/checkpoint steps)."""
+        if self and (bad := first_nonfinite(torch.stack(self).float())) is not None:
+            assert_finite_loss(self[bad], self.what, done - len(self) + bad + 1)
+
+    def take(self) -> list[float]:
+        """The pending losses as floats (one host sync per log interval); none pending after."""
+        values = torch.stack(self).float().cpu().tolist()
+        self.clear()
+        return values
 
 
 def _write_metrics_line(file, path: Path, record: dict) -> None:

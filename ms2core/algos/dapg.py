@@ -13,6 +13,8 @@ in ms2flow's layout (``_demos.load_demo_transitions``). Config:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -100,12 +102,9 @@ class DemoTerm:
 
 
 def make_demo_term(cfg):
-    """Factory for ppo.train_ppo's ``extra_actor_loss_factory``: loads the demos once the env's spaces are known."""
-
-    def factory(vec: VectorEnv, obs_shapes: dict[str, tuple[int, ...]], device: torch.device) -> DemoTerm:
-        return DemoTerm(cfg, vec, obs_shapes, device)
-
-    return factory
+    """Factory for ppo.train_ppo's ``extra_actor_loss_factory``: loads the demos once the env's spaces are known
+    (``factory(vec, obs_shapes, device)``; a partial, so it travels to data-parallel learners)."""
+    return functools.partial(DemoTerm, cfg)
 
 
 def train_dapg(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None) -> TrainResult:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ms2core.algos import _common as common
+from ms2core.algos import distributed
 from ms2core.algos._checks import assert_finite_loss, assert_finite_parameters, check_env_settings, diverged_at
 from ms2core.nn.actors import GaussianActor, ValueCritic, make_backbone, resolve_backbone_kind
 from ms2core.nn.heads import gaussian_entropy, gaussian_log_prob
@@ -136,6 +137,36 @@ class Rollout:
     rewards: np.ndarray        # normalised if normalize_reward
     terminated: np.ndarray
     dones: np.ndarray
+    #: the observation after the rollout and the final observations of the episodes that ended in it (t, env, obs):
+    #: what recomputing ``values``/``next_values`` with a newer critic needs (None: values cannot be recomputed)
+    last_obs: dict[str, np.ndarray] | None = None
+    final_obs: list[tuple[int, int, dict[str, np.ndarray]]] | None = None
+
+
+def critic_values(critic: ValueCritic, obs: dict[str, np.ndarray], device: torch.device,
+                  batch: int = 4096) -> np.ndarray:
+    """V(obs) for a flat (B, ...) batch of observations, in slices of ``batch`` rows."""
+    n = len(next(iter(obs.values())))
+    out = np.zeros(n, np.float32)
+    with torch.no_grad():
+        for a in range(0, n, batch):
+            out[a:a + batch] = critic(common.obs_to_torch({k: v[a:a + batch] for k, v in obs.items()}, device)).cpu().numpy()
+    return out
+
+
+def rollout_values(critic: ValueCritic, rollout: Rollout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(values, next_values) of a rollout under ``critic``: V(s_t), and V(s_{t+1}) of the same episode (the
+    final observation where step t ended one, the observation after the rollout for the last row)."""
+    T, N = rollout.values.shape
+    values = critic_values(critic, {k: v.reshape(T * N, *v.shape[2:]) for k, v in rollout.obs.items()}, device)
+    values = values.reshape(T, N)
+    last = critic_values(critic, rollout.last_obs, device)
+    next_values = np.concatenate([values[1:], last[None]], axis=0)
+    if rollout.final_obs:
+        stacked = {k: np.stack([f[2][k] for f in rollout.final_obs]) for k in rollout.last_obs}
+        for (t, i, _), v in zip(rollout.final_obs, critic_values(critic, stacked, device)):
+            next_values[t, i] = v
+    return values, next_values
 
 
 def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianActor, critic: ValueCritic,
@@ -165,16 +196,15 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
             final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
         episodes_out.extend(batch.episodes)
         obs = batch.obs
-    with torch.no_grad():
-        last_value = critic(common.obs_to_torch(obs, device)).cpu().numpy()
-        next_values = np.concatenate([values[1:], last_value[None]], axis=0)
-        if final_obs:
-            # Where an episode ended, s_{t+1} is the final observation, not the reset one.
-            stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
-            v_final = critic(common.obs_to_torch(stacked, device)).cpu().numpy()
-            for (t, i, _), v in zip(final_obs, v_final):
-                next_values[t, i] = v
-    return Rollout(obs_buf, actions, log_probs, values, next_values, rewards, terminated, dones), obs
+    rollout = Rollout(obs_buf, actions, log_probs, values, values, rewards, terminated, dones, obs, final_obs)
+    # Where an episode ended, s_{t+1} is the final observation, not the reset one.
+    last = critic_values(critic, obs, device)
+    rollout.next_values = np.concatenate([values[1:], last[None]], axis=0)
+    if final_obs:
+        stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
+        for (t, i, _), v in zip(final_obs, critic_values(critic, stacked, device)):
+            rollout.next_values[t, i] = v
+    return rollout, obs
 
 
 # --------------------------------------------------------------------------- update
@@ -185,19 +215,29 @@ ExtraActorLoss = Callable[[GaussianActor, int], tuple[torch.Tensor, dict[str, fl
 
 def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim.Optimizer, rollout: Rollout,
                params, device: torch.device, update_index: int, generator: np.random.Generator,
-               extra_actor_loss: ExtraActorLoss | None = None) -> dict[str, float]:
-    """Epochs of minibatch updates on one rollout; returns mean statistics."""
-    advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                                      rollout.dones, params.gamma, params.gae_lambda)
+               extra_actor_loss: ExtraActorLoss | None = None, learners=None) -> dict[str, float]:
+    """Epochs of minibatch updates on one rollout; returns mean statistics.
+
+    With ``params.recompute_advantages`` (ManiSkill2-Learn's ``recompute_value``) the values, GAE advantages
+    and value targets are recomputed with the current critic before every epoch after the first, critic
+    warm-up epochs included, so the first policy epoch already sees the warmed-up critic's advantages.
+    Data-parallel ``learners`` (ms2core.algos.distributed) each take their shard of every minibatch and
+    average gradients, KL and stats."""
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
+
+    def targets(values, next_values):
+        adv, ret = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                               params.gamma, params.gae_lambda)
+        return adv, ret, *(torch.as_tensor(flat(x), device=device) for x in (values, adv, ret))
+
+    advantages, returns, old_values, adv_all, ret_all = targets(rollout.values, rollout.next_values)
+    recompute = params.recompute_advantages and rollout.last_obs is not None
     obs = {k: torch.as_tensor(flat(v), device=device) for k, v in rollout.obs.items()}
     actions = torch.as_tensor(flat(rollout.actions), device=device)
     old_log_probs = torch.as_tensor(flat(rollout.log_probs), device=device)
-    old_values = torch.as_tensor(flat(rollout.values), device=device)
-    adv_all = torch.as_tensor(flat(advantages), device=device)
-    ret_all = torch.as_tensor(flat(returns), device=device)
     total = actions.shape[0]
     mb = min(params.minibatch_size, total)
+    shard = learners.rows(mb, "ppo.minibatch_size") if learners is not None else slice(None)
     warmup = params.critic_warmup_epochs if update_index == 0 else 0
     parameters = unique_parameters(actor, critic)
     stats: dict[str, list[float]] = {}
@@ -205,9 +245,13 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
     critic_only_steps = policy_steps = 0
     for epoch in range(warmup + params.num_epochs):
         critic_only = epoch < warmup
+        if recompute and epoch > 0:
+            advantages, returns, old_values, adv_all, ret_all = targets(*rollout_values(critic, rollout, device))
         perm = torch.as_tensor(generator.permutation(total), device=device)
         for start in range(0, total - mb + 1, mb):
-            idx = perm[start:start + mb]
+            mb_idx = perm[start:start + mb]
+            adv_mb = normalize(adv_all[mb_idx]) if params.normalize_advantage else adv_all[mb_idx]
+            idx, adv = mb_idx[shard], adv_mb[shard]  # advantages normalised over the whole minibatch
             obs_mb = {k: v[idx] for k, v in obs.items()}
             v_loss = value_loss(critic(obs_mb), ret_all[idx], old_values[idx], params.value_clip)
             loss = params.value_coef * v_loss
@@ -215,22 +259,24 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
             if not critic_only:
                 mean, log_std = actor(obs_mb)
                 new_log_prob = gaussian_log_prob(actions[idx], mean, log_std)
-                adv = normalize(adv_all[idx]) if params.normalize_advantage else adv_all[idx]
                 pol = ppo_policy_loss(new_log_prob, old_log_probs[idx], adv, params.clip_ratio)
                 entropy = gaussian_entropy(log_std).mean()
                 loss = loss + pol.loss - params.entropy_coef * entropy
-                record.update(policy_loss=pol.loss.item(), approx_kl=pol.approx_kl.item(),
+                kl = pol.approx_kl if learners is None else learners.mean(pol.approx_kl)  # one decision for all
+                record.update(policy_loss=pol.loss.item(), approx_kl=kl.item(),
                               clip_fraction=pol.clip_fraction.item(), entropy=entropy.item())
                 if extra_actor_loss is not None:
                     extra, extra_stats = extra_actor_loss(actor, update_index)
                     loss = loss + extra
                     record.update(extra_stats)
-                if params.max_kl is not None and pol.approx_kl.item() > KL_STOP_FACTOR * params.max_kl:
+                if params.max_kl is not None and kl.item() > KL_STOP_FACTOR * params.max_kl:
                     early_stopped = True  # this minibatch moved the policy too far: do not apply it
                     break
             assert_finite_loss(loss, f"the PPO loss of update {update_index} (ppo.lr={params.lr:g})", update_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if learners is not None:
+                learners.sync_gradients(parameters)
             nn.utils.clip_grad_norm_(parameters, params.max_grad_norm)
             optimizer.step()
             critic_only_steps += critic_only
@@ -240,6 +286,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
         if early_stopped:
             break
     out = {k: float(np.mean(v)) for k, v in stats.items()}
+    out = learners.mean_stats(out) if learners is not None else out
     out.update(early_stopped=float(early_stopped), epochs_run=float(epoch + 1), policy_steps=float(policy_steps),
                critic_only_steps=float(critic_only_steps),
                advantage_mean=float(advantages.mean()), return_target_mean=float(returns.mean()))
@@ -250,7 +297,7 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
 def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None = None,
               actor: nn.Module | None = None,
               extra_actor_loss_factory: Callable[[VectorEnv, dict, torch.device], ExtraActorLoss] | None = None,
-              algo_name: str = "ppo") -> TrainResult:
+              algo_name: str = "ppo", learners=None) -> TrainResult:
     """Train PPO (``storage_schemas.rl.PPOConfig``); DAPG passes ``extra_actor_loss_factory``, whose term may
     also have a ``pretrain(actor) -> stats`` method, run once before the first env step of a fresh run.
 
@@ -258,13 +305,20 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
     whole policy with any module of the GaussianActor interface (FrameMiner-MixAction is chosen
     with ``net.backbone=frameminer_mixaction`` instead). Checkpoints of such custom networks carry
     no ``policy_spec`` and cannot be reloaded as policies (ms2core.algos.policies).
+
+    With ``run.devices`` this launches the learners (ms2core.algos.distributed): rank 0 (this process) keeps
+    the envs and collects each rollout, every rank updates on its shard of each minibatch; rank 0's result.
     """
     params, run = cfg.ppo, cfg.run
     if cfg.rollout.gym_env_id is None:
         check_env_settings(cfg.rollout.env, "rollout.env")  # before any worker is spawned
-    device = common.setup_torch(run)  # seeds python, numpy, torch with run.seed
+    if learners is None and distributed.num_learners(run) > 1:
+        return distributed.launch(train_ppo, cfg, follower_cfg=distributed.follower_config(cfg), main_only=dict(
+            sink=sink), backbone=backbone, actor=actor, extra_actor_loss_factory=extra_actor_loss_factory,
+            algo_name=algo_name)
+    device = common.setup_torch(run, learners)  # seeds python, numpy, torch with run.seed
     metrics, own_sink = common.open_sink(run, sink)
-    vec = vector_env_from_config(cfg.rollout, run.seed)
+    vec = distributed.vector_env(vector_env_from_config, cfg.rollout, run.seed, learners)  # ranks > 0: a stub
     try:
         obs = vec.reset()
         obs_shapes = {k: tuple(v.shape[1:]) for k, v in obs.items()}
@@ -325,16 +379,19 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                 pretrain_stats = pretrain(actor)
             if pretrain_stats:
                 metrics.log(pretrain_stats, 0)
+        distributed.broadcast_parameters(learners, actor, critic)  # every learner starts from rank 0's weights
         if run.eval_every_steps and env_steps == 0:
             periodic_eval()
         while env_steps < run.total_env_steps:
             episodes: list[EpisodeStats] = []
-            rollout, obs = collect_rollout(vec, obs, actor, critic, steps_per_env, device, normalizer, episodes)
+            rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic, steps_per_env,
+                                                      device, normalizer, episodes_out=episodes)
             env_steps += steps_per_env * vec.num_envs
             n_episodes += len(episodes)
             recent.extend(episodes)
             with diverged_at(ckpt_path, env_steps):
-                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss)
+                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss,
+                                   learners)
                 updates += 1
                 if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                     assert_finite_parameters([actor, critic], updates)

@@ -251,16 +251,17 @@ class DemoDataset:
     def batch_rng(seed: int, batch_index: int, stream: int = 0) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64([seed, stream, batch_index]))
 
-    def sample(self, batch_index: int, batch_size: int, seed: int) -> DemoBatch:
-        """Batch number ``batch_index``: a pure function of (seed, batch_index) and the data."""
+    def sample(self, batch_index: int, batch_size: int, seed: int, shard: slice | None = None) -> DemoBatch:
+        """Batch number ``batch_index``: a pure function of (seed, batch_index) and the data. ``shard``: only
+        these rows of that batch are read (a data-parallel learner's part of the global batch)."""
         rng = self.batch_rng(seed, batch_index)
         if self.mode == "ram":
-            rows = self.storage.gather(rng.integers(0, self.num_rows, batch_size))
+            rows = self.storage.gather(rng.integers(0, self.num_rows, batch_size)[shard or slice(None)])
         elif self.mode == "gpu":
-            index = torch.from_numpy(rng.integers(0, self.num_rows, batch_size)).to(self.device, non_blocking=True)
-            rows = self.storage.gather(index)
+            index = torch.from_numpy(rng.integers(0, self.num_rows, batch_size)[shard or slice(None)])
+            rows = self.storage.gather(index.to(self.device, non_blocking=True))
         else:
-            rows = self._sample_dynamic(rng, batch_index, batch_size, seed)
+            rows = self._sample_dynamic(rng, batch_index, batch_size, seed, shard)
         return DemoBatch({k[4:]: v for k, v in rows.items() if k.startswith("obs/")}, rows["actions"])
 
     def window(self, batch_index: int, seed: int) -> list[int]:
@@ -278,11 +279,12 @@ class DemoDataset:
                           else int(self.batch_rng(seed, last, stream=2).integers(n_blocks)))
         return window
 
-    def _sample_dynamic(self, rng, batch_index, batch_size, seed) -> dict[str, np.ndarray]:
+    def _sample_dynamic(self, rng, batch_index, batch_size, seed, shard: slice | None = None) -> dict[str, np.ndarray]:
         storage: _DynamicStorage = self.storage
         window = self.window(batch_index, seed)
         sizes = np.array([storage.blocks[b][2] - storage.blocks[b][1] for b in window])
-        flat = rng.integers(0, int(sizes.sum()), batch_size)
+        flat = rng.integers(0, int(sizes.sum()), batch_size)[shard or slice(None)]
+        batch_size = len(flat)
         slot_of = np.searchsorted(np.cumsum(sizes), flat, side="right")
         within = flat - (np.cumsum(sizes) - sizes)[slot_of]
         out = {}
@@ -329,8 +331,9 @@ class BatchStream:
     """
 
     def __init__(self, dataset: DemoDataset, batch_size: int, seed: int, start_batch: int = 0,
-                 device: str | torch.device = "cpu", prefetch_batches: int = 0):
+                 device: str | torch.device = "cpu", prefetch_batches: int = 0, shard: slice | None = None):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.shard = shard  # this learner's rows of each global batch of batch_size (ms2core.algos.distributed)
         self.next_batch = start_batch
         self.device = torch.device(device)
         self.pin = self.device.type == "cuda" and dataset.mode != "gpu"
@@ -341,7 +344,7 @@ class BatchStream:
         self._thread: threading.Thread | None = None
 
     def _host_batch(self, k: int) -> DemoBatch:
-        batch = self.dataset.sample(k, self.batch_size, self.seed)
+        batch = self.dataset.sample(k, self.batch_size, self.seed, self.shard)
         obs, actions = nest.to_torch(batch.obs), nest.to_torch(batch.actions)
         if self.pin:
             obs, actions = nest.pin_memory(obs), actions.pin_memory()
@@ -368,7 +371,8 @@ class BatchStream:
     def __next__(self) -> DemoBatch:
         k = self.next_batch
         if self.prefetch_batches <= 0:
-            batch = self._host_batch(k) if self.dataset.mode != "gpu" else self.dataset.sample(k, self.batch_size, self.seed)
+            batch = (self._host_batch(k) if self.dataset.mode != "gpu"
+                     else self.dataset.sample(k, self.batch_size, self.seed, self.shard))
         else:
             if self._thread is None:
                 self._queue = queue.Queue(maxsize=self.prefetch_batches)
