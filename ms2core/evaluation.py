@@ -6,9 +6,13 @@ ManiSkill2-Learn does: ``info["success"]`` reached within the step limit
 ManiSkill2 terminates an episode on success unless ``continue_after_success``.
 
 Episodes run in the simulator worker pool (``ms2core.workers.SimPool``; in this
-process for one worker, unless ``sim_python`` names another interpreter); each
-worker builds one env and loads the policy weights once, on CPU, and keeps them
-in its env cache. Its interpreter needs torch as well as the simulator. Raw observations become processed
+process for one worker, unless ``sim_python`` names another interpreter). Where the
+policy runs (``policy_in``): in the workers, each building one env and loading the
+policy weights once, on CPU, kept in its env cache (their interpreter then needs torch
+as well as the simulator); or in this process (the default where the workers run another
+interpreter, e.g. a simulator runtime without torch beside a CUDA learner): the workers
+keep one env each (``ms2core.eval_envs``) and this process runs the policy once per
+step on the batch of every worker's observation, on ``policy_device``. Raw observations become processed
 observations through an ``obs_processor`` callable: for obs mode "state" that
 is ``{"state": raw.astype(float32)}`` (``state_obs_processor``); for point clouds
 and RGB-D, ``ms2core.obs.process_observation`` with the training dataset's
@@ -18,7 +22,6 @@ processing options (imported lazily, inside the worker).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,58 +31,18 @@ import numpy as np
 import torch
 
 from ms2core.errors import ConfigError
+# The env-side pieces live in the torch-free ms2core.eval_envs (simulator workers import them); importable from here.
+from ms2core.eval_envs import (  # noqa: F401
+    EpisodeRecorder,
+    ManifestObsProcessor,
+    default_obs_processor,
+    state_obs_processor,
+    write_video,
+)
 from ms2core.workers import SimPool, requirements
 from storage_schemas.training import EpisodeResult, EvalConfig, EvaluationResult, Stat
 
 ObsProcessor = Callable[[Any], dict[str, np.ndarray]]
-
-
-def state_obs_processor(raw_obs) -> dict[str, np.ndarray]:
-    """Obs mode 'state': the env's flat state vector is the processed 'state'."""
-    return {"state": np.asarray(raw_obs, dtype=np.float32)}
-
-
-class ManifestObsProcessor:
-    """Point cloud / RGB-D / state: ``ms2core.obs`` processing with the dataset manifest's options (picklable)."""
-
-    def __init__(self, manifest: dict, seed: int = 0):
-        self.manifest = manifest
-        self.seed = seed
-        self._processor = None
-
-    def __call__(self, raw_obs) -> dict[str, np.ndarray]:
-        if self._processor is None:
-            from ms2core.obs import ObservationProcessor
-
-            self._processor = ObservationProcessor(_processing_options(self.manifest), self.seed)
-        return self._processor(raw_obs)
-
-
-def _processing_options(manifest: dict):
-    """The ObsProcessConfig the render stage recorded in the dataset manifest (options.obs)."""
-    from storage_schemas.dataset import DatasetManifest
-
-    try:
-        return DatasetManifest.model_validate(manifest).options.obs
-    except Exception as exc:  # noqa: BLE001 - turned into a user error naming what is missing
-        raise ConfigError("the checkpoint's dataset manifest has no valid observation-processing options",
-                          hint="train on a dataset rendered by `ms2 render` (its manifest records options.obs)") from exc
-
-
-def default_obs_processor(obs_mode: str, manifest: dict | None, seed: int = 0,
-                          obs_processing: dict | None = None) -> ObsProcessor:
-    """Process raw env observations exactly as the render stage did for the training dataset
-    (online RL: as its rollouts did, ``obs_processing`` = the ObsProcessConfig its checkpoint records)."""
-    if obs_processing is not None:
-        from ms2core.obs import ObservationProcessor
-        from storage_schemas.dataset import ObsProcessConfig
-
-        return ObservationProcessor(ObsProcessConfig.model_validate(obs_processing), seed)
-    if manifest and "options" in manifest:
-        return ManifestObsProcessor(manifest, seed)
-    if obs_mode == "state":
-        return state_obs_processor
-    return ManifestObsProcessor(manifest or {}, seed)
 
 
 # -- statistics ----------------------------------------------------------------
@@ -114,55 +77,13 @@ def run_episode(env, policy, obs_processor: ObsProcessor, seed: int, sample_mode
                 continue_after_success: bool = False, record_trajectory: bool = False,
                 video_path: Path | None = None) -> tuple[EpisodeResult, dict | None]:
     """Roll out one episode; returns its result and, if asked, the trajectory arrays (ManiSkill2 layout)."""
-    low, high = env.action_space.low, env.action_space.high
+    recorder = EpisodeRecorder(env, obs_processor, continue_after_success)
     generator = torch.Generator().manual_seed(seed)
-    raw, _ = env.reset(seed=seed)
-    base = env.unwrapped
-    states = [np.asarray(base.get_state(), np.float32)] if record_trajectory else None
-    actions, successes, frames = [], [], []
-    if video_path is not None:
-        frames.append(np.asarray(env.render()))
-    total_reward, success_once = 0.0, False
-    while True:
-        obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs_processor(raw).items()}
-        action = policy.act(obs, sample_mode, generator)[0].float().numpy()
-        action = np.clip(action, low, high).astype(np.float32)
-        raw, reward, terminated, truncated, info = env.step(action)
-        success = bool(info.get("success", False))
-        total_reward += float(reward)
-        success_once |= success
-        actions.append(action)
-        successes.append(success)
-        if record_trajectory:
-            states.append(np.asarray(base.get_state(), np.float32))
-        if video_path is not None:
-            frames.append(np.asarray(env.render()))
-        if truncated or (terminated and not continue_after_success):
-            break
-    video = None
-    if video_path is not None:
-        video = str(write_video(video_path, frames, fps=int(env.metadata.get("render_fps", 20))))
-    result = EpisodeResult(seed=seed, length=len(actions), episode_return=total_reward,
-                           success_at_end=successes[-1], success_once=success_once, video=video)
-    traj = None
-    if record_trajectory:
-        traj = dict(actions=np.stack(actions), success=np.asarray(successes, bool), env_states=np.stack(states))
-    return result, traj
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
-    """MP4 (H.264) written under a temporary name and renamed."""
-    import imageio.v2 as imageio  # optional: part of the sim extra
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
-    try:
-        imageio.mimwrite(tmp, [np.asarray(f, np.uint8) for f in frames], fps=fps, macro_block_size=1)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    obs, over = recorder.begin(seed, record_trajectory, video_path), False
+    while not over:
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
+        obs, over = recorder.step(policy.act(batch, sample_mode, generator)[0].float().numpy())
+    return recorder.finish()
 
 
 # -- workers -------------------------------------------------------------------
@@ -189,11 +110,11 @@ def load_eval_policy(cfg: EvalConfig, device: str = "cpu"):
     return load_policy(cfg.checkpoint, device)
 
 
-def _require_action_dim(env, ckpt: dict, cfg: EvalConfig) -> None:
+def _require_action_dim(action_shape: tuple, ckpt: dict, cfg: EvalConfig) -> None:
     dim = ckpt.get("extra", {}).get("action_dim")
-    if dim is not None and env.action_space.shape != (int(dim),):
+    if dim is not None and tuple(action_shape) != (int(dim),):
         raise ConfigError(f"the policy acts in {dim} dimensions, control mode {ckpt['config']['env']['control_mode']!r} "
-                          f"of {ckpt['config']['env']['env_id']} takes {env.action_space.shape[0]}",
+                          f"of {ckpt['config']['env']['env_id']} takes {action_shape[0]}",
                           hint="use the control mode it was trained with (ML2L: --ml2l-cfg-option "
                                "env_cfg.control_mode=...)" if cfg.ml2l_config else "evaluate in the training env")
 
@@ -211,7 +132,7 @@ class _EvalWorker:
         extra = ckpt.get("extra", {})
         self.env = make_env(**_env_kwargs(env_cfg, cfg))
         try:
-            _require_action_dim(self.env, ckpt, cfg)
+            _require_action_dim(self.env.action_space.shape, ckpt, cfg)
         except ConfigError:
             self.env.close()
             raise
@@ -258,20 +179,12 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     tasks = [(i, str(out_dir / "videos" / f"episode_{i}.mp4") if _records_video(cfg, i) else None)
              for i in range(cfg.num_episodes)]
     t0 = time.perf_counter()
-    results: dict[int, tuple[EpisodeResult, dict | None]] = {}
     num_procs = min(cfg.num_procs, cfg.num_episodes)
     bar = _progress(cfg.num_episodes, progress)
-    # One worker: the episodes run here (unless sim_python names another interpreter), with this
-    # process's torch threads; each worker process runs its policy on one thread.
-    threads = torch.get_num_threads() if num_procs == 1 else 1
-    cfg_json = cfg.model_dump_json()
-    items = [(cfg_json, obs_processor, threads, i, video) for i, video in tasks]
-    pool = SimPool(num_procs if num_procs > 1 else 0, python=getattr(cfg, "sim_python", None),
-                   requires=requirements(cfg.backend or env_cfg.get("backend", "sapien")) + ("torch",))
-    with pool:
-        for i, res, traj in pool.imap(evaluate_in_worker, items):
-            results[i] = (res, traj)
-            bar.update(1)
+    if policy_in_parent(cfg):
+        results = _episodes_with_policy_here(cfg, ckpt, tasks, num_procs, obs_processor, bar)
+    else:
+        results = _episodes_with_policy_in_workers(cfg, env_cfg, tasks, num_procs, obs_processor, bar)
     bar.close()
     episodes = [results[i][0] for i in range(cfg.num_episodes)]
 
@@ -307,6 +220,100 @@ def evaluate(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progres
     )
     save_result(result, out_dir / "result.json")
     return result
+
+
+def policy_in_parent(cfg: EvalConfig) -> bool:
+    """Run the policy in this process (``policy_in``; auto: where the workers run another interpreter)."""
+    if cfg.policy_in != "auto":
+        return cfg.policy_in == "parent"
+    from ms2core.workers import resolve_sim_python
+
+    return resolve_sim_python(cfg.sim_python) is not None
+
+
+def _episodes_with_policy_in_workers(cfg: EvalConfig, env_cfg: dict, tasks: list, num_procs: int,
+                                     obs_processor: ObsProcessor | None, bar) -> dict:
+    """Each worker loads the policy (CPU) and runs whole episodes; one worker: here, with this process's threads."""
+    threads = torch.get_num_threads() if num_procs == 1 else 1
+    cfg_json = cfg.model_dump_json()
+    items = [(cfg_json, obs_processor, threads, i, video) for i, video in tasks]
+    pool = SimPool(num_procs if num_procs > 1 else 0, python=getattr(cfg, "sim_python", None),
+                   requires=requirements(cfg.backend or env_cfg.get("backend", "sapien")) + ("torch",))
+    results = {}
+    with pool:
+        for i, res, traj in pool.imap(evaluate_in_worker, items):
+            results[i] = (res, traj)
+            bar.update(1)
+    return results
+
+
+def _policy_device(cfg: EvalConfig) -> str:
+    if cfg.ml2l_config:
+        return "cpu"  # ML2L policies are loaded on CPU
+    if cfg.policy_device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.policy_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("policy_device 'cuda' was asked for, but torch sees no CUDA device here",
+                          hint="use policy_device=auto or cpu")
+    return cfg.policy_device
+
+
+def _episodes_with_policy_here(cfg: EvalConfig, ckpt: dict, tasks: list, num_procs: int,
+                               obs_processor: ObsProcessor | None, bar) -> dict:
+    """Workers keep one env each (no torch needed there); this process batches their observations, runs the
+    policy once per lock-step round on ``policy_device`` and hands each worker its action
+    (ms2core.eval_envs). A worker whose episode ended starts the next pending one in the next round."""
+    from ms2core.eval_envs import drive_eval_slot, start_eval_slot
+
+    env_cfg, extra = ckpt["config"]["env"], ckpt.get("extra", {})
+    device = _policy_device(cfg)
+    policy, _ = load_eval_policy(cfg, device)
+    backend = cfg.backend or env_cfg.get("backend", "sapien")
+    pool = SimPool(num_procs if num_procs > 1 else 0, python=cfg.sim_python, requires=requirements(backend))
+    results, todo, running, pending = {}, list(tasks), {}, {}
+    with pool:
+        slots = max(1, pool.num_workers)
+        processors = [obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"),
+                                                             cfg.seed, extra.get("obs_processing"))
+                      for _ in range(slots)]
+        bounds = pool.call_each(start_eval_slot, [(_env_kwargs(env_cfg, cfg), p, cfg.continue_after_success)
+                                                  for p in processors])
+        _require_action_dim(np.shape(bounds[0]["action_low"]), ckpt, cfg)
+        while todo or running:
+            actions = _act_batch(policy, pending, running, cfg.sample_mode, device)
+            commands = [None] * slots
+            for s in range(slots):
+                if s in actions:
+                    commands[s] = ("step", actions[s])
+                elif s not in running and todo:
+                    index, video = todo.pop(0)
+                    running[s] = (index, torch.Generator(device).manual_seed(cfg.seed + index))
+                    commands[s] = ("begin", cfg.seed + index, cfg.save_traj, video)
+            pending = {}
+            for s, reply in enumerate(pool.call_each(drive_eval_slot, [(c,) for c in commands])):
+                if reply is None:
+                    continue
+                if "result" in reply:
+                    results[running.pop(s)[0]] = (reply["result"], reply["traj"])
+                    bar.update(1)
+                else:
+                    pending[s] = reply["obs"]
+    return results
+
+
+@torch.no_grad()
+def _act_batch(policy, pending: dict, running: dict, sample_mode: str, device: str) -> dict:
+    """Actions (numpy) for the slots with an observation: one batched forward pass for ``mean``; per slot with
+    its episode's generator for ``sample`` (so an episode's noise depends only on its seed)."""
+    if not pending:
+        return {}
+    slots = sorted(pending)
+    batch = {k: torch.from_numpy(np.stack([pending[s][k] for s in slots])).to(device) for k in pending[slots[0]]}
+    if sample_mode == "mean":
+        out = policy.act(batch, "mean", None).float().cpu().numpy()
+        return {s: out[j] for j, s in enumerate(slots)}
+    return {s: policy.act({k: v[j:j + 1] for k, v in batch.items()}, sample_mode, running[s][1])[0].float().cpu().numpy()
+            for j, s in enumerate(slots)}
 
 
 def evaluate_or_reuse(cfg: EvalConfig, obs_processor: ObsProcessor | None = None, progress: bool = True,

@@ -243,7 +243,13 @@ class EvalConfig(StrictModel):
     num_procs: int = Field(1, gt=0, description="worker processes, each keeping one env (1 = in this process)")
     sim_python: str | None = Field(
         None, description="interpreter for the simulator worker processes (e.g. a simulator runtime's python); "
-        "None = $MS2FLOW_SIM_PYTHON, else this one; it needs torch too")
+        "None = $MS2FLOW_SIM_PYTHON, else this one; it needs torch only where the policy runs in the workers")
+    policy_in: Literal["auto", "worker", "parent"] = Field(
+        "auto", description="where the policy runs: 'worker' (each worker loads it on CPU and runs whole episodes), "
+        "'parent' (this process batches every worker's observation and runs it once per step on policy_device; "
+        "the workers need no torch), 'auto' (parent where the workers run another interpreter, else worker)")
+    policy_device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="device of the policy when it runs in this process (policy_in parent); auto: cuda if any")
     seed: int = Field(0, description="episode i is reset with seed + i")
     sample_mode: SampleMode = "mean"
     save_traj: bool = False

@@ -239,3 +239,25 @@ def test_worker_pool_with_the_runtimes_python_is_bit_identical_to_in_process(rea
     assert len(inline) == len(foreign)
     for a, b in zip(inline, foreign):
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_the_runtime_runs_the_checkouts_code_when_asked_and_its_workers_always(real_runtime):
+    # Code changed since the pack needs no new pack: PYTHONPATH=<checkout> (what SimPool gives its workers) wins.
+    checkout = str(Path(runtime.__file__).resolve().parents[1])
+    py = real_runtime / "bin" / "python"
+    code = "import ms2core, os; print(os.path.dirname(os.path.dirname(os.path.abspath(ms2core.__file__))))"
+    packed = _run(real_runtime, py, "-c", code)
+    assert packed.returncode == 0 and packed.stdout.strip().endswith("site-packages")
+    env = dict(os.environ, PYTHONPATH=checkout)
+    overlay = subprocess.run([str(py), "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert overlay.returncode == 0 and overlay.stdout.strip() == checkout, overlay.stderr
+    doctor = subprocess.run([str(real_runtime / "bin" / "ms2-sim"), "doctor", "--json"], capture_output=True,
+                            text=True, env=env, cwd="/", timeout=300)
+    assert json.loads(doctor.stdout)["code_origin"] == "checkout (PYTHONPATH overlay)"
+    from ms2core.workers import SimPool
+
+    with SimPool(2, python=str(py)) as pool:
+        assert [i["code_root"] for i in pool.worker_info] == [checkout, checkout]
+        assert all(i["executable"].startswith(str(real_runtime.resolve())) for i in pool.worker_info)

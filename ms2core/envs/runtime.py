@@ -53,6 +53,20 @@ def runtime_info() -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def code_root() -> str:
+    from ms2core.workers.interpreter import code_root as root
+
+    return root()
+
+
+def code_origin() -> str:
+    """Where this process's ms2flow code comes from: the runtime's packed copy, or a checkout on PYTHONPATH."""
+    root = Path(code_root())
+    if root.name != "site-packages":
+        return "checkout (PYTHONPATH overlay)" if runtime_info() else "checkout"
+    return "packed copy in the runtime" if runtime_info() else "installed package"
+
+
 def doctor_lines(env_id: str) -> tuple[list[str], list[str], dict]:
     from ms2core.envs.doctor import run_doctor
 
@@ -63,9 +77,11 @@ def doctor_lines(env_id: str) -> tuple[list[str], list[str], dict]:
                 seconds_to_first_frame=report.seconds_to_first_frame, problems=report.problems,
                 runtime=None if info is None else dict(prefix=sys.prefix, python=info.get("python"),
                                                        created_at=info.get("created_at"),
-                                                       platform=info.get("platform")))
+                                                       platform=info.get("platform")),
+                code_root=code_root(), code_origin=code_origin())
     lines = [f"{k:<24} {v}" for k, v in report.versions.items()]
     lines.append(f"{'runtime':<24} {sys.prefix if info else 'not a packed runtime'} (python {sys.executable})")
+    lines.append(f"{'ms2flow code':<24} {data['code_root']} ({code_origin()})")
     r = report.renderer
     lines.append(f"{'render device':<24} " + (f"{r['name']} ({r['device_type']}, {r['driver']}, Vulkan "
                                              f"{r['api_version']}, selected: {r['selection']})" if r else "none"))

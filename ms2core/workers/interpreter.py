@@ -4,6 +4,16 @@ The learner may be any Python with torch (a 3.12 + CUDA host); the simulator
 needs SAPIEN 2.2 (Python 3.11). A foreign interpreter is probed once before
 workers start, with a stdlib-only script, so that one without the simulator
 fails with its path and the missing modules, not with a worker's traceback.
+
+Which ms2flow code the workers run (the code overlay): when this process imports ms2flow
+from a checkout (not from a site-packages), ``worker_environment`` puts that checkout first on
+the workers' ``PYTHONPATH``. ``PYTHONPATH`` precedes site-packages in ``sys.path``, so workers
+started with a simulator runtime's ``bin/python`` import the checkout's ``ms2core``,
+``storage_schemas`` and ``pipelines``, not the copy packed into the runtime: a pure-Python change
+needs no new ``ms2 runtime pack``. Each worker reports the code it imported in its greeting
+(``code_root``) and the pool refuses a worker whose code is not the parent's (``check_code_root``).
+The same rule holds for anything started directly with a runtime's python: with
+``PYTHONPATH=<checkout>`` it runs the checkout's code (``ms2-sim doctor`` prints which).
 """
 
 from __future__ import annotations
@@ -52,13 +62,33 @@ def requirements(backend: str | None) -> tuple[str, ...]:
 
 
 def worker_environment() -> dict[str, str]:
-    """This process's environment, with ms2flow's source root on PYTHONPATH where it is a checkout."""
+    """This process's environment, with ms2flow's source root on PYTHONPATH where it is a checkout.
+
+    ``PYTHONSAFEPATH=1`` (Python >= 3.11; older ones ignore it): ``python -m`` would otherwise put the
+    working directory first on ``sys.path``, so a worker's code would depend on where it was started."""
     env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"
     root = Path(__file__).resolve().parents[2]
     if root.name != "site-packages":  # never hand the learner's site-packages to another Python
         parts = [str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(root)]
         env["PYTHONPATH"] = os.pathsep.join(parts)
     return env
+
+
+def code_root() -> str:
+    """The directory this process imports ms2flow's packages from (a checkout, or a site-packages)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def check_code_root(worker_name: str, worker_root: str | None) -> None:
+    """Refuse a worker that imported ms2flow from elsewhere than this process (where this is a checkout)."""
+    mine = code_root()
+    if worker_root is None or Path(mine).name == "site-packages" or worker_root == mine:
+        return
+    raise ConfigError(
+        f"{worker_name} imports ms2flow's code from {worker_root}, this process from {mine}: the two sides "
+        "would run different code", hint="leave PYTHONPATH to ms2flow (it puts this checkout first for the "
+        "workers), or run both from the same checkout or installation")
 
 
 def check_interpreter(python: str, modules: tuple[str, ...] = BASE_MODULES) -> str:

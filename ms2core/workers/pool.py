@@ -43,7 +43,13 @@ from typing import Any
 from ms2core.envs.cache import EnvCache, using
 from ms2core.errors import ConfigError, Ms2Error
 from ms2core.workers import wire
-from ms2core.workers.interpreter import BASE_MODULES, check_interpreter, resolve_sim_python, worker_environment
+from ms2core.workers.interpreter import (
+    BASE_MODULES,
+    check_code_root,
+    check_interpreter,
+    resolve_sim_python,
+    worker_environment,
+)
 
 POLL_S = 0.5
 START_TIMEOUT_S = 300.0  # importing torch/sapien and compiling shaders on a loaded machine takes a while
@@ -193,7 +199,7 @@ class SimPool:
 
     @property
     def worker_info(self) -> list[dict]:
-        """What each worker said when it started: pid, python and numpy versions, executable."""
+        """What each worker said when it started: pid, python and numpy versions, executable, code_root."""
         return [w.info for w in self._workers]
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -216,6 +222,7 @@ class SimPool:
             while waiting:
                 for w in _wait_readable(waiting, deadline):
                     w.info = w.receive()
+                    check_code_root(w.name, w.info.get("code_root"))
                     waiting.remove(w)
         except BaseException:
             self.close(ABORT_GRACE_S)

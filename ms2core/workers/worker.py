@@ -2,7 +2,7 @@
 
 Started by ``ms2core.workers.SimPool`` with any interpreter that has numpy,
 pydantic, gymnasium and ms2flow's code (and the simulator for sapien work).
-It greets the pool (pid, Python and numpy versions), then answers messages on
+It greets the pool (pid, Python and numpy versions, where it imported ms2flow from), then answers messages on
 its two pipe descriptors, one at a time, in the wire format of
 ``ms2core.workers.wire``:
 
@@ -77,8 +77,10 @@ def serve(read_fd: int, write_fd: int) -> None:
     from ms2core.envs.cache import PROCESS_CACHE
     from ms2core.workers.wire import WireError, read_frame, resolve, write_frame
 
+    from ms2core.workers.interpreter import code_root
+
     write_frame(write_fd, {"op": "hello", "pid": os.getpid(), "python": platform.python_version(),
-                           "executable": sys.executable, "numpy": np.__version__})
+                           "executable": sys.executable, "numpy": np.__version__, "code_root": code_root()})
     try:
         while True:
             try:

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Issue 19's GPU-host benchmarks, one device command per step (run from the repository root):
+#
+#   bash benchmarks/gpu_campaign.sh setup    # twice: 1st call carries runtime part .000, 2nd the rest; unpacks
+#   bash benchmarks/gpu_campaign.sh render   # ms2 render's pipeline 1/8/16 workers vs raw + CPU/GPU agreement
+#   bash benchmarks/gpu_campaign.sh eval     # point-cloud BC (trained there) on 100 episodes, 16 workers
+#   bash benchmarks/gpu_campaign.sh ppo      # PPO env steps/s, state and point cloud, 16 workers, CUDA learner
+#
+# Each step writes small JSON files (and its log) under $OUT, bounds every wait (MS2FLOW_SIM_CALL_TIMEOUT_S,
+# `timeout` around every process) and the whole step by STEP_LIMIT_S (default 500 s < 9 min).
+# Inputs (git-ignored, carried): .runtime_parts/ (ms2 runtime pack), .gpu_inputs/{gl,whl,demos,
+# cpu_store_seed0.zarr,cpu_store_seed1.zarr,bc_store.zarr}. Knobs (a CPU smoke test sets them tiny): MS2RT,
+# HOST_PYTHON, OUT, GPU_INPUTS, STEP_LIMIT_S, RENDER_{DEMOS,WORKERS,EPISODES}, EVAL_{CHECKPOINT,TRAIN_STORE,
+# TRAIN_STEPS,EPISODES,WORKERS,DEVICE,MAX_EPISODE_STEPS}, PPO_{OBS_MODES,WORKERS,NUM_ENVS,DEVICE,ENV_STEPS,
+# ROLLOUT_STEPS,MAX_EPISODE_STEPS}. CPU smoke test (2 cores, lavapipe, the runtime unpacked at /tmp):
+#   OUT=/tmp/o MS2RT=/tmp/ms2rt HOST_PYTHON=.venv/bin/python RENDER_WORKERS=1,2 RENDER_EPISODES=2 \
+#   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
+#   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
+set -u
+step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+OUT=${OUT:-$root/.device_out}
+RT=${MS2RT:-/opt/ms2rt}
+STAGE=${MS2RT_PARTS_STAGE:-/tmp/ms2rt-parts}
+INPUTS=${GPU_INPUTS:-$root/.gpu_inputs}
+HOST_PYTHON=${HOST_PYTHON:-python3}
+HOST_SITE=${MS2FLOW_HOST_SITE:-/tmp/ms2host-site}
+STEP_LIMIT_S=${STEP_LIMIT_S:-500}
+KEPT_STORE=${KEPT_STORE:-/tmp/ms2-gpu-render-pointcloud.zarr}  # render keeps its last store here; eval trains on it
+mkdir -p "$OUT"
+export PYTHONPATH=$root PYTHONUNBUFFERED=1 MS2FLOW_SIM_CALL_TIMEOUT_S=${MS2FLOW_SIM_CALL_TIMEOUT_S:-120}
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$nvidia_icd" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$nvidia_icd}
+log="$OUT/$step.log"
+started=$(date +%s)
+
+note() { echo "[$(date +%H:%M:%S) +$(( $(date +%s) - started ))s] $*" | tee -a "$log"; }
+left() { echo $(( STEP_LIMIT_S - ($(date +%s) - started) )); }
+# run LIMIT_S CMD...: the command under `timeout` (never past the step's own limit), output to the log
+run() {
+  local limit=$1; shift
+  local l; l=$(left); [ "$limit" -gt "$l" ] && limit=$l
+  [ "$limit" -le 5 ] && { note "no time left for: $*"; return 124; }
+  note "run (<= ${limit}s): $*"
+  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
+  local rc=$?
+  note "exit $rc"
+  return $rc
+}
+need_runtime() {
+  [ -x "$RT/bin/python" ] || { note "no simulator runtime at $RT: run 'setup' first (twice, carrying the parts)"; exit 3; }
+}
+# The learner side (host Python) needs pydantic, optree, zarr, gymnasium... carried as cp312 wheels. They go to
+# HOST_SITE and reach only the learner (benchmarks/_gpu_host.py puts MS2FLOW_HOST_SITE on sys.path), never the
+# runtime's 3.11 workers, which would otherwise import cp312 binaries through PYTHONPATH.
+need_host_packages() {
+  if ! "$HOST_PYTHON" -c "import pydantic, optree, zarr, gymnasium" >/dev/null 2>&1; then
+    if [ ! -f "$HOST_SITE/.installed" ]; then
+      [ -d "$INPUTS/whl" ] || { note "host python lacks pydantic/optree/zarr/gymnasium and $INPUTS/whl was not carried"; exit 3; }
+      run 120 "$HOST_PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$HOST_SITE" "$INPUTS"/whl/*.whl || exit 3
+      touch "$HOST_SITE/.installed"
+    fi
+    export MS2FLOW_HOST_SITE=$HOST_SITE
+  fi
+}
+
+case "$step" in
+setup)
+  mkdir -p "$STAGE"
+  for f in "$root"/.runtime_parts/*; do [ -f "$f" ] && cp -n "$f" "$STAGE/"; done
+  if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1; then
+    if ls "$INPUTS"/gl/*.deb >/dev/null 2>&1; then
+      for d in "$INPUTS"/gl/*.deb; do dpkg -x "$d" /; done; ldconfig; note "Vulkan loader unpacked from $INPUTS/gl"
+    else
+      note "no libvulkan.so.1 on this host and no $INPUTS/gl/*.deb carried (carry .gpu_inputs/gl)"
+    fi
+  fi
+  missing=$("$HOST_PYTHON" - "$STAGE" <<'EOF'
+import json, sys
+from pathlib import Path
+stage = Path(sys.argv[1])
+m = stage / "runtime-manifest.json"
+names = [p["name"] for p in json.loads(m.read_text())["parts"]] if m.exists() else []
+print(" ".join([n for n in names if not (stage / n).exists()] + ([] if m.exists() else ["runtime-manifest.json (and the parts it lists)"])))
+EOF
+)
+  if [ -x "$RT/bin/python" ]; then
+    note "runtime already unpacked at $RT"
+  elif [ -n "$missing" ]; then
+    note "staged in $STAGE: $(ls "$STAGE" | tr '\n' ' '); still missing: $missing (carry them in the next call)"
+  else
+    run 180 "$HOST_PYTHON" -m ms2core.runtime unpack "$STAGE" --prefix "$RT" || exit 4
+  fi
+  if [ -x "$RT/bin/python" ]; then
+    PYTHONPATH=$root timeout 120 "$RT/bin/ms2-sim" doctor --json >"$OUT/doctor.json" 2>>"$log"
+    note "doctor exit $? (doctor.json)"
+  fi
+  "$HOST_PYTHON" - "$OUT/setup.json" "$RT" "$missing" <<'EOF'
+import json, os, sys
+out, rt, missing = sys.argv[1], sys.argv[2], sys.argv[3].split()
+json.dump(dict(runtime=rt, unpacked=os.path.exists(f"{rt}/bin/python"), missing_parts=missing,
+               vk_driver_files=os.environ.get("VK_DRIVER_FILES")), open(out, "w"), indent=1)
+EOF
+  ;;
+render)
+  need_runtime
+  demos=${RENDER_DEMOS:-$INPUTS/demos/mplib.s0.n120.none.pd_ee_delta_pose.h5}
+  work=$(mktemp -d /tmp/gpu-render-XXXX)
+  # item 3 first (short): the same 4 demos as the carried CPU stores, seed 0, compared with them
+  run 150 "$RT/bin/python" -m benchmarks.gpu_render store --demos "$demos" --episodes 4 --seed 0 \
+    --out "$work/gpu_store_seed0.zarr"
+  if [ -d "$INPUTS/cpu_store_seed0.zarr" ]; then
+    run 120 "$RT/bin/python" -m benchmarks.gpu_render compare --reference "$INPUTS/cpu_store_seed0.zarr" \
+      --other "$work/gpu_store_seed0.zarr" --resampled "$INPUTS/cpu_store_seed1.zarr" --out "$OUT/render_agreement.json"
+  else
+    note "no $INPUTS/cpu_store_seed0.zarr carried: agreement not checked"
+  fi
+  budget=$(( $(left) - 60 ))
+  run "$(left)" "$RT/bin/python" -m benchmarks.gpu_render bench --demos "$demos" \
+    --workers "${RENDER_WORKERS:-1,8,16}" --episodes "${RENDER_EPISODES:-100}" --out "$OUT" --work-dir "$work" \
+    --budget-s "$budget" --phase-timeout-s "${RENDER_PHASE_TIMEOUT_S:-200}" --keep-store "$KEPT_STORE"
+  rm -rf "$work"
+  ;;
+eval)
+  need_runtime
+  need_host_packages
+  if [ -n "${EVAL_CHECKPOINT:-}" ]; then src=(--checkpoint "$EVAL_CHECKPOINT")
+  else
+    store=${EVAL_TRAIN_STORE:-}
+    [ -z "$store" ] && [ -d "$KEPT_STORE" ] && store=$KEPT_STORE  # the render step's 100 demos
+    [ -z "$store" ] && store=$INPUTS/bc_store.zarr                # else the carried 3-episode store
+    note "BC trains on $store"
+    src=(--train-store "$store" --train-steps "${EVAL_TRAIN_STEPS:-5000}")
+  fi
+  extra=(); [ -n "${EVAL_MAX_EPISODE_STEPS:-}" ] && extra=(--max-episode-steps "$EVAL_MAX_EPISODE_STEPS")
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_eval "${src[@]}" --episodes "${EVAL_EPISODES:-100}" \
+    --workers "${EVAL_WORKERS:-16}" --sim-python "$RT/bin/python" --device "${EVAL_DEVICE:-auto}" \
+    --out "$OUT/eval" "${extra[@]}"
+  cp "$OUT/eval/gpu_eval.json" "$OUT/" 2>/dev/null
+  rm -rf "$OUT/eval/ms2data"  # the trained checkpoint stays there; eval/eval/result.json comes back
+  ;;
+ppo)
+  need_runtime
+  need_host_packages
+  extra=()
+  [ -n "${PPO_ENV_STEPS:-}" ] && extra+=(--env-steps "$PPO_ENV_STEPS")
+  [ -n "${PPO_ROLLOUT_STEPS:-}" ] && extra+=(--rollout-steps "$PPO_ROLLOUT_STEPS")
+  [ -n "${PPO_MAX_EPISODE_STEPS:-}" ] && extra+=(--max-episode-steps "$PPO_MAX_EPISODE_STEPS")
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_ppo --obs-modes "${PPO_OBS_MODES:-state,pointcloud}" \
+    --workers "${PPO_WORKERS:-16}" --num-envs "${PPO_NUM_ENVS:-16}" --sim-python "$RT/bin/python" \
+    --device "${PPO_DEVICE:-auto}" --out "$OUT/ppo" "${extra[@]}"
+  cp "$OUT/ppo/gpu_ppo.json" "$OUT/" 2>/dev/null
+  rm -rf "$OUT"/ppo/ppo_*  # checkpoints
+  ;;
+*)
+  echo "unknown step $step: setup|render|eval|ppo" >&2; exit 2 ;;
+esac
+note "step $step done"

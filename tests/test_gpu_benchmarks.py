@@ -1,0 +1,77 @@
+"""The GPU-host benchmark scripts at tiny sizes on the fake env (the real runs: benchmarks/gpu_campaign.sh).
+
+benchmarks/gpu_render.py's store comparison (issue 19 item 3) and benchmarks/gpu_eval.py's learner side:
+the policy here, workers in another interpreter without torch, no simulator module in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from benchmarks import gpu_render
+from tests.demo_fixtures import fake_demo_pair
+
+
+@pytest.fixture(scope="module")
+def fake_stores(tmp_path_factory):
+    work = tmp_path_factory.mktemp("gpu_render")
+    demos = fake_demo_pair(work / "demos" / "pick.h5", n_episodes=4)
+    stores = {}
+    for name, episodes, seed in (("a", 3, 0), ("b", 3, 0), ("resampled", 3, 1), ("fewer", 2, 0)):
+        stores[name] = str(work / f"{name}.zarr")
+        assert gpu_render.main(["store", "--demos", str(demos), "--episodes", str(episodes), "--seed", str(seed),
+                                "--workers-n", "0", "--backend", "fake", "--out", stores[name]]) == 0
+    return stores
+
+
+def test_two_renders_of_the_same_demos_agree(fake_stores, tmp_path):
+    out = tmp_path / "agree.json"
+    rc = gpu_render.main(["compare", "--reference", fake_stores["a"], "--other", fake_stores["b"],
+                          "--resampled", fake_stores["resampled"], "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0 and report["agree"] and all(report["bit_identical"].values())
+    assert set(report["bit_identical"]) >= {"actions", "rewards", "success", "terminated", "truncated", "obs/state"}
+    assert report["stats"]["cross_chamfer_m"]["max"] == 0.0
+
+
+def test_renders_of_other_options_or_points_do_not_agree(fake_stores, tmp_path):
+    out = tmp_path / "fewer.json"
+    assert gpu_render.main(["compare", "--reference", fake_stores["a"], "--other", fake_stores["fewer"],
+                            "--out", str(out)]) == 1
+    report = json.loads(out.read_text())
+    assert not report["same_layout"] and not report["agree"] and "stats" not in report  # refused before statistics
+    # other downsampling of the same frames: exact parts agree, the version (options) does not
+    report = gpu_render.compare_stores(fake_stores["a"], fake_stores["resampled"], None)
+    assert not report["agree"] and not report["same_version"]
+    assert report["bit_identical"]["actions"] and report["bit_identical"]["rewards"]
+    assert report["stats"]["cross_chamfer_m"]["median"] > 0
+
+
+def test_gpu_eval_runs_the_policy_here_with_workers_of_another_interpreter(tmp_path, monkeypatch):
+    from benchmarks import gpu_eval
+    from tests.test_eval import make_checkpoint
+    from tests.test_eval_policy_here import _no_torch_python
+
+    monkeypatch.delenv("MS2FLOW_SIM_PYTHON", raising=False)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # the simulator-import guard goes with the test
+    ckpt = make_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
+    out = tmp_path / "out"
+    assert gpu_eval.main(["--checkpoint", str(ckpt), "--episodes", "3", "--workers", "2", "--device", "cpu",
+                          "--sim-python", _no_torch_python(tmp_path), "--out", str(out)]) == 0
+    result = json.loads((out / "gpu_eval.json").read_text())
+    assert result["policy_in"] == "parent" and result["env_steps"] == 3 * 8
+    assert result["simulator_modules_in_learner"] == []
+
+
+def test_the_learner_guard_refuses_simulator_imports(monkeypatch):
+    from benchmarks._gpu_host import SimulatorImportError, forbid_simulator_imports
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    for name in ("sapien", "mani_skill2"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    forbid_simulator_imports()
+    with pytest.raises(SimulatorImportError, match="mani_skill2 was imported in the learner's process"):
+        import mani_skill2  # noqa: F401
