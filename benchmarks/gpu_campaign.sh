@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_campaign.sh render   # ms2 render's pipeline 1/8/16 workers vs raw + CPU/GPU agreement
 #   bash benchmarks/gpu_campaign.sh eval     # point-cloud BC (trained there) on 100 episodes, 16 workers
 #   bash benchmarks/gpu_campaign.sh ppo      # PPO env steps/s, state and point cloud, 16 workers, CUDA learner
+#   bash benchmarks/gpu_campaign.sh train    # issue 20: TRAIN_CONFIG through the train stage, TRAIN_RESUME=ckpt
 #
 # Each step writes small JSON files (and its log) under $OUT, bounds every wait (MS2FLOW_SIM_CALL_TIMEOUT_S,
 # `timeout` around every process) and the whole step by STEP_LIMIT_S (default 500 s < 9 min).
@@ -17,7 +18,7 @@
 #   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
 #   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
 set -u
-step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo}
+step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|train}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/.device_out}
@@ -154,7 +155,18 @@ ppo)
   cp "$OUT/ppo/gpu_ppo.json" "$OUT/" 2>/dev/null
   rm -rf "$OUT"/ppo/ppo_*  # checkpoints
   ;;
+train)
+  # issue 20: a long run through the train stage, stopped cleanly (run.stop_after_s) before this step's limit;
+  # TRAIN_RESUME=<carried checkpoint> continues it. The run dir (checkpoint, metrics) comes back in $OUT/train.
+  need_runtime
+  need_host_packages
+  resume=(); [ -n "${TRAIN_RESUME:-}" ] && resume=(--resume-from "$TRAIN_RESUME")
+  sets=(); for s in ${TRAIN_SET:-}; do sets+=(--set "$s"); done
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "${TRAIN_ALGO:-ppo}" \
+    --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu.yaml}" --sim-python "$RT/bin/python" \
+    --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}"
+  ;;
 *)
-  echo "unknown step $step: setup|render|eval|ppo" >&2; exit 2 ;;
+  echo "unknown step $step: setup|render|eval|ppo|train" >&2; exit 2 ;;
 esac
 note "step $step done"

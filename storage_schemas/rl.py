@@ -72,6 +72,10 @@ class RunConfig(RunBase):
         "for learning curves (0 = never)"
     )
     eval_every_episodes: int = Field(10, gt=0, description="episodes per periodic evaluation (eval_every_steps)")
+    stop_after_s: float | None = Field(
+        None, gt=0, description="stop cleanly after this many seconds of training (the update in progress "
+        "finishes, the checkpoint is written; resume_from continues the same curve): for job time limits "
+        "and lent machines. None = run to total_env_steps")
 
 
 class PPOParams(StrictModel):

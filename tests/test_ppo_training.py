@@ -203,3 +203,12 @@ def test_recomputed_advantages_follow_the_warmed_up_critic():
     assert recomputed["return_target_mean"] != pytest.approx(fixed["return_target_mean"], rel=1e-4)
     # a rollout without its observations after the last step cannot be recomputed: the stored values are used
     assert first_update(True, keep_obs=False)["return_target_mean"] == pytest.approx(fixed["return_target_mean"])
+
+
+def test_stop_after_s_stops_cleanly_and_resume_continues(tmp_path):
+    stopped = train_ppo(tiny_ppo(tmp_path, stop_after_s=1e-9))  # the limit has passed before the first rollout
+    assert stopped.env_steps == 0 and stopped.updates == 0
+    state = load_checkpoint(stopped.final_checkpoint, "ppo")  # the checkpoint was written all the same
+    assert state["env_steps"] == 0
+    resumed = train_ppo(tiny_ppo(tmp_path / "b", resume_from=stopped.final_checkpoint))
+    assert resumed.env_steps == 120 and resumed.updates == 3

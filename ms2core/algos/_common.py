@@ -135,3 +135,12 @@ def online_result(algo: str, run_cfg, checkpoint: str | None, *, env_steps: int,
 def finite(x: float | None) -> float | None:
     """x, or None where it is missing or not finite (pydantic results stay JSON-clean)."""
     return float(x) if x is not None and np.isfinite(x) else None
+
+
+def out_of_time(run_cfg, started: float, learners=None) -> bool:
+    """``run.stop_after_s`` has passed since ``started`` (perf_counter); data-parallel learners follow rank 0."""
+    limit = getattr(run_cfg, "stop_after_s", None)
+    if not limit:
+        return False
+    over = time.perf_counter() - started >= limit
+    return bool(learners.broadcast(over)) if learners is not None else over

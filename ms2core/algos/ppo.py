@@ -382,7 +382,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         distributed.broadcast_parameters(learners, actor, critic)  # every learner starts from rank 0's weights
         if run.eval_every_steps and env_steps == 0:
             periodic_eval()
-        while env_steps < run.total_env_steps:
+        while env_steps < run.total_env_steps and not common.out_of_time(run, t0, learners):
             episodes: list[EpisodeStats] = []
             rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic, steps_per_env,
                                                       device, normalizer, episodes_out=episodes)

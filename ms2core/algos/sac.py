@@ -211,7 +211,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
         start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
-        while env_steps < run.total_env_steps:
+        while env_steps < run.total_env_steps and not common.out_of_time(run, t0):
             if env_steps < params.learning_starts:
                 actions = generator.uniform(-1.0, 1.0, (vec.num_envs, vec.action_dim)).astype(np.float32)
             else:
