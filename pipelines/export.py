@@ -13,6 +13,7 @@ ManiSkill2-Learn's converted-demo layout (what ``export_h5`` writes and ``import
         is_truncated (T,) bool   all False, as convert_state writes it: in ManiSkill2-Learn it marks a
                                  rollout segment cut by the sampler, not a time limit (a cut episode is
                                  episode_dones & ~dones there), so import derives truncated from those two
+        worker_indices (T, 1) int32  all 0, obs_layout ml2l only (ReplayMemory adds it; import drops it)
         obs_layout ml2l: obs/ holds ManiSkill2-Learn's own keys as stored (xyz, rgb float32 in [0, 1],
         frame_related_states, to_frames, state (T, 30); rgbd rgb (T, 3C, H, W), depth float16, state (T, 38));
         per-step scalars (rewards, dones, episode_dones, is_truncated, ...) as (T, 1), as ML2L's ReplayMemory
@@ -92,6 +93,8 @@ def export_h5(cfg: ExportConfig) -> ExportResult:
                 group.create_dataset("episode_dones", data=_to_h5_layout("episode_dones", episode_dones, obs_mode))
                 group.create_dataset("is_truncated", data=_to_h5_layout("is_truncated", np.zeros(end - start, bool),
                                                                         obs_mode))
+                if obs_mode == "ml2l":  # ReplayMemory.push_batch adds it: convert_state's files hold it
+                    group.create_dataset("worker_indices", data=np.zeros((end - start, 1), np.int32))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -117,7 +120,7 @@ def import_h5(path: str, store: str) -> str:
         columns: dict[str, list[np.ndarray]] = {}
 
         def visit(name, item):
-            if isinstance(item, h5py.Dataset) and name not in ("episode_dones", "is_truncated"):
+            if isinstance(item, h5py.Dataset) and name not in ("episode_dones", "is_truncated", "worker_indices"):
                 key = "terminated" if name == "dones" else name
                 columns.setdefault(key, []).append(_from_h5_layout(name.split("/")[-1], item[()], obs_mode))
 

@@ -212,6 +212,10 @@ def test_render_and_export_h5_write_the_ml2l_keys(tmp_path, obs):
             np.testing.assert_array_equal(group[key][()], root[f"data/obs/{key}"][:end], err_msg=key)
         assert f["traj_0"]["rewards"].shape == (end, 1) and f["traj_0"]["episode_dones"].shape == (end, 1)
         assert f["traj_0"]["actions"].shape == (end, 7)  # ML2L's ReplayMemory: per-step scalars are (T, 1)
+        # convert_state's keys (ReplayMemory adds worker_indices and is_truncated), and ours: success
+        assert set(f["traj_0"]) == {"obs", "actions", "rewards", "dones", "episode_dones", "is_truncated",
+                                    "worker_indices", "success"}
+        assert f["traj_0"]["worker_indices"].dtype == np.int32 and not f["traj_0"]["worker_indices"][()].any()
     back = zarr.open_group(export.import_h5(str(out), str(tmp_path / "back.zarr")), mode="r")
     for key, array in zarr_io.list_arrays(root["data"]).items():
         np.testing.assert_array_equal(back[f"data/{key}"][:], array[:], err_msg=key)

@@ -14,6 +14,7 @@ Not a test (it needs ML2L's side venv for the first file); how the README's layo
 
 Prints, per episode and dataset, both shapes and dtypes and the largest difference (random point
 subsets are compared by their centroids). ML2L's h5 keys carry GDict's ``dict_str_`` prefix.
+``compare`` returns the same as records (benchmarks/ml2l_side_by_side.py builds its table from them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import h5py
 import numpy as np
 
+N_POINTS = 1200  # convert_state's --n-points: the downsampled points, before the goal points
+
 
 def datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
     out: dict[str, h5py.Dataset] = {}
@@ -31,20 +34,47 @@ def datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
     return out
 
 
-def main(ml2l_path: str, ms2_path: str) -> None:
+def compare_key(key: str, x: np.ndarray, y: np.ndarray) -> dict:
+    """Shapes, dtypes and the largest difference of one dataset (ML2L ``x``, ms2flow ``y``).
+
+    ``diff`` is ``max_abs`` for arrays the two tools must hold equally, ``centroid_mm`` (mean per-frame
+    centroid distance of the downsampled points) for point xyz, whose points are a random subset, and
+    None where no element-wise comparison means anything (float point rgb: random subset; rewards and
+    dones: compared on their own)."""
+    row = dict(key=key, ml2l_shape=list(x.shape), ml2l_dtype=str(x.dtype), ms2_shape=list(y.shape),
+               ms2_dtype=str(y.dtype), diff_kind=None, diff=None)
+    if x.shape != y.shape:
+        return row
+    if key == "obs/xyz" and x.ndim == 3:
+        row.update(diff_kind="centroid_mm",
+                   diff=float(np.abs(x[:, :N_POINTS].mean(1) - y[:, :N_POINTS].mean(1)).mean() * 1e3))
+    elif key not in ("rewards", "dones", "obs/rgb") or key == "obs/rgb" and x.dtype == np.uint8:
+        row.update(diff_kind="max_abs", diff=float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()))
+    return row
+
+
+def compare(ml2l_path: str, ms2_path: str) -> list[dict]:
+    """One record per trajectory: its name, the keys only one file has, and ``compare_key`` per shared key."""
+    out = []
     with h5py.File(ml2l_path) as theirs, h5py.File(ms2_path) as ours:
         for traj in sorted(theirs, key=lambda k: int(k.split("_")[-1])):
             a, b = datasets(theirs[traj]), datasets(ours[traj])
-            print(traj, "only ML2L:", sorted(set(a) - set(b)), "only ms2flow:", sorted(set(b) - set(a)))
-            for key in sorted(set(a) & set(b)):
-                x, y = a[key][()], b[key][()]
-                line = f"  {key:26s} ML2L {x.shape!s:18s} {x.dtype!s:8s} ms2flow {y.shape!s:18s} {y.dtype!s:8s}"
-                if x.shape == y.shape and key == "obs/xyz" and x.shape[1] > 1200:
-                    c = np.abs(x[:, :1200].mean(1) - y[:, :1200].mean(1))
-                    line += f" per-frame centroid |diff| mean {c.mean() * 1e3:.2f} mm"
-                elif x.shape == y.shape and key not in ("rewards", "dones", "obs/rgb") or key == "obs/rgb" and x.dtype == np.uint8:
-                    line += f" max |diff| {np.abs(x.astype(np.float64) - y.astype(np.float64)).max():.3g}"
-                print(line)
+            out.append(dict(traj=traj, only_ml2l=sorted(set(a) - set(b)), only_ms2=sorted(set(b) - set(a)),
+                            keys=[compare_key(k, a[k][()], b[k][()]) for k in sorted(set(a) & set(b))]))
+    return out
+
+
+def main(ml2l_path: str, ms2_path: str) -> None:
+    for traj in compare(ml2l_path, ms2_path):
+        print(traj["traj"], "only ML2L:", traj["only_ml2l"], "only ms2flow:", traj["only_ms2"])
+        for r in traj["keys"]:
+            line = (f"  {r['key']:26s} ML2L {tuple(r['ml2l_shape'])!s:18s} {r['ml2l_dtype']:8s} "
+                    f"ms2flow {tuple(r['ms2_shape'])!s:18s} {r['ms2_dtype']:8s}")
+            if r["diff_kind"] == "centroid_mm":
+                line += f" per-frame centroid |diff| mean {r['diff']:.2f} mm"
+            elif r["diff_kind"] == "max_abs":
+                line += f" max |diff| {r['diff']:.3g}"
+            print(line)
 
 
 if __name__ == "__main__":
