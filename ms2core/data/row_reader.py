@@ -238,9 +238,14 @@ def _plan(array: zarr.Array, rows: np.ndarray, cache: ReadCache) -> _Plan:
     plan = _Plan(array, layout, out, rows - chunk_of * chunk_rows, pool, [])
     slots = pool.slot_of[ids] if pool is not None else np.full(len(ids), -1)
     hit = slots >= 0
-    if hit.any():
+    if hit.any():  # one gather from the cached chunks, straight into the batch when every row is cached
+        flat = pool.rows.reshape(-1, *array.shape[1:])
         at = hit[inverse]
-        out[at] = pool.rows[slots[inverse[at]], plan.local[at]]
+        index = slots[inverse] * chunk_rows + plan.local
+        if at.all():
+            np.take(flat, index, axis=0, out=out, mode="clip")
+        else:
+            out[at] = np.take(flat, index[at], axis=0, mode="clip")
     cache.hits += int(hit.sum())
     cache.misses += int((~hit).sum())
     order = np.argsort(inverse, kind="stable")
@@ -286,10 +291,9 @@ async def _get_all(requests: list[tuple[zarr.Array, str, tuple[int, int] | None]
     return await asyncio.gather(*(one(*r) for r in requests))
 
 
-def _fetch(plans: list[_Plan], cache: ReadCache) -> list[tuple[_Plan, int, np.ndarray, int, object]]:
-    """(plan, chunk, its stored bytes or zarr's decoded rows, slot, positions) for every chunk to decode."""
-    from zarr.core.sync import sync
-
+def _requests(plans: list[_Plan], cache: ReadCache) -> tuple[dict, list, list]:
+    """What the missing chunks need: objects to fetch whole (first touch, or cached already), inner-chunk
+    byte ranges of verified shards the cache has no room for, and chunks zarr must read (foreign codecs)."""
     whole, ranges, fallback = {}, [], []
     for plan in plans:
         for c, where, slot in plan.misses:
@@ -305,6 +309,15 @@ def _fetch(plans: list[_Plan], cache: ReadCache) -> list[tuple[_Plan, int, np.nd
                 if offset == EMPTY:
                     raise ValueError(f"chunk {c} of {plan.layout.path} is absent from shard {key}")
                 ranges.append((plan, c, where, slot, key, (offset, offset + nbytes)))
+    return whole, ranges, fallback
+
+
+def _fetch(plans: list[_Plan], cache: ReadCache) -> list[tuple[_Plan, int, np.ndarray, int, object]]:
+    """(plan, chunk, its stored bytes or zarr's decoded rows, slot, positions) for every chunk to decode;
+    every store read of the batch in one event-loop call."""
+    from zarr.core.sync import sync
+
+    whole, ranges, fallback = _requests(plans, cache)
     wanted = [(arr, key, None) for key, arr in whole.items() if key not in cache.objects]
     wanted += [(plan.array, key, span) for plan, _, _, _, key, span in ranges]
 
