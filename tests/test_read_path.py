@@ -144,11 +144,13 @@ def test_range_reads_equal_zarr(sharded):
 def test_the_cache_fills_once_and_keeps_what_it_holds(sharded):
     depth = sharded.array("obs/depth")
     chunk_bytes = depth.chunks[0] * int(np.prod(depth.shape[1:])) * depth.dtype.itemsize
-    sharded.set_cache_bytes(3 * chunk_bytes)  # no room for the depth shards' bytes, three decoded chunks
+    shards = sum(o.nbytes for o in sharded.manifest.inventory["data/obs/depth"].values())
+    sharded.set_cache_bytes(shards + 3 * chunk_bytes)  # the stored shards (cached first), three decoded chunks
     sharded.read_rows(["obs/depth"], np.arange(0, sharded.n_rows))
+    assert len(sharded.chunk_cache.objects) == len(sharded.manifest.inventory["data/obs/depth"])
     pool = sharded.chunk_cache.pools["data/obs/depth"]
     kept = pool.slot_of.copy()
-    assert (kept >= 0).sum() == 3 and sharded.chunk_cache.nbytes <= 3 * chunk_bytes
+    assert (kept >= 0).sum() == 3 and sharded.chunk_cache.nbytes <= shards + 3 * chunk_bytes
     sharded.read_rows(["obs/depth"], np.arange(sharded.n_rows - 1, -1, -1))
     np.testing.assert_array_equal(pool.slot_of, kept)  # nothing evicted, nothing churned
     hits = sharded.chunk_cache.hits
