@@ -1,5 +1,6 @@
-"""The random-read path (zarr_io.read_rows + the decoded-chunk cache of DatasetStore), float16 depth storage
-and the render's automatic range size. Stores come from the real render on the fake env."""
+"""The random-read path (ms2core.data.row_reader behind DatasetStore.read_rows / read, its cache), the
+chunk layout it reads (float16 depth channels-first, uint8 rgb interleaved, image chunks) and the render's
+automatic range size. Stores come from the real render on the fake env."""
 
 from __future__ import annotations
 
@@ -78,6 +79,13 @@ def test_manifest_written_before_depth_dtype_says_float32(store):
     raw = store.manifest.model_dump(mode="json")
     del raw["options"]["depth_dtype"]
     assert DatasetManifest.model_validate(raw).options.depth_dtype == "float32"
+
+
+def test_manifest_written_before_image_chunk_target_says_images_used_the_common_target(store):
+    raw = store.manifest.model_dump(mode="json")
+    del raw["options"]["image_chunk_target_bytes"]
+    assert DatasetManifest.model_validate(raw).options.image_chunk_target_bytes is None
+    assert store.manifest.options.image_chunk_target_bytes == 384 << 10
 
 
 def test_float_depth_is_stored_channels_first_and_uint8_rgb_interleaved(store):
