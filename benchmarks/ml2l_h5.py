@@ -11,7 +11,10 @@ point rgb in [0, 1], frame_related_states / to_frames), so the bytes are ML2L's 
 Readers, as ML2L's users read it:
 
 * :class:`H5RandomReader`: random minibatches straight from the file with h5py (one fancy read per
-  trajectory dataset, h5py's chunk cache at its defaults: 1 MiB, 521 slots per dataset);
+  trajectory dataset). Its chunk cache is h5py's per dataset: at the defaults (1 MiB, 521 slots) or,
+  to compare with a reader holding ``cache_bytes`` of decoded chunks, the same total split over the
+  datasets by their size (each dataset's share of a cache over the whole file: uniform random rows hit
+  it as often as they would hit one shared cache);
 * :func:`load_in_memory`: ``ReplayMemory(dynamic_loading=False)``, the default when the buffer capacity
   holds the data: the whole file is read into numpy once, then batches are ``memory.take(idx)``;
 * :class:`DynamicLoader`: ``ReplayMemory(dynamic_loading=True)`` (capacity < data): ML2L's FileCache
@@ -61,26 +64,65 @@ def _keys(group: h5py.Group) -> list[str]:
     return sorted(keys)
 
 
-class H5RandomReader:
-    """Random transitions from the file with h5py: one fancy read per trajectory and dataset."""
+def _prime_at_least(n: int) -> int:
+    n = max(2, int(n))
+    while any(n % d == 0 for d in range(2, int(n ** 0.5) + 1)):
+        n += 1
+    return n
 
-    def __init__(self, path: Path):
+
+def _open_with_cache(group: h5py.Group, key: str, nbytes: int) -> h5py.Dataset:
+    """``group[key]`` with a chunk cache of ``nbytes`` and a slot per chunk (a prime count, as HDF5 asks)."""
+    plain = group[key]
+    n_chunks = int(np.prod([-(-s // c) for s, c in zip(plain.shape, plain.chunks or plain.shape)]))
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_chunk_cache(_prime_at_least(max(521, 2 * n_chunks)), int(nbytes), 0.75)
+    return h5py.Dataset(h5py.h5d.open(group.id, key.encode(), dapl=dapl))
+
+
+def _read_rows(dataset: h5py.Dataset, rows: np.ndarray, how: str) -> np.ndarray:
+    if how == "fancy":
+        return dataset[rows.tolist()]
+    if how == "rows":
+        return np.stack([dataset[r] for r in rows.tolist()])
+    block = dataset.chunks[0] if dataset.chunks else len(dataset)
+    parts = []
+    for b in np.unique(rows // block).tolist():
+        got = dataset[b * block: (b + 1) * block]
+        parts.append(got[rows[(rows >= b * block) & (rows < (b + 1) * block)] - b * block])
+    return np.concatenate(parts)
+
+
+class H5RandomReader:
+    """Random transitions from the file with h5py: one fancy read per trajectory and dataset.
+
+    ``cache_bytes`` None keeps h5py's chunk caches at their defaults (1 MiB per dataset); a number gives
+    the datasets that many bytes of chunk cache in all, each its share by stored size (uncompressed)."""
+
+    def __init__(self, path: Path, cache_bytes: int | None = None):
         self.file = h5py.File(path, "r")
         names = sorted(self.file, key=lambda k: int(k[5:]))
         self.keys = _keys(self.file[names[0]])
         self.datasets = [{k: self.file[n][k] for k in self.keys} for n in names]
+        if cache_bytes is not None:
+            total = sum(d.nbytes for ds in self.datasets for d in ds.values())
+            self.datasets = [{k: _open_with_cache(self.file[n], k, cache_bytes * ds[k].nbytes / total)
+                              for k in self.keys} for n, ds in zip(names, self.datasets)]
         self.ends = np.cumsum([d[self.keys[0]].shape[0] for d in self.datasets])
         self.n_rows = int(self.ends[-1])
 
-    def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        idx = np.sort(idx)  # h5py fancy indexing needs increasing indices
+    def read(self, idx: np.ndarray, how: str = "blocks") -> dict[str, np.ndarray]:
+        """Rows ``idx`` (returned sorted), per trajectory and dataset: ``blocks`` reads each h5py chunk
+        row-block that holds some of them as one slice; ``rows`` one read per row; ``fancy`` one
+        ``dataset[list]`` (h5py's fancy indexing: ~20x slower than a slice of the whole trajectory)."""
+        idx = np.sort(idx)
         traj = np.searchsorted(self.ends, idx, side="right")
         local = idx - np.concatenate([[0], self.ends[:-1]])[traj]
         batch = {k: [] for k in self.keys}
         for j in np.unique(traj):
-            rows = np.unique(local[traj == j]).tolist()
+            rows = np.unique(local[traj == j])
             for k in self.keys:
-                batch[k].append(self.datasets[j][k][rows])
+                batch[k].append(_read_rows(self.datasets[j][k], rows, how))
         return {k: np.concatenate(v) for k, v in batch.items()}
 
     def read_range(self, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -332,7 +332,8 @@ def _commit_range(writer: DatasetWriter, manifest: DatasetManifest, report: Rang
         total_rows = sum(e.n_steps for e in manifest.episodes)
         manifest.arrays = {
             key: zarr_io.array_spec_for(arr.shape[1:], arr.dtype, options.chunk_target_bytes, total_rows,
-                                        options.shard_min_chunks, options.compression_level)
+                                        options.shard_min_chunks, options.compression_level,
+                                        options.image_chunk_target_bytes)
             for key, arr in arrays.items()
         }
         writer.create_arrays(manifest.arrays, options.compression_level)

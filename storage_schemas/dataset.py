@@ -136,6 +136,14 @@ class RenderOptions(StrictModel):
                     "holds 5 rgb / 8 float16 depth frames of two 128x128 cameras, small enough for random "
                     "reads and large enough for the compressor",
     )
+    image_chunk_target_bytes: int | None = Field(
+        384 * 1024, ge=MiB // 16, le=8 * MiB,
+        description="uncompressed bytes per chunk of image arrays (rows of three axes: rgb, depth, seg); None "
+                    "uses chunk_target_bytes. 384 KiB holds 4 rgb / 6 float16 depth frames of two 128x128 "
+                    "cameras: a random row decodes 22% fewer bytes than at 512 KiB, for 8% more stored bytes. "
+                    "Point clouds keep chunk_target_bytes (their frames share little, so their chunks can be long "
+                    "and cheap). Stores written before this option used chunk_target_bytes for images",
+    )
     shard_min_chunks: int = Field(
         64, ge=2, description="shard an array once it would have more chunks than this (objects per array stay few)"
     )
@@ -264,6 +272,10 @@ class DatasetManifest(StrictModel):
         options = data.get("options") if isinstance(data, dict) and "format" in data else None
         if isinstance(options, dict) and "depth_dtype" not in options:
             data = {**data, "options": {**options, "depth_dtype": "float32"}}
+            options = data["options"]
+        # ... and before image_chunk_target_bytes, images were chunked by chunk_target_bytes.
+        if isinstance(options, dict) and "image_chunk_target_bytes" not in options:
+            data = {**data, "options": {**options, "image_chunk_target_bytes": None}}
         return data
     inventory: ChunkInventory | None = Field(
         None, description="every stored chunk/shard of the committed arrays with its size and checksum, written "

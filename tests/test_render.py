@@ -123,7 +123,7 @@ def test_large_arrays_are_sharded(demo, tmp_path):
     result = render.run(cfg)
     manifest = zarr_io.read_manifest(zarr.open_group(result.store, mode="r"))
     spec = manifest.arrays["obs/rgb"]
-    assert spec.chunk_rows == RenderOptions().chunk_target_bytes // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
+    assert spec.chunk_rows == RenderOptions().image_chunk_target_bytes // (256 * 256 * 6) and spec.shard_rows == spec.chunk_rows * 16
     meta = json.loads((Path(result.store) / "data/obs/depth/zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     inner = meta["codecs"][0]["configuration"]

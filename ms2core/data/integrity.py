@@ -186,7 +186,9 @@ class VerifyingStore(WrapperStore):
         if where is None:
             return await self._store.get(key, prototype, byte_range)
         if byte_range is None:
-            return await self._check_whole(key, where, prototype)
+            found = await self._check_whole(key, where, prototype)
+            self._verified.add(key)  # checked whole: later byte-range reads of it need not read it again
+            return found
         if key not in self._verified:
             await self._check_whole(key, where, prototype)
             self._verified.add(key)

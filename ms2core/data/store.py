@@ -31,6 +31,8 @@ import numpy as np
 import zarr
 
 from ms2core import zarr_io
+from ms2core.data import row_reader
+from ms2core.data.row_reader import ReadCache
 from ms2core.data.integrity import REHINT, RESUME_HINT, WRITE_CONFIG, RecordingStore, VerifyingStore, fold_into
 from ms2core.errors import DatasetError
 from storage_schemas.dataset import MANIFEST_ATTR, ArraySpec, DatasetManifest
@@ -86,9 +88,10 @@ def write_dataset(url: str, manifest: DatasetManifest, columns: Mapping[str, np.
                                           shard_rows=shard_rows, codec=f"blosc(zstd, clevel={manifest.options.compression_level}, shuffle)")
                            for key, v in columns.items()}
     if not manifest.arrays:
-        manifest.arrays = {key: zarr_io.array_spec_for(v.shape[1:], v.dtype, manifest.options.chunk_target_bytes,
-                                                       len(v), manifest.options.shard_min_chunks,
-                                                       manifest.options.compression_level)
+        options = manifest.options
+        manifest.arrays = {key: zarr_io.array_spec_for(v.shape[1:], v.dtype, options.chunk_target_bytes, len(v),
+                                                       options.shard_min_chunks, options.compression_level,
+                                                       options.image_chunk_target_bytes)
                            for key, v in columns.items()}
     writer = DatasetWriter(url, create=True)
     writer.create_arrays(manifest.arrays, manifest.options.compression_level, use_shards)
@@ -131,9 +134,9 @@ class DatasetStore:
         self.episode_ends = episode_ends
         self.verified = verified
         self.arrays: dict[str, zarr.Array] = zarr_io.list_arrays(root["data"]) if "data" in root else {}
-        #: decoded chunks that ``read_rows`` keeps (verified ones only: they came through the verifying
-        #: store). Size it with ``set_cache_bytes``; MS2_READ_CACHE_MB sets the default (256 MiB).
-        self.chunk_cache = zarr_io.ChunkCache(int(float(os.environ.get("MS2_READ_CACHE_MB", 256)) * 2**20))
+        #: verified stored objects and decoded chunks that ``read_rows`` keeps (ms2core.data.row_reader).
+        #: Size it with ``set_cache_bytes``; MS2_READ_CACHE_MB sets the default (256 MiB).
+        self.chunk_cache = ReadCache(int(float(os.environ.get("MS2_READ_CACHE_MB", 256)) * 2**20))
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -212,25 +215,26 @@ class DatasetStore:
         stop = self.n_rows if stop is None else min(int(stop), self.n_rows)
         array = self.array(key)
         try:
-            return np.asarray(array[start:stop:step])
+            return row_reader.read_rows({key: array}, np.arange(start, max(start, stop), step))[key]
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001 - corrupt bytes raise codec errors of every kind
             raise self._decode_error(key, f"rows {start}-{stop - 1}", exc) from exc
 
     def set_cache_bytes(self, max_bytes: int) -> None:
-        """Bound the decoded-chunk cache of ``read_rows`` (0 turns it off); drops what it holds."""
-        self.chunk_cache = zarr_io.ChunkCache(max_bytes)
+        """Bound the cache of ``read_rows`` (0 turns it off); drops what it holds."""
+        self.chunk_cache = ReadCache(max_bytes)
 
     def read_rows(self, keys: Iterable[str], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The given committed rows (any order, repeats allowed) of several arrays: grouped by chunk, missing
-        chunks fetched concurrently, decoded chunks kept in ``chunk_cache`` (zarr_io.read_rows)."""
+        """The given committed rows (any order, repeats allowed) of several arrays: each stored object
+        fetched and verified once, each touched chunk decoded once (in threads), verified objects and
+        decoded chunks kept in ``chunk_cache`` while it has room (ms2core.data.row_reader)."""
         rows = np.asarray(rows, np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_rows):
             raise IndexError(f"rows must lie in [0, {self.n_rows}) (the committed rows of {self.url})")
         arrays = {key: self.array(key) for key in keys}
         try:
-            return zarr_io.read_rows(arrays, rows, self.chunk_cache)
+            return row_reader.read_rows(arrays, rows, self.chunk_cache)
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001
