@@ -50,6 +50,14 @@ def test_renders_of_other_options_or_points_do_not_agree(fake_stores, tmp_path):
     assert report["stats"]["cross_chamfer_m"]["median"] > 0
 
 
+def _forget_simulator_modules(monkeypatch):
+    """The learner guard refuses a process that already imported the simulator: hide it (restored after)."""
+    from benchmarks._gpu_host import SIMULATOR_MODULES
+
+    for name in [m for m in sys.modules if m.split(".")[0] in SIMULATOR_MODULES]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 def test_gpu_eval_runs_the_policy_here_with_workers_of_another_interpreter(tmp_path, monkeypatch):
     from benchmarks import gpu_eval
     from tests.test_eval import make_checkpoint
@@ -57,6 +65,7 @@ def test_gpu_eval_runs_the_policy_here_with_workers_of_another_interpreter(tmp_p
 
     monkeypatch.delenv("MS2FLOW_SIM_PYTHON", raising=False)
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # the simulator-import guard goes with the test
+    _forget_simulator_modules(monkeypatch)  # an earlier test of this session may have imported them
     ckpt = make_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
     out = tmp_path / "out"
     assert gpu_eval.main(["--checkpoint", str(ckpt), "--episodes", "3", "--workers", "2", "--device", "cpu",
@@ -70,8 +79,7 @@ def test_the_learner_guard_refuses_simulator_imports(monkeypatch):
     from benchmarks._gpu_host import SimulatorImportError, forbid_simulator_imports
 
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    for name in ("sapien", "mani_skill2"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    _forget_simulator_modules(monkeypatch)
     forbid_simulator_imports()
     with pytest.raises(SimulatorImportError, match="mani_skill2 was imported in the learner's process"):
         import mani_skill2  # noqa: F401
