@@ -212,3 +212,11 @@ def test_stop_after_s_stops_cleanly_and_resume_continues(tmp_path):
     assert state["env_steps"] == 0
     resumed = train_ppo(tiny_ppo(tmp_path / "b", resume_from=stopped.final_checkpoint))
     assert resumed.env_steps == 120 and resumed.updates == 3
+
+
+def test_metrics_say_where_the_time_goes(tmp_path):
+    train_ppo(tiny_ppo(tmp_path))
+    records = [r["metrics"] for r in read_jsonl_metrics(tmp_path / "run" / "metrics.jsonl")]
+    timed = [m for m in records if "time/update_s" in m]
+    assert timed and all(m["time/rollout_env_s"] > 0 and m["time/rollout_policy_s"] > 0 and m["time/update_s"] > 0
+                         for m in timed)

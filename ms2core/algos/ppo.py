@@ -141,6 +141,9 @@ class Rollout:
     #: what recomputing ``values``/``next_values`` with a newer critic needs (None: values cannot be recomputed)
     last_obs: dict[str, np.ndarray] | None = None
     final_obs: list[tuple[int, int, dict[str, np.ndarray]]] | None = None
+    #: seconds this rollout spent waiting for the simulator workers (``env_s``) and in the policy/critic
+    #: forward passes and their transfers (``policy_s``): where rollout throughput goes
+    timing: dict[str, float] | None = None
 
 
 def critic_values(critic: ValueCritic, obs: dict[str, np.ndarray], device: torch.device,
@@ -178,7 +181,9 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
     log_probs, values, rewards = (np.zeros((T, N), np.float32) for _ in range(3))
     terminated, dones = np.zeros((T, N), bool), np.zeros((T, N), bool)
     final_obs: list[tuple[int, int, dict[str, np.ndarray]]] = []  # (t, env, s_T) where step t ended an episode
+    env_s = policy_s = 0.0
     for t in range(T):
+        t_policy = time.perf_counter()
         with torch.no_grad():
             obs_t = common.obs_to_torch(obs, device)
             mean, log_std = actor(obs_t)
@@ -188,7 +193,9 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
         for k in obs:
             obs_buf[k][t] = obs[k]
         actions[t] = action.cpu().numpy()
+        t_env = time.perf_counter()
         batch = vec.step(actions[t])
+        env_s, policy_s = env_s + time.perf_counter() - t_env, policy_s + t_env - t_policy
         r = batch.rewards
         rewards[t] = reward_normalizer(r, batch.dones) if reward_normalizer is not None else r
         terminated[t], dones[t] = batch.terminated, batch.dones
@@ -196,7 +203,8 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
             final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
         episodes_out.extend(batch.episodes)
         obs = batch.obs
-    rollout = Rollout(obs_buf, actions, log_probs, values, values, rewards, terminated, dones, obs, final_obs)
+    rollout = Rollout(obs_buf, actions, log_probs, values, values, rewards, terminated, dones, obs, final_obs,
+                      {"env_s": env_s, "policy_s": policy_s})
     # Where an episode ended, s_{t+1} is the final observation, not the reset one.
     last = critic_values(critic, obs, device)
     rollout.next_values = np.concatenate([values[1:], last[None]], axis=0)
@@ -363,10 +371,11 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
 
         def periodic_eval() -> None:
             """Deterministic success rate every run.eval_every_steps (ManiSkill2-Learn's n_eval) for learning curves."""
+            started = time.perf_counter()
             ev = evaluate_actor(cfg.rollout, actor, device, run.eval_every_episodes, run.seed + 20_000)
             eval_curve.append({"env_steps": env_steps, "success_rate": ev.success_rate, "mean_return": ev.mean_return})
-            metrics.log({"periodic_eval/success_rate": ev.success_rate, "periodic_eval/mean_return": ev.mean_return},
-                        env_steps)
+            metrics.log({"periodic_eval/success_rate": ev.success_rate, "periodic_eval/mean_return": ev.mean_return,
+                         "time/periodic_eval_s": time.perf_counter() - started}, env_steps)
 
         recent: list[EpisodeStats] = []
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
@@ -389,12 +398,15 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
             env_steps += steps_per_env * vec.num_envs
             n_episodes += len(episodes)
             recent.extend(episodes)
+            t_update = time.perf_counter()
             with diverged_at(ckpt_path, env_steps):
                 stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss,
                                    learners)
                 updates += 1
                 if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                     assert_finite_parameters([actor, critic], updates)
+            stats.update({f"time/rollout_{k}": v for k, v in (rollout.timing or {}).items()})
+            stats["time/update_s"] = time.perf_counter() - t_update
             if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                 summary = EpisodeSummary.of(recent) if recent else summary
                 fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
