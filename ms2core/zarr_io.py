@@ -109,9 +109,14 @@ def read_manifest(root: zarr.Group) -> DatasetManifest | None:
     return None if raw is None else DatasetManifest.model_validate(raw)
 
 
+def manifest_attributes(manifest: DatasetManifest) -> dict:
+    """The root group's attributes that hold ``manifest``."""
+    return {MANIFEST_ATTR: manifest.model_dump(mode="json")}
+
+
 def write_manifest(root: zarr.Group, manifest: DatasetManifest) -> None:
     """One write of the root zarr.json (atomic on local disk: zarr renames; one PUT on S3)."""
-    root.attrs.put({MANIFEST_ATTR: manifest.model_dump(mode="json")})
+    root.attrs.put(manifest_attributes(manifest))
 
 
 def blosc_zstd(level: int, block_bytes: int = 0) -> BloscCodec:

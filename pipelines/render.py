@@ -270,9 +270,8 @@ def _open_or_create(plan: _Plan, cfg: RenderConfig) -> tuple[DatasetWriter, Data
                     f"store {url} already holds {what}; this render is version {plan.manifest.dataset_version}",
                     hint="leave store unset to get a new versioned path, choose another store, or pass --overwrite",
                 )
-        writer = DatasetWriter(url, cfg.storage_options, create=True)
+        writer = DatasetWriter(url, cfg.storage_options, create=True, manifest=plan.manifest)
         writer.root.create_group(STAGING)
-        zarr_io.write_manifest(writer.root, plan.manifest)
         return writer, plan.manifest.model_copy(deep=True)
     except OSError as exc:
         raise zarr_io.storage_error(exc, url, "create dataset") from exc

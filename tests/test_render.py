@@ -388,3 +388,24 @@ def test_round_mantissa_rounds_to_nearest_and_rejects_other_dtypes():
     np.testing.assert_array_equal(zarr_io.round_mantissa(x, 16), np.array([1.0, 1.0 + 2.0 ** -16, -3.0], np.float32))
     with pytest.raises(TypeError, match="float64"):
         zarr_io.round_mantissa(x.astype(np.float64), 16)
+
+
+def test_a_render_killed_as_it_creates_its_store_leaves_a_manifest_and_resumes(demo, tmp_path, monkeypatch):
+    """The store's first write already holds the manifest: a kill right after it (here: creating the staging
+    group fails) leaves a store that the same render resumes, not one without a manifest that it refuses."""
+    real = zarr.Group.create_group
+
+    def killed(self, name, **kw):
+        if name == render.STAGING:
+            raise KeyboardInterrupt("killed while creating the store")
+        return real(self, name, **kw)
+
+    monkeypatch.setattr(zarr.Group, "create_group", killed)
+    with pytest.raises(KeyboardInterrupt):
+        render.run(_cfg(demo, tmp_path))
+    monkeypatch.setattr(zarr.Group, "create_group", real)
+    [store] = list((tmp_path / "datasets").rglob("*.zarr"))
+    manifest = zarr_io.read_manifest(zarr.open_group(str(store), mode="r"))
+    assert manifest is not None and manifest.n_committed_episodes == 0
+    resumed = render.run(_cfg(demo, tmp_path))
+    assert resumed.store == str(store) and zarr_io.read_manifest(zarr.open_group(str(store), mode="r")).complete

@@ -47,10 +47,15 @@ def _writing():
 class DatasetWriter:
     """Writes data/* rows and commits them with episode_ends, the inventory and the manifest."""
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False):
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False,
+                 manifest: DatasetManifest | None = None):
+        """``create`` replaces whatever is at ``url`` by an empty store whose root zarr.json already holds
+        ``manifest``: one write, so a store never exists without its manifest (a render killed between
+        two writes once left one that its own rerun refused)."""
         self.url = str(url)
         self.recorder = RecordingStore(zarr_io.open_store(self.url, storage_options))
-        self.root = zarr.open_group(self.recorder, mode="w" if create else "r+")
+        attributes = zarr_io.manifest_attributes(manifest) if create and manifest is not None else None
+        self.root = zarr.open_group(self.recorder, mode="w" if create else "r+", attributes=attributes)
 
     def create_arrays(self, specs: Mapping[str, ArraySpec], level: int, use_shards: bool = True) -> None:
         with _writing():
@@ -93,7 +98,10 @@ def write_dataset(url: str, manifest: DatasetManifest, columns: Mapping[str, np.
                                                        options.shard_min_chunks, options.compression_level,
                                                        options.image_chunk_target_bytes)
                            for key, v in columns.items()}
-    writer = DatasetWriter(url, create=True)
+    nothing_yet = manifest.model_copy(update=dict(  # until the commit below, the store says it holds no rows
+        n_committed_episodes=0, n_committed_rows=0, inventory={},
+        episodes=[e.model_copy(update={"committed": False}) for e in manifest.episodes]))
+    writer = DatasetWriter(url, create=True, manifest=nothing_yet)
     writer.create_arrays(manifest.arrays, manifest.options.compression_level, use_shards)
     writer.write_rows(0, columns)
     manifest.inventory = {}
