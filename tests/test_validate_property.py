@@ -34,7 +34,9 @@ from tests.validate_fixtures import build, set_manifest, write_array
 N_ROWS_MIN = 8
 REDERIVABLE = ("actions", "rewards", "success", "terminated", "truncated", "obs/state")
 # MS2FLOW_HYPOTHESIS_EXAMPLES=300 for a long hunt; CI keeps the fast tier fast.
+# Derandomized (the same examples every run, so CI is reproducible); MS2FLOW_HYPOTHESIS_RANDOM=1 explores anew.
 SETTINGS = settings(max_examples=int(os.environ.get("MS2FLOW_HYPOTHESIS_EXAMPLES", "25")), deadline=None,
+                    derandomize=not os.environ.get("MS2FLOW_HYPOTHESIS_RANDOM"),
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -164,8 +166,19 @@ def readable(store: Path, chunk: str) -> bool:
 
 
 def same_json(a: bytes, b: bytes) -> bool:
-    """Whitespace-only edits of a metadata document change nothing."""
+    """Edits that leave the metadata zarr reads unchanged change nothing: whitespace, or (found by this test)
+    a damaged optional key such as the bytes codec's "configuration", whose default zarr then applies."""
     try:
-        return json.loads(a) == json.loads(b)
+        ja, jb = json.loads(a), json.loads(b)
     except ValueError:
+        return False
+    if ja == jb:
+        return True
+    if not (isinstance(ja, dict) and isinstance(jb, dict) and ja.get("node_type") == jb.get("node_type") == "array"):
+        return False
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    try:
+        return ArrayV3Metadata.from_dict(dict(ja)).to_dict() == ArrayV3Metadata.from_dict(dict(jb)).to_dict()
+    except Exception:  # noqa: BLE001 - metadata zarr cannot parse is a change
         return False
