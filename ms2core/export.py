@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ms2core.errors import ConfigError
+from ms2core.fileio import staged_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDORED = ("ms2core/obs.py", "ms2core/errors.py", "storage_schemas/env.py", "storage_schemas/dataset.py")
@@ -68,9 +68,7 @@ def export_policy(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, ove
                 obs_keys=sorted(extra["obs_shapes"]), action_low=np.asarray(space.low).tolist(),
                 action_high=np.asarray(space.high).tolist(), checkpoint=str(checkpoint), step=int(ckpt["step"]))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as tmp:
         torch.jit.save(traced, str(tmp / "policy.ts"))
         (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
         shutil.copy(Path(__file__).with_name("export_template") / "policy.py", tmp / "policy.py")
@@ -80,12 +78,6 @@ def export_policy(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, ove
             (target.parent / "__init__.py").touch()
             shutil.copy(ROOT / rel, target)
         (tmp / "requirements.txt").write_text("torch\nnumpy\npydantic>=2\nfpsample  # only for downsample='fps'\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -1,12 +1,16 @@
 """Atomic file writes: write a temporary sibling, fsync, then os.replace, so a killed process
 leaves either the old file or the new one, never a torn one. A full disk (ENOSPC) is a
-:class:`~ms2core.errors.DiskFullError` naming the file, with the temporary removed."""
+:class:`~ms2core.errors.DiskFullError` naming the file, with the temporary removed.
+Directories the same way: :func:`staged_directory` builds one in a sibling and moves it into place."""
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -53,3 +57,24 @@ def torch_save_atomic(payload, path: str | os.PathLike) -> Path:
     import torch
 
     return write_atomic(path, lambda f: torch.save(payload, f), what="checkpoint")
+
+
+@contextmanager
+def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``target`` to build a directory in; when the block ends it replaces
+    ``target`` (the old one is moved aside first and deleted after), and when the block fails it is removed.
+    Callers decide beforehand whether an existing ``target`` may be replaced."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+        old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
+        if old is not None:
+            os.replace(target, old)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -45,12 +45,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ms2core.errors import SimulatorRuntimeError
+from ms2core.fileio import staged_directory
 
 FORMAT = "ms2flow.sim_runtime"
 FORMAT_VERSION = 1
@@ -248,9 +248,7 @@ def pack(cfg: PackConfig) -> PackResult:
     if cfg.include_own_code:
         files.update(_own_files(project_root))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         archive = staging / ARCHIVE_NAME
         tree = _write_archive(archive, files, generated, cfg.level)
         parts = _split(archive, staging, cfg.part_size)
@@ -270,12 +268,6 @@ def pack(cfg: PackConfig) -> PackResult:
         archive_bytes = archive.stat().st_size
         archive.unlink()
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PackResult(out_dir=out_dir, parts=parts, tree_files=len(tree),
                       tree_bytes=sum(t["nbytes"] for t in tree.values()), archive_bytes=archive_bytes,
                       seconds=time.perf_counter() - start, distributions=versions)
@@ -416,9 +408,7 @@ def unpack(parts_dir: Path, prefix: Path, *, overwrite: bool = False, compile_by
     paths = verify_parts(parts_dir, manifest)
     if prefix.exists() and any(prefix.iterdir()) and not overwrite:
         raise SimulatorRuntimeError(f"{prefix} exists and is not empty", hint="pass --overwrite or another --prefix")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{prefix.name}.partial-", dir=prefix.parent))
-    try:
+    with staged_directory(prefix) as staging:
         with io.BufferedReader(_Concat(paths), 2**20) as raw, lzma.open(raw, "rb") as stream, \
                 tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -431,12 +421,6 @@ def unpack(parts_dir: Path, prefix: Path, *, overwrite: bool = False, compile_by
             _smoke_run(staging)
         (staging / INSTALLED_MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "tree"},
                                                              indent=1, sort_keys=True))
-        if prefix.exists():
-            shutil.rmtree(prefix)
-        os.replace(staging, prefix)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if compile_bytecode and manifest["interpreter"]["included"]:
         # Bytecode is not packed (smaller parts); compile once here so workers start fast. Some packages
         # ship files that do not compile (py2 examples); that is not an install failure.
