@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ms2core.errors import DemoFileError, UnknownEnvError, UnsupportedModeError, unknown_choice
+from ms2core.fileio import pid_alive
 from ms2core.trajectory import DemoPair, demo_digest, pair_paths
 from storage_schemas.demos import DemoRecord
 
@@ -27,18 +28,8 @@ def remove_stale_temporaries(stem: Path) -> None:
     for target in (h5_path, json_path, stem.with_name(stem.name + ".report.json")):
         for tmp in target.parent.glob(f".{target.name}.tmp-*"):
             pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def validate_pair(path: str | os.PathLike, check_env: bool = True, backend: str = "sapien") -> DemoRecord:

@@ -30,6 +30,18 @@ def disk_full_error(path: str | os.PathLike, exc: BaseException, what: str = "fi
                               "the previous version of the file is unchanged")
 
 
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (one of another user's counts): whether a ``.tmp-PID`` file's writer,
+    or a worker's parent, is still running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> Path:
     """Call ``write(file)`` on a temporary sibling of ``path``, then move it into place."""
     path = Path(path)

@@ -32,6 +32,8 @@ import threading
 import time
 import traceback
 
+from ms2core.fileio import pid_alive
+
 PARENT_POLL_S = 0.25
 
 
@@ -46,23 +48,13 @@ def describe_exception(exc: BaseException) -> dict:
     return out
 
 
-def _parent_alive(parent_pid: int) -> bool:
-    try:
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def watch_parent(parent_pid: int, interval_s: float = PARENT_POLL_S) -> threading.Thread:
     """Exit this process as soon as the pool's process is gone (re-parented or no longer alive)."""
     start_ppid = os.getppid()
 
     def watch() -> None:
         while True:
-            if os.getppid() != start_ppid or not _parent_alive(parent_pid):
+            if os.getppid() != start_ppid or not pid_alive(parent_pid):
                 os._exit(3)
             time.sleep(interval_s)
 
