@@ -157,19 +157,24 @@ def critic_values(critic: ValueCritic, obs: dict[str, np.ndarray], device: torch
     return out
 
 
+def next_values_for(critic: ValueCritic, values: np.ndarray, last_obs: dict[str, np.ndarray],
+                    final_obs: list[tuple[int, int, dict[str, np.ndarray]]], device: torch.device) -> np.ndarray:
+    """V(s_{t+1}) of the same episode for every (t, env): ``values`` shifted by one row, V(``last_obs``) for the
+    last row, and where step t ended an episode the value of its final observation, not of the reset one."""
+    next_values = np.concatenate([values[1:], critic_values(critic, last_obs, device)[None]], axis=0)
+    if final_obs:
+        stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in last_obs}
+        for (t, i, _), v in zip(final_obs, critic_values(critic, stacked, device)):
+            next_values[t, i] = v
+    return next_values
+
+
 def rollout_values(critic: ValueCritic, rollout: Rollout, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(values, next_values) of a rollout under ``critic``: V(s_t), and V(s_{t+1}) of the same episode (the
-    final observation where step t ended one, the observation after the rollout for the last row)."""
+    """(values, next_values) of a rollout under ``critic`` (see :func:`next_values_for`)."""
     T, N = rollout.values.shape
     values = critic_values(critic, {k: v.reshape(T * N, *v.shape[2:]) for k, v in rollout.obs.items()}, device)
     values = values.reshape(T, N)
-    last = critic_values(critic, rollout.last_obs, device)
-    next_values = np.concatenate([values[1:], last[None]], axis=0)
-    if rollout.final_obs:
-        stacked = {k: np.stack([f[2][k] for f in rollout.final_obs]) for k in rollout.last_obs}
-        for (t, i, _), v in zip(rollout.final_obs, critic_values(critic, stacked, device)):
-            next_values[t, i] = v
-    return values, next_values
+    return values, next_values_for(critic, values, rollout.last_obs, rollout.final_obs or [], device)
 
 
 def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianActor, critic: ValueCritic,
@@ -203,16 +208,9 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
             final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
         episodes_out.extend(batch.episodes)
         obs = batch.obs
-    rollout = Rollout(obs_buf, actions, log_probs, values, values, rewards, terminated, dones, obs, final_obs,
-                      {"env_s": env_s, "policy_s": policy_s})
-    # Where an episode ended, s_{t+1} is the final observation, not the reset one.
-    last = critic_values(critic, obs, device)
-    rollout.next_values = np.concatenate([values[1:], last[None]], axis=0)
-    if final_obs:
-        stacked = {k: np.stack([f[2][k] for f in final_obs]) for k in obs}
-        for (t, i, _), v in zip(final_obs, critic_values(critic, stacked, device)):
-            rollout.next_values[t, i] = v
-    return rollout, obs
+    next_values = next_values_for(critic, values, obs, final_obs, device)
+    return Rollout(obs_buf, actions, log_probs, values, next_values, rewards, terminated, dones, obs, final_obs,
+                   {"env_s": env_s, "policy_s": policy_s}), obs
 
 
 # --------------------------------------------------------------------------- update
