@@ -79,14 +79,18 @@ def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    moved_aside = False
     try:
         yield staging
-        old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
-        if old is not None:
+        if target.exists():
             os.replace(target, old)
+            moved_aside = True
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if moved_aside and not target.exists():
+            os.replace(old, target)  # the new one never arrived: the old one goes back
         raise
-    if old is not None:
+    if moved_aside:
         shutil.rmtree(old, ignore_errors=True)
