@@ -94,7 +94,11 @@ def rollout_obs_processor(rollout_cfg, seed: int = 0) -> Callable[[Any], ObsDict
 def env_factory_from_config(rollout_cfg) -> EnvFactory:
     """EnvFactory for a storage_schemas.rl.RolloutConfig."""
     processor = rollout_obs_processor(rollout_cfg) if rollout_cfg.obs is not None else None
-    return EnvFactory(rollout_cfg.env, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor,
+    env_cfg = rollout_cfg.env
+    horizon = getattr(rollout_cfg, "train_episode_steps", None)
+    if horizon is not None and rollout_cfg.gym_env_id is None:
+        env_cfg = env_cfg.model_copy(update={"max_episode_steps": horizon})
+    return EnvFactory(env_cfg, rollout_cfg.gym_env_id, rollout_cfg.gym_max_episode_steps, processor,
                       continue_after_success(rollout_cfg))
 
 
@@ -355,21 +359,33 @@ class EpisodeSummary:
 
 
 def run_episodes(vec: VectorEnv, act: Callable[[ObsDict], np.ndarray], num_episodes: int) -> list[EpisodeStats]:
-    """Step ``vec`` with ``act`` (policy-space actions) until ``num_episodes`` episodes have finished."""
+    """Step ``vec`` with ``act`` (policy-space actions) until ``num_episodes`` episodes have finished.
+
+    Which episodes count is fixed before any is run: env ``i`` contributes its first ``ceil``/``floor`` share
+    (episode ``k`` is env ``k % num_envs``'s), never "the first N to finish", which would over-count the short
+    (successful) episodes of fast envs. The result is in episode order ``k``.
+    """
+    n = vec.num_envs
+    quota = [num_episodes // n + (1 if i < num_episodes % n else 0) for i in range(n)]
+    per_env: list[list[EpisodeStats]] = [[] for _ in range(n)]
     obs = vec.reset()
-    done: list[EpisodeStats] = []
-    while len(done) < num_episodes:
+    while any(len(per_env[i]) < quota[i] for i in range(n)):
         batch = vec.step(act(obs))
-        done.extend(batch.episodes)
+        for ep in batch.episodes:
+            if len(per_env[ep.env_index]) < quota[ep.env_index]:
+                per_env[ep.env_index].append(ep)
         obs = batch.obs
-    return done[:num_episodes]
+    return [per_env[k % n][k // n] for k in range(num_episodes)]
 
 
 def evaluate_deterministic(rollout_cfg, act: Callable[[ObsDict], np.ndarray], num_episodes: int,
                            seed: int) -> EpisodeSummary:
-    """``num_episodes`` episodes of ``act`` (deterministic actions in [-1, 1]) in fresh in-process envs; an
+    """``num_episodes`` episodes of ``act`` (deterministic actions in [-1, 1]) in fresh envs (as many worker
+    processes as the training rollout, at most one per env); an
     episode ends at success (ManiSkill2's termination) whatever the training rollout's continue_after_success."""
-    eval_cfg = rollout_cfg.model_copy(update={"num_envs": min(num_episodes, rollout_cfg.num_envs), "num_procs": 0,
-                                              "continue_after_success": False})
+    num_envs = min(num_episodes, rollout_cfg.num_envs)
+    eval_cfg = rollout_cfg.model_copy(update={"num_envs": num_envs, "num_procs": min(rollout_cfg.num_procs, num_envs),
+                                              "continue_after_success": False,
+                                              "train_episode_steps": None})
     with vector_env_from_config(eval_cfg, seed) as vec:
         return EpisodeSummary.of(run_episodes(vec, act, num_episodes))

@@ -191,3 +191,41 @@ def test_deterministic_evaluation_ends_episodes_at_success():
 
     summary = evaluate_deterministic(cfg, act, num_episodes=1, seed=3)
     assert summary.episodes == 1 and summary.success_rate == 1.0 and summary.mean_length < 40
+
+
+def test_train_episode_steps_cuts_training_episodes_but_not_evaluations():
+    from ms2core.rollout import evaluate_deterministic, vector_env_from_config
+    from storage_schemas.rl import RolloutConfig
+
+    cfg = RolloutConfig(env=EnvConfig(env_id="PickCube-v0", control_mode="pd_ee_delta_pos", max_episode_steps=12,
+                                      backend="fake"), num_envs=2, train_episode_steps=5)
+    with vector_env_from_config(cfg, seed=0) as vec:
+        vec.reset()
+        lengths, truncated = [], []
+        for _ in range(10):
+            batch = vec.step(np.zeros((2, vec.action_dim), dtype=np.float32))
+            lengths += [ep.length for ep in batch.episodes]
+            truncated += list(batch.truncated[batch.dones])
+    assert lengths == [5, 5, 5, 5] and all(truncated)  # cut at 5: a truncation (bootstrapped), never a termination
+
+    idle = evaluate_deterministic(cfg, lambda obs: np.zeros((len(obs["state"]), 4), np.float32), 2, seed=1)
+    assert idle.mean_length == 12  # the task's own limit, not the training horizon
+    with pytest.raises(ValueError, match="train_episode_steps"):
+        RolloutConfig(gym_env_id="Pendulum-v1", train_episode_steps=5)
+
+
+def test_evaluation_counts_a_fixed_set_of_episodes_not_the_first_to_finish():
+    from ms2core.rollout import evaluate_deterministic
+    from storage_schemas.rl import RolloutConfig
+
+    cfg = RolloutConfig(env=EnvConfig(env_id="PickCube-v0", control_mode="pd_ee_delta_pos", max_episode_steps=40,
+                                      backend="fake"), num_envs=2)
+
+    def act(obs):  # env 0 heads for the goal (a short, successful episode), env 1 idles until the time limit
+        move = np.clip(obs["state"][:, 35:38] / 0.05, -1.0, 1.0)
+        move[1:] = 0.0
+        return np.concatenate([move, np.zeros((len(move), 1))], axis=1).astype(np.float32)
+
+    summary = evaluate_deterministic(cfg, act, num_episodes=6, seed=3)
+    # three episodes of each env: "the first 6 to finish" would be mostly env 0's quick successes
+    assert summary.episodes == 6 and summary.success_rate == 0.5
