@@ -41,6 +41,11 @@ class RolloutConfig(StrictModel):
         "dense rewards of up to ~3/step a success worth 5 then ends the return early, so PPO learns to avoid it. "
         "The episode's success is then 'succeeded at any step'. None = true for ManiSkill2 tasks, false for "
         "gym_env_id. Deterministic evaluations always end at success")
+    train_episode_steps: int | None = Field(
+        None, gt=0, description="training episodes are cut after this many steps (a truncation: the value of the "
+        "last observation is bootstrapped, like a time limit), e.g. 50 with gamma 0.8 for PickCube state (the "
+        "ManiSkill2 tutorial's PPO recipe); evaluations keep env.max_episode_steps, the task's own limit. "
+        "None = training episodes run to env.max_episode_steps too")
     obs: ObsProcessConfig | None = Field(
         None, description="how raw observations are processed (points, frame, goal points, ...); None = the render "
         "defaults for env.obs_mode. DAPG/GAIL: must match the demo dataset's (its manifest's options.obs)"
@@ -52,6 +57,9 @@ class RolloutConfig(StrictModel):
             raise ValueError(
                 f"num_procs={self.num_procs} > num_envs={self.num_envs}: each worker needs at least one env"
             )
+        if self.train_episode_steps is not None and self.gym_env_id is not None:
+            raise ValueError("rollout.train_episode_steps applies to ManiSkill2 tasks (rollout.env); for "
+                             "rollout.gym_env_id set rollout.gym_max_episode_steps")
         if self.obs is not None and self.gym_env_id is None and self.obs.env_obs_mode != self.env.obs_mode:
             raise ValueError(
                 f"rollout.obs processes {self.obs.env_obs_mode!r} observations but rollout.env.obs_mode is "
