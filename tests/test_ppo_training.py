@@ -220,3 +220,46 @@ def test_metrics_say_where_the_time_goes(tmp_path):
     timed = [m for m in records if "time/update_s" in m]
     assert timed and all(m["time/rollout_env_s"] > 0 and m["time/rollout_policy_s"] > 0 and m["time/update_s"] > 0
                          for m in timed)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_run_after_its_update_with_a_checkpoint_and_resume_continues(tmp_path, sig):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = tiny_ppo(tmp_path).model_dump(mode="json")
+    cfg["run"].update(total_env_steps=10_000_000, log_every_steps=40, run_dir=None)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(repo), "MS2FLOW_DATA_DIR": str(tmp_path / "data")}
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "flows.cli", "train", "ppo", "--config", str(tmp_path / "cfg.yaml"),
+            "--set", f"run.run_dir={run_dir}"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"  # wait for the loop: a logged update
+        while time.monotonic() < deadline and not (metrics.is_file() and '"updates"' in metrics.read_text()):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert f"{sig} received: stopping after this update" in err and "Traceback" not in err
+    state = load_checkpoint(run_dir / "checkpoint.pt", "ppo")
+    assert 0 < state["env_steps"] < 10_000_000 and state["env_steps"] % 40 == 0
+    result = json.loads((run_dir / "train_result.json").read_text())
+    assert result["env_steps"] == state["env_steps"]
+    resumed = train_ppo(tiny_ppo(tmp_path / "b", resume_from=str(run_dir / "checkpoint.pt"),
+                                 total_env_steps=state["env_steps"] + 40))
+    assert resumed.start_env_step == state["env_steps"] and resumed.env_steps == state["env_steps"] + 40
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # this process's handlers were never touched

@@ -6,8 +6,12 @@ atomically, so a killed run never leaves a half-written checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,9 +142,38 @@ def finite(x: float | None) -> float | None:
 
 
 def out_of_time(run_cfg, started: float, learners=None) -> bool:
-    """``run.stop_after_s`` has passed since ``started`` (perf_counter); data-parallel learners follow rank 0."""
+    """Stop the loop here: ``run.stop_after_s`` has passed since ``started`` (perf_counter), or a SIGTERM/SIGINT
+    arrived (``stop_on_signals``); data-parallel learners follow rank 0."""
     limit = getattr(run_cfg, "stop_after_s", None)
-    if not limit:
-        return False
-    over = time.perf_counter() - started >= limit
+    over = _stop_signal[0] is not None or bool(limit and time.perf_counter() - started >= limit)
     return bool(learners.broadcast(over)) if learners is not None else over
+
+
+_stop_signal: list[int | None] = [None]  # the signal that asked the running loop to stop, if any
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While an online run's loop runs: the first SIGTERM (Prefect cancelling the flow run, ``kill``) or SIGINT
+    (Ctrl-C) lets the current update finish and the loop end with its checkpoint, like ``run.stop_after_s``
+    (``--resume-from`` continues the same curve); a second one stops at once (KeyboardInterrupt: the last
+    periodic checkpoint is what remains). Outside the main thread (no signal handlers there) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _stop_signal[0] = None
+
+    def handler(signum, frame):
+        if _stop_signal[0] is not None:
+            raise KeyboardInterrupt
+        _stop_signal[0] = signum
+        print(f"ms2flow: {signal.Signals(signum).name} received: stopping after this update with a checkpoint "
+              "(send it again to stop now)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _stop_signal[0] = None

@@ -389,38 +389,39 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         distributed.broadcast_parameters(learners, actor, critic)  # every learner starts from rank 0's weights
         if run.eval_every_steps and env_steps == 0:
             periodic_eval()
-        while env_steps < run.total_env_steps and not common.out_of_time(run, t0, learners):
-            episodes: list[EpisodeStats] = []
-            rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic, steps_per_env,
-                                                      device, normalizer, episodes_out=episodes)
-            env_steps += steps_per_env * vec.num_envs
-            n_episodes += len(episodes)
-            recent.extend(episodes)
-            t_update = time.perf_counter()
-            with diverged_at(ckpt_path, env_steps):
-                stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator, extra_loss,
-                                   learners)
-                updates += 1
+        with common.stop_on_signals():  # SIGTERM / Ctrl-C: end after this update, with the checkpoint
+            while env_steps < run.total_env_steps and not common.out_of_time(run, t0, learners):
+                episodes: list[EpisodeStats] = []
+                rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic,
+                                                          steps_per_env, device, normalizer, episodes_out=episodes)
+                env_steps += steps_per_env * vec.num_envs
+                n_episodes += len(episodes)
+                recent.extend(episodes)
+                t_update = time.perf_counter()
+                with diverged_at(ckpt_path, env_steps):
+                    stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator,
+                                       extra_loss, learners)
+                    updates += 1
+                    if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                        assert_finite_parameters([actor, critic], updates)
+                stats.update({f"time/rollout_{k}": v for k, v in (rollout.timing or {}).items()})
+                stats["time/update_s"] = time.perf_counter() - t_update
                 if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
-                    assert_finite_parameters([actor, critic], updates)
-            stats.update({f"time/rollout_{k}": v for k, v in (rollout.timing or {}).items()})
-            stats["time/update_s"] = time.perf_counter() - t_update
-            if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
-                summary = EpisodeSummary.of(recent) if recent else summary
-                fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
-                metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
-                             "episode_length": summary.mean_length, "episodes": n_episodes, "env_steps_per_s": fps,
-                             "updates": updates}, env_steps)
-                curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
-                              "success_rate": summary.success_rate})
-                recent, last_log = [], env_steps
-            if run.eval_every_steps and (env_steps - last_eval >= run.eval_every_steps
-                                         or env_steps >= run.total_env_steps):
-                periodic_eval()
-                last_eval = env_steps
-            if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
-                save()
-                last_ckpt = env_steps
+                    summary = EpisodeSummary.of(recent) if recent else summary
+                    fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
+                    metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
+                                 "episode_length": summary.mean_length, "episodes": n_episodes, "env_steps_per_s": fps,
+                                 "updates": updates}, env_steps)
+                    curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
+                                  "success_rate": summary.success_rate})
+                    recent, last_log = [], env_steps
+                if run.eval_every_steps and (env_steps - last_eval >= run.eval_every_steps
+                                             or env_steps >= run.total_env_steps):
+                    periodic_eval()
+                    last_eval = env_steps
+                if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
+                    save()
+                    last_ckpt = env_steps
         checkpoint = save()
         result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
                                       episodes=n_episodes, start=start, summary=summary, curve=curve,

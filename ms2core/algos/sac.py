@@ -211,47 +211,49 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
         start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
-        while env_steps < run.total_env_steps and not common.out_of_time(run, t0):
-            if env_steps < params.learning_starts:
-                actions = generator.uniform(-1.0, 1.0, (vec.num_envs, vec.action_dim)).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    actions = agent.actor.sample(common.obs_to_torch(obs, device))[0].cpu().numpy()
-            batch = vec.step(actions)
-            buffer.add_step(obs, actions, batch.rewards, batch.next_obs, batch.terminated, batch.dones)
-            obs = batch.obs
-            env_steps += vec.num_envs
-            n_episodes += len(batch.episodes)
-            recent.extend(batch.episodes)
-            if env_steps >= params.learning_starts and len(buffer) >= params.batch_size:
-                if hooks.after_env_step is not None:
+        with common.stop_on_signals():  # SIGTERM / Ctrl-C: end after this update, with the checkpoint
+            while env_steps < run.total_env_steps and not common.out_of_time(run, t0):
+                if env_steps < params.learning_starts:
+                    actions = generator.uniform(-1.0, 1.0, (vec.num_envs, vec.action_dim)).astype(np.float32)
+                else:
+                    with torch.no_grad():
+                        actions = agent.actor.sample(common.obs_to_torch(obs, device))[0].cpu().numpy()
+                batch = vec.step(actions)
+                buffer.add_step(obs, actions, batch.rewards, batch.next_obs, batch.terminated, batch.dones)
+                obs = batch.obs
+                env_steps += vec.num_envs
+                n_episodes += len(batch.episodes)
+                recent.extend(batch.episodes)
+                if env_steps >= params.learning_starts and len(buffer) >= params.batch_size:
+                    if hooks.after_env_step is not None:
+                        with diverged_at(ckpt_path, env_steps):
+                            stats.update(hooks.after_env_step(buffer, env_steps))
+                    owed_updates += params.updates_per_env_step * vec.num_envs
+                    while owed_updates >= 1.0:
+                        owed_updates -= 1.0
+                        sample = buffer.sample(params.batch_size, device)
+                        if hooks.relabel_rewards is not None:
+                            sample.rewards = hooks.relabel_rewards(sample)
+                        with diverged_at(ckpt_path, env_steps):
+                            stats.update(sac_update(agent, sample, params, updates % params.actor_update_interval == 0,
+                                                    updates))
+                        updates += 1
+                if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
                     with diverged_at(ckpt_path, env_steps):
-                        stats.update(hooks.after_env_step(buffer, env_steps))
-                owed_updates += params.updates_per_env_step * vec.num_envs
-                while owed_updates >= 1.0:
-                    owed_updates -= 1.0
-                    sample = buffer.sample(params.batch_size, device)
-                    if hooks.relabel_rewards is not None:
-                        sample.rewards = hooks.relabel_rewards(sample)
-                    with diverged_at(ckpt_path, env_steps):
-                        stats.update(sac_update(agent, sample, params, updates % params.actor_update_interval == 0,
-                                                updates))
-                    updates += 1
-            if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
-                with diverged_at(ckpt_path, env_steps):
-                    assert_finite_parameters({"actor": agent.actor.state_dict(), "critic": agent.critic.state_dict(),
-                                              "log_alpha": agent.log_alpha.detach()}, updates)
-                summary = EpisodeSummary.of(recent) if recent else summary
-                fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
-                metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
-                             "episode_length": summary.mean_length, "episodes": n_episodes,
-                             "env_steps_per_s": fps, "updates": updates}, env_steps)
-                curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
-                              "success_rate": summary.success_rate})
-                recent, last_log = [], env_steps
-            if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
-                save()
-                last_ckpt = env_steps
+                        assert_finite_parameters({"actor": agent.actor.state_dict(),
+                                                  "critic": agent.critic.state_dict(),
+                                                  "log_alpha": agent.log_alpha.detach()}, updates)
+                    summary = EpisodeSummary.of(recent) if recent else summary
+                    fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
+                    metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
+                                 "episode_length": summary.mean_length, "episodes": n_episodes,
+                                 "env_steps_per_s": fps, "updates": updates}, env_steps)
+                    curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
+                                  "success_rate": summary.success_rate})
+                    recent, last_log = [], env_steps
+                if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
+                    save()
+                    last_ckpt = env_steps
         checkpoint = save()
         result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
                                       episodes=n_episodes, start=start, summary=summary, curve=curve)
