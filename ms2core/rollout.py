@@ -200,8 +200,30 @@ def _reset_slots() -> list[ObsDict]:
     return [s.reset() for s in env_cache().peek(_SLOTS_KEY).slots]
 
 
-def _step_slots(actions: np.ndarray) -> list[_SlotStep]:
-    return [s.step(a) for s, a in zip(env_cache().peek(_SLOTS_KEY).slots, actions)]
+@dataclass
+class _GroupStep:
+    """One worker's envs after a step, stacked: a few arrays cross the wire per worker, not a few per env, and
+    ``next_obs`` only for the rows whose episode ended (elsewhere it is ``obs``; half the bytes of sending both)."""
+
+    obs: ObsDict                  # (n, ...) after auto-reset
+    ended_rows: np.ndarray        # (k,) int: rows whose episode ended at this step
+    final_obs: ObsDict | None     # (k, ...) those rows' last observation; None when k == 0
+    rewards: np.ndarray           # (n,) float32
+    terminated: np.ndarray        # (n,) bool
+    truncated: np.ndarray         # (n,) bool
+    episodes: list[EpisodeStats]
+
+
+def _step_slots(actions: np.ndarray) -> _GroupStep:
+    steps = [s.step(a) for s, a in zip(env_cache().peek(_SLOTS_KEY).slots, actions)]
+    ended = [i for i, r in enumerate(steps) if r.episode is not None]
+    return _GroupStep(
+        obs=stack_obs([r.obs for r in steps]), ended_rows=np.array(ended, np.int64),
+        final_obs=stack_obs([steps[i].next_obs for i in ended]) if ended else None,
+        rewards=np.array([r.reward for r in steps], np.float32),
+        terminated=np.array([r.terminated for r in steps], bool),
+        truncated=np.array([r.truncated for r in steps], bool),
+        episodes=[r.episode for r in steps if r.episode is not None])
 
 
 def space_to_wire(space) -> dict:
@@ -306,14 +328,19 @@ class VectorEnv:
                              f"got {actions.shape}")
         env_actions = self.to_env_action(actions)
         bounds = np.cumsum([0] + self._group_sizes)
-        results = self._call(_step_slots, [(env_actions[a:b],) for a, b in zip(bounds[:-1], bounds[1:])])
+        groups = self._call(_step_slots, [(env_actions[a:b],) for a, b in zip(bounds[:-1], bounds[1:])], flat=False)
+        obs = {k: np.concatenate([g.obs[k] for g in groups]) for k in groups[0].obs}
+        next_obs = {k: v.copy() for k, v in obs.items()}
+        for start, g in zip(bounds, groups):
+            if g.final_obs is not None:
+                for k, v in g.final_obs.items():
+                    next_obs[k][start + g.ended_rows] = v
         return StepBatch(
-            obs=stack_obs([r.obs for r in results]),
-            next_obs=stack_obs([r.next_obs for r in results]),
-            rewards=np.array([r.reward for r in results], np.float32),
-            terminated=np.array([r.terminated for r in results], bool),
-            truncated=np.array([r.truncated for r in results], bool),
-            episodes=[r.episode for r in results if r.episode is not None],
+            obs=obs, next_obs=next_obs,
+            rewards=np.concatenate([g.rewards for g in groups]),
+            terminated=np.concatenate([g.terminated for g in groups]),
+            truncated=np.concatenate([g.truncated for g in groups]),
+            episodes=[e for g in groups for e in g.episodes],
         )
 
     def close(self) -> None:

@@ -94,6 +94,25 @@ def test_wire_round_trips_arrays_bit_for_bit_and_objects_by_name():
     assert isinstance(out["processor"], ObservationProcessor) and out["processor"].cfg == value["processor"].cfg
 
 
+def test_wire_frames_larger_than_the_pipe_with_more_buffers_than_one_writev_round_trip():
+    import threading
+
+    rng = np.random.default_rng(0)
+    value = {"big": rng.standard_normal((700, 1000)).astype(np.float32),  # 2.8 MB: many partial pipe writes
+             "many": [rng.integers(0, 255, size=int(n), dtype=np.uint8) for n in rng.integers(0, 40, size=1500)]}
+    read_fd, write_fd = os.pipe()
+    try:
+        writer = threading.Thread(target=wire.write_frame, args=(write_fd, value))
+        writer.start()
+        out = wire.read_frame(read_fd)
+        writer.join(timeout=30)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert out["big"].tobytes() == value["big"].tobytes() and out["big"].flags.writeable
+    assert len(out["many"]) == 1500 and all(a.tobytes() == b.tobytes() for a, b in zip(out["many"], value["many"]))
+
+
 def test_wire_header_is_plain_json_not_pickle():
     import json
 
