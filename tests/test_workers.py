@@ -284,6 +284,20 @@ def test_sim_python_comes_from_the_environment(monkeypatch, tmp_path):
         VectorEnv(EnvFactory(EnvConfig(env_id="PickCube-v0", backend="fake")), num_envs=1)
 
 
+def thread_limits():
+    return [os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")]
+
+
+def test_workers_get_one_blas_thread_unless_told(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # the learner's setting must not reach the simulator workers
+    monkeypatch.delenv("MS2FLOW_SIM_THREADS", raising=False)
+    with SimPool(1) as pool:
+        assert pool.call_each(thread_limits, [()]) == [["1", "1", "1"]]
+    monkeypatch.setenv("MS2FLOW_SIM_THREADS", "3")
+    with SimPool(1) as pool:
+        assert pool.call_each(thread_limits, [()]) == [["3", "3", "3"]]
+
+
 # --------------------------------------------------------------------------- no orphans
 _OWNER = textwrap.dedent("""
     import sys, time

@@ -61,13 +61,25 @@ def requirements(backend: str | None) -> tuple[str, ...]:
     return BASE_MODULES + (SIMULATOR_MODULES if backend in (None, "sapien") else ())
 
 
+#: threads each simulator worker's BLAS/OpenMP may use (default 1)
+SIM_THREADS_ENV = "MS2FLOW_SIM_THREADS"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def worker_environment() -> dict[str, str]:
-    """This process's environment, with ms2flow's source root on PYTHONPATH where it is a checkout.
+    """This process's environment, with ms2flow's source root on PYTHONPATH where it is a checkout and
+    ``$MS2FLOW_SIM_THREADS`` (default 1) BLAS/OpenMP threads.
 
     ``PYTHONSAFEPATH=1`` (Python >= 3.11; older ones ignore it): ``python -m`` would otherwise put the
     working directory first on ``sys.path``, so a worker's code would depend on where it was started."""
     env = dict(os.environ)
     env["PYTHONSAFEPATH"] = "1"
+    # One simulator per process, the parallelism is the processes': BLAS/OpenMP thread pools sized to the
+    # machine in every worker (OpenBLAS threads spin after each call) oversubscribe the cores the other
+    # workers step on. The raw-loop baselines of the benchmarks ran with the same limit.
+    threads = env.get(SIM_THREADS_ENV, "1")
+    for var in THREAD_VARS:
+        env[var] = threads
     root = Path(__file__).resolve().parents[2]
     if root.name != "site-packages":  # never hand the learner's site-packages to another Python
         parts = [str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(root)]
