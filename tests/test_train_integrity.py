@@ -184,6 +184,33 @@ def test_a_fresh_run_that_fails_before_any_checkpoint_leaves_no_directory(data_d
     assert not list((data_dir / "runs" / "bc" / "PickCube-v0" / "X").iterdir())
 
 
+@pytest.mark.parametrize("error", [RuntimeError, ConfigError])  # a crash, or a refusal found mid-run
+def test_a_run_that_crashes_after_training_keeps_its_metrics_and_says_why(data_dir, monkeypatch, error):
+    from ms2core.algos import ppo
+    from storage_schemas.rl import PPOConfig
+
+    cfg = PPOConfig.model_validate(dict(
+        rollout=dict(env=dict(backend="fake", control_mode="pd_ee_delta_pos", max_episode_steps=10), num_envs=2),
+        net=dict(hidden_sizes=[8]), ppo=dict(rollout_steps=20, minibatch_size=10, critic_warmup_epochs=0),
+        run=dict(total_env_steps=200, log_every_steps=20, checkpoint_every_steps=0)))  # no checkpoint before the end
+    real_update, calls = ppo.ppo_update, []
+
+    def update_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise error("simulated crash in the fourth update")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_update", update_then_crash)
+    with pytest.raises(error, match="fourth update"):
+        stage.run(cfg, algo="ppo", progress=False)
+    (run_dir,) = (data_dir / "runs" / "ppo" / "PickCube-v0" / "seed0").iterdir()
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [20, 40, 60]  # what it trained is still on record
+    assert "simulated crash" in (run_dir / "failure.json").read_text()
+    assert not (run_dir / "train_result.json").exists()
+
+
 # --------------------------------------------------------------------------- 2. validation gates training
 def _set_manifest(store, **changes):
     root = zarr.open_group(store, mode="r+")

@@ -117,6 +117,15 @@ class RunDirClaim:
     path: Path
     fresh: bool                      # created for this run (removed again if it fails before any checkpoint)
     displaced: Path | None = None    # the old run an --overwrite moved aside (deleted on success, restored on failure)
+    metrics_bytes_at_start: int = -1  # the size of metrics.jsonl when claimed (-1: measured at __post_init__)
+
+    def __post_init__(self):
+        if self.metrics_bytes_at_start < 0:
+            self.metrics_bytes_at_start = self._metrics_bytes()
+
+    def _metrics_bytes(self) -> int:
+        metrics = self.path / "metrics.jsonl"
+        return metrics.stat().st_size if metrics.is_file() else 0
 
     def succeeded(self) -> None:
         (self.path / FAILURE_FILE).unlink(missing_ok=True)
@@ -124,18 +133,22 @@ class RunDirClaim:
             shutil.rmtree(self.displaced, ignore_errors=True)
 
     def failed(self, failure: dict, record: bool, keep: bool = False) -> None:
-        """A failed run: an overwritten run comes back; a fresh run that wrote no checkpoint is removed
-        (unless ``keep``: a diverged run keeps its record); otherwise, with ``record``, failure.json says why
-        (a refused resume leaves the run it was refused for untouched)."""
+        """A failed run: an overwritten run comes back; a fresh run that wrote neither a checkpoint nor a
+        metric (it failed before training: a refused config, checkpoint or dataset) is removed (unless
+        ``keep``: a diverged run keeps its record); otherwise, with ``record`` or once this attempt logged
+        metrics, failure.json says why, next to the metrics of what it did (a crash after an hour of
+        training, or of a resumed curve whose next checkpoint was not reached yet, is not erased). A refused
+        resume leaves its run untouched."""
         from ms2core.fileio import write_text_atomic
 
         has_checkpoint = any(self.path.glob("checkpoints/ckpt_*.pt")) or (self.path / "checkpoint.pt").exists()
-        if self.displaced is not None or (self.fresh and not (keep or has_checkpoint)):
+        progressed = self._metrics_bytes() > self.metrics_bytes_at_start  # this attempt trained (and logged)
+        if self.displaced is not None or (self.fresh and not (keep or has_checkpoint or progressed)):
             shutil.rmtree(self.path, ignore_errors=True)
             if self.displaced is not None:
                 self.displaced.rename(self.path)
             return
-        if record or keep:
+        if record or keep or progressed:  # an error after training started is the run's failure, whatever it is
             try:
                 write_text_atomic(self.path / FAILURE_FILE, json.dumps(failure, indent=2))
             except OSError:
