@@ -298,6 +298,29 @@ def test_workers_get_one_blas_thread_unless_told(monkeypatch):
         assert pool.call_each(thread_limits, [()]) == [["3", "3", "3"]]
 
 
+def test_source_digest_follows_the_packages_contents(tmp_path):
+    from ms2core.workers.interpreter import source_digest
+
+    for package in ("ms2core", "storage_schemas"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    before = source_digest(str(tmp_path))
+    (tmp_path / "ms2core" / "notes.txt").write_text("not code")
+    assert source_digest(str(tmp_path)) == before
+    (tmp_path / "storage_schemas" / "a.py").write_text("x = 2\n")
+    assert source_digest(str(tmp_path)) != before
+
+
+def test_a_worker_started_after_the_source_changed_is_refused(monkeypatch):
+    from ms2core.workers import interpreter
+
+    # as if this process had imported ms2flow before an edit / git pull that the new worker now imports
+    monkeypatch.setattr(interpreter, "STARTED_WITH", "00000000")
+    with pytest.raises(ConfigError, match=r"source under .* changed since this process started") as err:
+        SimPool(1).start()
+    assert "--resume-from" in err.value.hint
+
+
 # --------------------------------------------------------------------------- no orphans
 _OWNER = textwrap.dedent("""
     import sys, time

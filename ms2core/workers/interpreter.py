@@ -92,15 +92,47 @@ def code_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def check_code_root(worker_name: str, worker_root: str | None) -> None:
+#: the packages a simulator worker imports from the checkout (their source must be the parent's)
+WORKER_PACKAGES = ("ms2core", "storage_schemas")
+
+
+def source_digest(root: str | None = None) -> str:
+    """crc32 over the ``.py`` files (paths and contents) of WORKER_PACKAGES under ``root`` (default: this
+    process's code root); a few milliseconds."""
+    import zlib
+
+    base = Path(root or code_root())
+    crc = 0
+    for package in WORKER_PACKAGES:
+        for path in sorted((base / package).rglob("*.py")):
+            crc = zlib.crc32(str(path.relative_to(base)).encode(), crc)
+            try:
+                crc = zlib.crc32(path.read_bytes(), crc)
+            except OSError:
+                crc = zlib.crc32(b"<unreadable>", crc)
+    return f"{crc:08x}"
+
+
+#: this process's source digest, taken when it first imported the worker machinery (before any pool)
+STARTED_WITH = source_digest()
+
+
+def check_code_root(worker_name: str, worker_root: str | None, worker_digest: str | None = None) -> None:
     """Refuse a worker that imported ms2flow from elsewhere than this process (where this is a checkout)."""
     mine = code_root()
-    if worker_root is None or Path(mine).name == "site-packages" or worker_root == mine:
+    if worker_root is None or Path(mine).name == "site-packages":
         return
-    raise ConfigError(
-        f"{worker_name} imports ms2flow's code from {worker_root}, this process from {mine}: the two sides "
-        "would run different code", hint="leave PYTHONPATH to ms2flow (it puts this checkout first for the "
-        "workers), or run both from the same checkout or installation")
+    if worker_root != mine:
+        raise ConfigError(
+            f"{worker_name} imports ms2flow's code from {worker_root}, this process from {mine}: the two sides "
+            "would run different code", hint="leave PYTHONPATH to ms2flow (it puts this checkout first for the "
+            "workers), or run both from the same checkout or installation")
+    if worker_digest is not None and worker_digest != STARTED_WITH:
+        raise ConfigError(
+            f"ms2flow's source under {mine} changed since this process started (digest {STARTED_WITH}, now "
+            f"{worker_digest}: an edit, git pull or checkout during the run): {worker_name} would run other code "
+            "than this process", hint="start the command again (a training run continues from its checkpoint "
+            "with --resume-from; a render reuses its committed ranges)")
 
 
 def check_interpreter(python: str, modules: tuple[str, ...] = BASE_MODULES) -> str:

@@ -222,7 +222,7 @@ class SimPool:
             while waiting:
                 for w in _wait_readable(waiting, deadline):
                     w.info = w.receive()
-                    check_code_root(w.name, w.info.get("code_root"))
+                    check_code_root(w.name, w.info.get("code_root"), w.info.get("source_digest"))
                     waiting.remove(w)
         except BaseException:
             self.close(ABORT_GRACE_S)

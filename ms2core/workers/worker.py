@@ -69,10 +69,11 @@ def serve(read_fd: int, write_fd: int) -> None:
     from ms2core.envs.cache import PROCESS_CACHE
     from ms2core.workers.wire import WireError, read_frame, resolve, write_frame
 
-    from ms2core.workers.interpreter import code_root
+    from ms2core.workers.interpreter import STARTED_WITH, code_root
 
     write_frame(write_fd, {"op": "hello", "pid": os.getpid(), "python": platform.python_version(),
-                           "executable": sys.executable, "numpy": np.__version__, "code_root": code_root()})
+                           "executable": sys.executable, "numpy": np.__version__, "code_root": code_root(),
+                           "source_digest": STARTED_WITH})
     try:
         while True:
             try:
