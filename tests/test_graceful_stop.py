@@ -20,10 +20,10 @@ FAKE_ENV = dict(env=dict(env_id="PickCube-v0", backend="fake", control_mode="pd_
 CONFIGS = {
     "ppo": dict(algo="ppo", rollout=FAKE_ENV, net=dict(hidden_sizes=[16]),
                 ppo=dict(rollout_steps=40, minibatch_size=20, num_epochs=2, critic_warmup_epochs=1),
-                run=dict(total_env_steps=10_000_000, log_every_steps=40)),
+                run=dict(total_env_steps=10_000_000, log_every_steps=40, eval_episodes=2)),
     "sac": dict(algo="sac", rollout=FAKE_ENV, net=dict(hidden_sizes=[16]),
                 sac=dict(learning_starts=20, batch_size=8, buffer_capacity=500, updates_per_env_step=0.5),
-                run=dict(total_env_steps=10_000_000, log_every_steps=20, checkpoint_every_steps=0)),
+                run=dict(total_env_steps=10_000_000, log_every_steps=20, checkpoint_every_steps=0, eval_episodes=2)),
 }
 
 
@@ -52,7 +52,10 @@ def test_a_signal_ends_the_run_after_its_update_with_a_checkpoint_and_resume_con
     assert f"{sig} received: stopping after this update" in err and "Traceback" not in err + out
     state = load_checkpoint(run_dir / "checkpoint.pt", algo)
     assert 0 < state["env_steps"] < 10_000_000
-    assert json.loads((run_dir / "train_result.json").read_text())["env_steps"] == state["env_steps"]
+    result = json.loads((run_dir / "train_result.json").read_text())
+    assert result["env_steps"] == state["env_steps"]
+    assert result["eval_success_rate"] is None  # asked to stop: no final evaluation
+
 
     target = state["env_steps"] + 40
     again = ms2("train", algo, "--config", str(tmp_path / "cfg.yaml"), "--set", f"run.run_dir={tmp_path / 'b'}",
@@ -61,3 +64,4 @@ def test_a_signal_ends_the_run_after_its_update_with_a_checkpoint_and_resume_con
     assert again.returncode == 0, err
     resumed = json.loads((tmp_path / "b" / "train_result.json").read_text())
     assert resumed["start_env_step"] == state["env_steps"] and resumed["env_steps"] == target
+    assert resumed["eval_success_rate"] is not None  # a run that ends normally still evaluates

@@ -150,25 +150,32 @@ def out_of_time(run_cfg, started: float, learners=None) -> bool:
 
 
 _stop_signal: list[int | None] = [None]  # the signal that asked the running loop to stop, if any
+_last_stop: list[int | None] = [None]    # the signal that stopped the last loop (None: it ran to its end)
+
+
+def stopped_by_signal() -> str | None:
+    """The signal's name when the last ``stop_on_signals`` loop ended on one: its run skips the final
+    evaluation (the user asked to stop; ``ms2 evaluate --checkpoint`` runs it later)."""
+    return signal.Signals(_last_stop[0]).name if _last_stop[0] is not None else None
 
 
 @contextlib.contextmanager
 def stop_on_signals():
     """While an online run's loop runs: the first SIGTERM (Prefect cancelling the flow run, ``kill``) or SIGINT
     (Ctrl-C) lets the current update finish and the loop end with its checkpoint, like ``run.stop_after_s``
-    (``--resume-from`` continues the same curve); a second one stops at once (KeyboardInterrupt: the last
+    (``--resume-from`` continues the same curve), without the final evaluation; a second one stops at once (KeyboardInterrupt: the last
     periodic checkpoint is what remains). Outside the main thread (no signal handlers there) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _stop_signal[0] = None
+    _stop_signal[0] = _last_stop[0] = None
 
     def handler(signum, frame):
         if _stop_signal[0] is not None:
             raise KeyboardInterrupt
         _stop_signal[0] = signum
-        print(f"ms2flow: {signal.Signals(signum).name} received: stopping after this update with a checkpoint "
-              "(send it again to stop now)", file=sys.stderr, flush=True)
+        print(f"ms2flow: {signal.Signals(signum).name} received: stopping after this update with a checkpoint, "
+              "without the final evaluation (send it again to stop now)", file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -176,4 +183,4 @@ def stop_on_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _stop_signal[0] = None
+        _last_stop[0], _stop_signal[0] = _stop_signal[0], None

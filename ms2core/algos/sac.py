@@ -257,7 +257,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
         checkpoint = save()
         result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
                                       episodes=n_episodes, start=start, summary=summary, curve=curve)
-        if run.eval_episodes:
+        if run.eval_episodes and common.stopped_by_signal() is None:
             ev = evaluate_sac_actor(cfg.rollout, agent.actor, device, run.eval_episodes, run.seed + 10_000)
             result.eval_mean_return, result.eval_success_rate = common.finite(ev.mean_return), common.finite(ev.success_rate)
             metrics.log({"eval_mean_return": ev.mean_return, "eval_success_rate": ev.success_rate}, env_steps)
