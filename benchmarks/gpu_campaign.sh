@@ -163,7 +163,7 @@ train)
   resume=(); [ -n "${TRAIN_RESUME:-}" ] && resume=(--resume-from "$TRAIN_RESUME")
   sets=(); for s in ${TRAIN_SET:-}; do sets+=(--set "$s"); done
   run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "${TRAIN_ALGO:-ppo}" \
-    --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu.yaml}" --sim-python "$RT/bin/python" \
+    --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" --sim-python "$RT/bin/python" \
     --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}"
   ;;
 *)
