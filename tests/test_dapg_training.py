@@ -80,6 +80,10 @@ def test_mismatched_demos_are_rejected(tmp_path):
 def test_example_config_loads(repo_root):
     cfg = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_state.yaml")
     assert cfg.dapg.dapg_lambda == 1.0 and cfg.dapg.bc_pretrain_steps > 0 and cfg.ppo.gamma == 0.95
+    for path in sorted((repo_root / "configs" / "dapg").glob("*.yaml")):  # every committed DAPG config
+        assert load_config(DAPGConfig, path, ["run.total_env_steps=10"]).run.total_env_steps == 10
+    h50 = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_state_h50.yaml")
+    assert h50.rollout.train_episode_steps == 50 and h50.ppo.gamma == 0.8
 
 
 def _with_pretrain(cfg, steps, **run):
