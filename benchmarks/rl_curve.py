@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--config", required=True, help="the committed config the run used")
     p.add_argument("--what", default="")
+    p.add_argument("--evaluation", default=None, help="an `ms2 evaluate` result.json of the last checkpoint: "
+                   "the final evaluation where the last command ran none (stopped by a signal)")
     p.add_argument("runs", nargs="+", help="RUN_DIR=WHERE, in command order")
     args = p.parse_args(argv)
     commands = []
@@ -115,6 +117,18 @@ def main(argv=None) -> int:
             return 2
         commands.append((Path(run_dir), where or "?"))
     payload = {"benchmark": args.name, "config": args.config, "what": args.what, **join(commands)}
+    if args.evaluation:
+        ev = json.loads(Path(args.evaluation).read_text())
+        last = payload["commands"][-1]["env_steps"]
+        if ev["checkpoint_step"] != last:
+            print(f"{args.evaluation} evaluated the checkpoint of env step {ev['checkpoint_step']}, not the last "
+                  f"command's {last}", file=sys.stderr)
+            return 2
+        rate = ev["success_once"]
+        payload["final_evaluation"] = {"env_steps": last, "success_rate": rate["mean"], "episodes": ev["num_episodes"],
+                                       "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)],
+                                       "mean_return": ev["episode_return"]["mean"], "seed": ev["seed"],
+                                       "by": "ms2 evaluate"}
     out = write_result(args.name, payload)
     png = out.with_suffix(".png")
     plot(payload, png, f"{args.name} ({args.config})")
