@@ -163,8 +163,9 @@ def stopped_by_signal() -> str | None:
 def stop_on_signals():
     """While an online run's loop runs: the first SIGTERM (Prefect cancelling the flow run, ``kill``) or SIGINT
     (Ctrl-C) lets the current update finish and the loop end with its checkpoint, like ``run.stop_after_s``
-    (``--resume-from`` continues the same curve), without the final evaluation; a second one stops at once (KeyboardInterrupt: the last
-    periodic checkpoint is what remains). Outside the main thread (no signal handlers there) it does nothing."""
+    (``--resume-from`` continues the same curve), without the final evaluation; a second one stops at once
+    (KeyboardInterrupt: the last periodic checkpoint is what remains). Outside the main thread (no signal
+    handlers there) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -20,7 +20,7 @@ import json
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ms2core.errors import ConfigError
@@ -117,11 +117,10 @@ class RunDirClaim:
     path: Path
     fresh: bool                      # created for this run (removed again if it fails before any checkpoint)
     displaced: Path | None = None    # the old run an --overwrite moved aside (deleted on success, restored on failure)
-    metrics_bytes_at_start: int = -1  # the size of metrics.jsonl when claimed (-1: measured at __post_init__)
+    metrics_bytes_at_start: int = field(init=False, default=0)  # metrics.jsonl's size when claimed
 
     def __post_init__(self):
-        if self.metrics_bytes_at_start < 0:
-            self.metrics_bytes_at_start = self._metrics_bytes()
+        self.metrics_bytes_at_start = self._metrics_bytes()
 
     def _metrics_bytes(self) -> int:
         metrics = self.path / "metrics.jsonl"

@@ -186,13 +186,14 @@ def write_frame(fd: int, message: Any) -> None:
 def _write_all(fd: int, views: list[memoryview]) -> None:
     """All of ``views`` in as few system calls as the pipe allows (one writev each, partial writes resumed)."""
     views = [v for v in views if v.nbytes]
-    while views:
-        written = os.writev(fd, views[:_IOV_MAX])
-        while views and written >= views[0].nbytes:
-            written -= views[0].nbytes
-            views.pop(0)
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        while first < len(views) and written >= views[first].nbytes:
+            written -= views[first].nbytes
+            first += 1
         if written:
-            views[0] = views[0][written:]
+            views[first] = views[first][written:]
 
 
 def read_frame(fd: int) -> Any:
