@@ -37,7 +37,7 @@ def interval(rate: float, n: int) -> tuple[float, float]:
 
 
 def join(commands: list[tuple[Path, str]]) -> dict:
-    evals, curve, parts, final = [], [], [], None
+    evals, curve, parts, ends, final = [], [], [], [], None
     previous = None
     for index, (run_dir, where) in enumerate(commands, start=1):
         c = read_command(run_dir)
@@ -70,8 +70,11 @@ def join(commands: list[tuple[Path, str]]) -> dict:
                 n = int(run_cfg["eval_episodes"])
                 low, high = interval(m["eval_success_rate"], n)
                 final = {"env_steps": step, "success_rate": m["eval_success_rate"], "episodes": n,
-                         "ci95": [round(low, 4), round(high, 4)], "mean_return": m["eval_mean_return"]}
-    return {"commands": parts, "periodic_eval": evals, "curve": curve, "final_evaluation": final}
+                         "ci95": [round(low, 4), round(high, 4)], "mean_return": m["eval_mean_return"],
+                         "by": "the command's final evaluation"}
+                ends.append(final)
+    return {"commands": parts, "periodic_eval": evals, "curve": curve, "final_evaluation": final,
+            "checkpoint_evaluations": ends}
 
 
 def plot(payload: dict, path: Path, title: str) -> None:
@@ -87,6 +90,10 @@ def plot(payload: dict, path: Path, title: str) -> None:
     ax.plot(x, [e["success_rate"] for e in ev], marker="o", ms=3, label=f"periodic eval ({ev[0]['episodes']} episodes)")
     for part in payload["commands"][1:]:
         ax.axvline(part["start_env_step"] / 1e6, color="grey", lw=0.6, ls=":")
+    for i, e in enumerate(payload.get("checkpoint_evaluations", [])[:-1]):
+        ax.errorbar([e["env_steps"] / 1e6], [e["success_rate"]], yerr=[[e["success_rate"] - e["ci95"][0]],
+                    [e["ci95"][1] - e["success_rate"]]], fmt="s", color="grey", ms=4,
+                    label=f"a checkpoint ({e['episodes']} episodes)" if i == 0 else None)
     if payload["final_evaluation"]:
         f = payload["final_evaluation"]
         ax.errorbar([f["env_steps"] / 1e6], [f["success_rate"]], yerr=[[f["success_rate"] - f["ci95"][0]],
@@ -105,8 +112,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--config", required=True, help="the committed config the run used")
     p.add_argument("--what", default="")
-    p.add_argument("--evaluation", default=None, help="an `ms2 evaluate` result.json of the last checkpoint: "
-                   "the final evaluation where the last command ran none (stopped by a signal)")
+    p.add_argument("--evaluation", action="append", default=[],
+                   help="an `ms2 evaluate` result.json of a command's last checkpoint (repeatable): the 100-episode "
+                        "evaluations along the curve; the one of the last command's checkpoint is the final "
+                        "evaluation where that command ran none (stopped by a signal or run.stop_after_s)")
     p.add_argument("runs", nargs="+", help="RUN_DIR=WHERE, in command order")
     args = p.parse_args(argv)
     commands = []
@@ -117,18 +126,22 @@ def main(argv=None) -> int:
             return 2
         commands.append((Path(run_dir), where or "?"))
     payload = {"benchmark": args.name, "config": args.config, "what": args.what, **join(commands)}
-    if args.evaluation:
-        ev = json.loads(Path(args.evaluation).read_text())
-        last = payload["commands"][-1]["env_steps"]
-        if ev["checkpoint_step"] != last:
-            print(f"{args.evaluation} evaluated the checkpoint of env step {ev['checkpoint_step']}, not the last "
-                  f"command's {last}", file=sys.stderr)
+    ends = {part["env_steps"] for part in payload["commands"]}
+    for path in args.evaluation:
+        ev = json.loads(Path(path).read_text())
+        if ev["checkpoint_step"] not in ends:
+            print(f"{path} evaluated the checkpoint of env step {ev['checkpoint_step']}, which no command ended at "
+                  f"({sorted(ends)})", file=sys.stderr)
             return 2
         rate = ev["success_once"]
-        payload["final_evaluation"] = {"env_steps": last, "success_rate": rate["mean"], "episodes": ev["num_episodes"],
-                                       "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)],
-                                       "mean_return": ev["episode_return"]["mean"], "seed": ev["seed"],
-                                       "by": "ms2 evaluate"}
+        payload["checkpoint_evaluations"].append(
+            {"env_steps": ev["checkpoint_step"], "success_rate": rate["mean"], "episodes": ev["num_episodes"],
+             "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)],
+             "mean_return": ev["episode_return"]["mean"], "seed": ev["seed"], "by": "ms2 evaluate"})
+    payload["checkpoint_evaluations"].sort(key=lambda e: e["env_steps"])
+    last = payload["commands"][-1]["env_steps"]
+    if payload["checkpoint_evaluations"] and payload["checkpoint_evaluations"][-1]["env_steps"] == last:
+        payload["final_evaluation"] = payload["checkpoint_evaluations"][-1]
     out = write_result(args.name, payload)
     png = out.with_suffix(".png")
     plot(payload, png, f"{args.name} ({args.config})")
