@@ -208,12 +208,15 @@ def merge(cfg: MergeDemosConfig) -> MergeDemosResult:
     for src, d in zip(sources, digests):
         if d is None:
             raise DemoFileError(f"demo pair {src} (+ .json) does not exist")
-    key = options_digest(dict(stage="demos.merge", sources=digests))
+    # successful_only enters the key only when set, so merges written before the option keep their digest
+    key = options_digest(dict(stage="demos.merge", sources=digests,
+                              **({"successful_only": True} if cfg.successful_only else {})))
     done = read_json_extra(stem)
     h5_path, json_path = pair_paths(stem)
     if done and done.get("config_digest") == key:
         return MergeDemosResult(h5_path=str(h5_path), json_path=str(json_path), digest=demo_digest(stem),
-                                num_episodes=done["num_episodes"], sources=sources, skipped=True)
+                                num_episodes=done["num_episodes"], sources=sources,
+                                dropped_unsuccessful=done.get("dropped_unsuccessful", 0), skipped=True)
     refuse_existing(stem, cfg.overwrite)
 
     pairs = [DemoPair(p) for p in sources]
@@ -228,22 +231,41 @@ def merge(cfg: MergeDemosConfig) -> MergeDemosResult:
                 )
             if p.meta.control_mode != mode:
                 raise DemoFileError(f"{p.json_path}: control mode {p.meta.control_mode!r} differs from {mode!r}")
-        total = sum(len(p) for p in pairs)
+        kept = [[i for i, meta in enumerate(p.episodes) if not cfg.successful_only or _succeeded(p, meta)]
+                for p in pairs]
+        total = sum(len(k) for k in kept)
+        dropped = sum(len(p) for p in pairs) - total
+        if total == 0:
+            raise DemoFileError(f"no successful episode in {', '.join(sources)} ({dropped} episodes, none with "
+                                "info success true)", hint="successful_only keeps only the episodes that succeeded")
 
         def renumbered() -> Iterable[Episode]:
             new_id = 0
-            for p in pairs:
-                for episode in p.iter_episodes(with_obs=True):
+            for p, indices in zip(pairs, kept):
+                for index in indices:
+                    episode = p.read_episode(index, with_obs=True)
                     episode.meta = episode.meta.model_copy(update=dict(episode_id=new_id))
                     new_id += 1
                     yield episode
 
         remove_stale_temporaries(stem)
         extra = {"ms2flow": {"config_digest": key, "stage": "demos.merge", "sources": sources,
-                             "source_digests": digests, "num_episodes": total}}
+                             "source_digests": digests, "num_episodes": total,
+                             **({"successful_only": True, "dropped_unsuccessful": dropped}
+                                if cfg.successful_only else {})}}
         write_demo_pair(stem, env_info, renumbered(), extra_json=extra, overwrite=cfg.overwrite)
     finally:
         for p in pairs:
             p.close()
     return MergeDemosResult(h5_path=str(h5_path), json_path=str(json_path), digest=demo_digest(stem),
-                            num_episodes=total, sources=sources)
+                            num_episodes=total, sources=sources, dropped_unsuccessful=dropped)
+
+
+def _succeeded(pair: DemoPair, meta) -> bool:
+    """The episode's json ``info["success"]`` (ManiSkill2's flag at the episode's last step); absent is an error,
+    not a failure: nothing says what the episode did."""
+    success = (meta.info or {}).get("success")
+    if not isinstance(success, bool):
+        raise DemoFileError(f"{pair.json_path} episode {meta.episode_id}: info has no boolean 'success' "
+                            f"({success!r})", hint="successful_only needs each episode's info.success in the json")
+    return success

@@ -132,6 +132,9 @@ class MergeDemosConfig(StrictModel):
     output: str
     overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "
                                                "complete); without it an existing pair made from other inputs is refused")
+    successful_only: bool = Field(False, description="keep only the episodes whose json info says success (at their "
+                                                     "last step): e.g. a policy's `ms2 evaluate --save-traj` "
+                                                     "trajectories as demos; an episode without that flag is an error")
 
 
 class MergeDemosResult(BaseModel):
@@ -140,6 +143,7 @@ class MergeDemosResult(BaseModel):
     digest: str
     num_episodes: int
     sources: list[str]
+    dropped_unsuccessful: int = 0
     skipped: bool = False
 
 

@@ -1,5 +1,6 @@
 """BC end to end on fake-env expert datasets (train -> checkpoint -> evaluate), the CLI, configs, idempotency."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,44 @@ def test_cli_errors_exit_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flows.cli", "evaluate", "--checkpoint", str(tmp_path / "x.pt")],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_a_policys_successful_evaluation_episodes_become_a_demo_pair(tmp_path, trained_state_run):
+    """`ms2 evaluate --save-traj` then `ms2 demos merge --successful-only`: the policy's own successes as demos
+    (the README's BC-from-PPO-demos row); a 2-step limit fails the fake expert's 3-step episodes."""
+    import h5py
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from ms2core.errors import DemoFileError
+    from ms2core.trajectory import DemoPair
+    from pipelines import demos
+    from storage_schemas.demos import MergeDemosConfig
+
+    ev = evaluate(EvalConfig(checkpoint=trained_state_run.final_checkpoint, num_episodes=10, max_episode_steps=2,
+                             save_traj=True, output_dir=str(tmp_path / "eval")), progress=False)
+    succeeded = [e.seed for e in ev.episodes if e.success_at_end]
+    assert 0 < len(succeeded) < 10  # both kinds, or the filter is not tested
+    out = tmp_path / "ppo_demos"
+    res = CliRunner().invoke(app, ["demos", "merge", ev.trajectory_path, "-o", str(out), "--successful-only"])
+    assert res.exit_code == 0, res.output
+    assert f"{10 - len(succeeded)} unsuccessful left out" in res.output
+    with DemoPair(str(out) + ".h5") as pair, DemoPair(ev.trajectory_path) as source:
+        assert [m.seed for m in pair.episodes] == succeeded
+        assert [m.episode_id for m in pair.episodes] == list(range(len(succeeded)))
+        assert all(m.info["success"] for m in pair.episodes)
+        first = next(i for i, m in enumerate(source.episodes) if m.seed == succeeded[0])
+        np.testing.assert_array_equal(pair.read_episode(0).actions, source.read_episode(first).actions)
+    everything = demos.merge(MergeDemosConfig(inputs=[ev.trajectory_path], output=str(tmp_path / "all")))
+    assert everything.num_episodes == 10 and everything.dropped_unsuccessful == 0
+    # an episode whose json says nothing about success is an error, not a failure; no output
+    source_json = json.loads(Path(ev.trajectory_path).with_suffix(".json").read_text())
+    del source_json["episodes"][0]["info"]["success"]
+    bad = tmp_path / "bad"
+    with h5py.File(str(bad) + ".h5", "w") as dst, h5py.File(ev.trajectory_path) as src:
+        for key in src:
+            src.copy(key, dst)
+    Path(str(bad) + ".json").write_text(json.dumps(source_json))
+    with pytest.raises(DemoFileError, match=r"bad\.json episode 0: info has no boolean 'success'"):
+        demos.merge(MergeDemosConfig(inputs=[str(bad) + ".h5"], output=str(tmp_path / "m"), successful_only=True))
+    assert not (tmp_path / "m.h5").exists()

@@ -16,7 +16,7 @@ ForceOption = typer.Option(False, "--force", help="use a pair that fails the dem
 GENERATE_FIELDS = {"env_id": "env_id", "num_episodes": "num_episodes", "seed_start": "seed_start",
                    "workers": "num_workers", "output": "output", "overwrite": "overwrite"}
 IMPORT_FIELDS = {name: name for name in ("path", "name", "check_env", "overwrite", "force")}
-MERGE_FIELDS = {"inputs": "inputs", "output": "output", "overwrite": "overwrite"}
+MERGE_FIELDS = {"inputs": "inputs", "output": "output", "overwrite": "overwrite", "successful_only": "successful_only"}
 REPLAY_FIELDS = {"path": "input", "target_control_mode": "target_control_mode", "workers": "num_workers",
                  "output": "output", "max_episodes": "max_episodes", "overwrite": "overwrite", "force": "force"}
 
@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
         inputs: list[Path] = typer.Argument(..., help="demo pairs (NAME.h5) of one task and control mode"),
         output: str = typer.Option(..., "--output", "-o", help="path stem of the merged pair"),
         overwrite: bool = OverwriteOption,
+        successful_only: bool = typer.Option(False, "--successful-only",
+                                             help="keep only the episodes whose json info says success (e.g. a "
+                                                  "policy's ms2 evaluate --save-traj trajectories as demos)"),
     ) -> None:
         """Merge demo pairs into one (episodes renumbered), like ManiSkill2's merge_h5."""
         from flows.commands._output import console as make_console
@@ -97,8 +100,9 @@ def register(app: typer.Typer) -> None:
 
         result = demos.merge(config_from_cli(ctx, MergeDemosConfig, None, None, MERGE_FIELDS))
         state = "up to date" if result.skipped else "wrote"
+        dropped = f" ({result.dropped_unsuccessful} unsuccessful left out)" if successful_only else ""
         make_console().print(f"[green]{state}:[/green] {result.h5_path}: {result.num_episodes} episodes from "
-                        f"{len(result.sources)} pairs\ndigest {result.digest}")
+                        f"{len(result.sources)} pairs{dropped}\ndigest {result.digest}")
 
     @app.command("replay")
     def replay(
