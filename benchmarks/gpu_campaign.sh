@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_campaign.sh eval     # point-cloud BC (trained there) on 100 episodes, 16 workers
 #   bash benchmarks/gpu_campaign.sh ppo      # PPO env steps/s, state and point cloud, 16 workers, CUDA learner
 #   bash benchmarks/gpu_campaign.sh train    # issue 20: TRAIN_CONFIG through the train stage, TRAIN_RESUME=ckpt
+#   bash benchmarks/gpu_campaign.sh dataset  # issue 20: DATASET_DEMOS rendered (configs/render/pointcloud.yaml:
+#                                            # ee frame, 50 goal points) + validated; eval then trains BC on it
 #
 # Each step writes small JSON files (and its log) under $OUT, bounds every wait (MS2FLOW_SIM_CALL_TIMEOUT_S,
 # `timeout` around every process) and the whole step by STEP_LIMIT_S (default 500 s < 9 min).
@@ -29,6 +31,7 @@ HOST_PYTHON=${HOST_PYTHON:-python3}
 HOST_SITE=${MS2FLOW_HOST_SITE:-/tmp/ms2host-site}
 STEP_LIMIT_S=${STEP_LIMIT_S:-500}
 KEPT_STORE=${KEPT_STORE:-/tmp/ms2-gpu-render-pointcloud.zarr}  # render keeps its last store here; eval trains on it
+DATASET_STORE=${DATASET_STORE:-/tmp/ms2-gpu-dataset-pointcloud.zarr}  # the dataset step's store; eval prefers it
 mkdir -p "$OUT"
 export PYTHONPATH=$root PYTHONUNBUFFERED=1 MS2FLOW_SIM_CALL_TIMEOUT_S=${MS2FLOW_SIM_CALL_TIMEOUT_S:-120}
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -130,6 +133,7 @@ eval)
   if [ -n "${EVAL_CHECKPOINT:-}" ]; then src=(--checkpoint "$EVAL_CHECKPOINT")
   else
     store=${EVAL_TRAIN_STORE:-}
+    [ -z "$store" ] && [ -d "$DATASET_STORE" ] && store=$DATASET_STORE  # the dataset step's demos
     [ -z "$store" ] && [ -d "$KEPT_STORE" ] && store=$KEPT_STORE  # the render step's 100 demos
     [ -z "$store" ] && store=$INPUTS/bc_store.zarr                # else the carried 3-episode store
     note "BC trains on $store"
@@ -166,7 +170,20 @@ train)
     --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" --sim-python "$RT/bin/python" \
     --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}"
   ;;
+dataset)
+  # issue 20 item 4: a training dataset made here as ms2 render --config + ms2 validate make it, from a carried
+  # demo pair (default: the PPO state policy's 1060 successful episodes, .gpu_inputs/ppo_demos/), at
+  # $DATASET_STORE for the eval step: EVAL_TRAIN_STEPS=50000 bash benchmarks/gpu_campaign.sh eval
+  need_runtime
+  demos=${DATASET_DEMOS:-$INPUTS/ppo_demos/ppo_h50_4982k.s20000.n1100.success.h5}
+  extra=()
+  [ -n "${DATASET_ANY_OUTCOME:-}" ] && extra+=(--any-outcome)
+  [ -n "${DATASET_EPISODES:-}" ] && extra+=(--episodes "$DATASET_EPISODES")
+  run "$(left)" "$RT/bin/python" -m benchmarks.gpu_render dataset --demos "$demos" \
+    --render-config "${DATASET_RENDER_CONFIG:-configs/render/pointcloud.yaml}" --workers-n "${DATASET_WORKERS:-16}" \
+    --store "$DATASET_STORE" --out "$OUT" "${extra[@]}"
+  ;;
 *)
-  echo "unknown step $step: setup|render|eval|ppo|train" >&2; exit 2 ;;
+  echo "unknown step $step: setup|render|eval|ppo|train|dataset" >&2; exit 2 ;;
 esac
 note "step $step done"

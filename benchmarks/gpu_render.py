@@ -6,6 +6,12 @@ Run with the runtime's interpreter (``/opt/ms2rt/bin/python``, PYTHONPATH = this
     python -m benchmarks.gpu_render bench --demos PAIR.h5 --workers 1,8,16 [--episodes 100] --out DIR
     python -m benchmarks.gpu_render store --demos PAIR.h5 --episodes 4 --seed 0 --out STORE.zarr
     python -m benchmarks.gpu_render compare --reference CPU0.zarr --other GPU0.zarr --resampled CPU1.zarr --out F
+    python -m benchmarks.gpu_render dataset --demos PAIR.h5 --render-config configs/render/pointcloud.yaml \
+        --workers-n 16 --store STORE.zarr --out DIR
+
+``dataset``: a training dataset as ``ms2 render --config`` + ``ms2 validate`` make it (the render stage with the
+committed render config, then the validation stage, whose report the trainers require), without the CLI's
+Prefect-side imports, which the simulator runtime does not carry; ``DIR/gpu_dataset.json`` says what it made.
 
 ``bench``, for each worker count N: ``pipelines.render.run`` of the first ``--episodes`` demos into a
 fresh store with N Dask workers, timed as a user runs it (cluster start-up, env creation and shader
@@ -173,6 +179,34 @@ def make_store(args) -> int:
     return 0
 
 
+def make_dataset(args) -> int:
+    from ms2core.config import load_config
+    from pipelines import render, validate
+    from storage_schemas.dataset import RenderConfig
+    from storage_schemas.validation import ValidationConfig
+
+    overrides = [f"workers={args.workers_n}", "progress=false"] + [f"options.{o}" for o in args.set or []]
+    if args.episodes:
+        overrides.append(f"options.max_episodes={args.episodes}")
+    if args.backend != "sapien":
+        overrides.append(f"options.backend={args.backend}")
+    cfg = load_config(RenderConfig, args.render_config, overrides, values={"source": args.demos, "store": args.store})
+    rendered = render.run(cfg)
+    checked = validate.run(ValidationConfig(path=rendered.store, success_only=not args.any_outcome, progress=False))
+    report = checked.report
+    payload = dict(benchmark="gpu_dataset", demos=args.demos, render_config=args.render_config, store=rendered.store,
+                   version=rendered.dataset_version, episodes=rendered.n_episodes, rows=rendered.n_rows,
+                   elapsed_s=round(rendered.elapsed_s, 1), frames_per_s=round(rendered.n_rows / rendered.elapsed_s, 1),
+                   obs=cfg.options.obs.model_dump(mode="json"), validation=dict(
+                       status=report.status, errors=report.n_errors, warnings=report.n_warnings,
+                       success_only=not args.any_outcome, report=checked.report_path))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "gpu_dataset.json", payload)
+    print(json.dumps({k: payload[k] for k in ("store", "episodes", "rows", "frames_per_s", "validation")}))
+    return 0 if report.status == "passed" else 1
+
+
 # -- CPU vs GPU agreement -----------------------------------------------------------------------------
 def _chamfer(a, b) -> float:
     from scipy.spatial import cKDTree
@@ -254,6 +288,16 @@ def main(argv=None) -> int:
     s.add_argument("--obs-mode", default="pointcloud")
     s.add_argument("--backend", default="sapien", choices=("sapien", "fake"), help="fake: tests")
     s.add_argument("--out", required=True)
+    d = sub.add_parser("dataset")
+    d.add_argument("--demos", required=True)
+    d.add_argument("--render-config", default=str(Path(__file__).resolve().parents[1] / "configs/render/pointcloud.yaml"))
+    d.add_argument("--set", action="append", help="override under options, e.g. obs.n_points=1024")
+    d.add_argument("--episodes", type=int, default=0, help="the first N demos (0: all)")
+    d.add_argument("--workers-n", type=int, default=16)
+    d.add_argument("--any-outcome", action="store_true", help="validate without requiring success at every end")
+    d.add_argument("--backend", default="sapien", choices=("sapien", "fake"), help="fake: tests")
+    d.add_argument("--store", required=True)
+    d.add_argument("--out", required=True, help="folder for gpu_dataset.json")
     c = sub.add_parser("compare")
     c.add_argument("--reference", required=True)
     c.add_argument("--other", required=True)
@@ -271,6 +315,8 @@ def main(argv=None) -> int:
         return bench(args)
     if args.cmd == "store":
         return make_store(args)
+    if args.cmd == "dataset":
+        return make_dataset(args)
     result = compare_stores(args.reference, args.other, args.resampled)
     _write(Path(args.out), result)
     print(json.dumps(dict(agree=result["agree"], checks=result["checks"], stats=result.get("stats"))))

@@ -50,6 +50,31 @@ def test_renders_of_other_options_or_points_do_not_agree(fake_stores, tmp_path):
     assert report["stats"]["cross_chamfer_m"]["median"] > 0
 
 
+def test_dataset_renders_with_the_committed_render_config_and_validates(tmp_path):
+    """The campaign's ``dataset`` step: the render stage with configs/render/pointcloud.yaml (obs_frame ee, 50 goal
+    points: issue 20's point-cloud setting), then the validation stage, whose passing report the trainers need."""
+    from ms2core.data.store import DatasetStore
+    from ms2core.validation.store import require_validated
+
+    demos = fake_demo_pair(tmp_path / "demos" / "pick.h5", n_episodes=3)  # episode 1 is cut before success
+    store, out = tmp_path / "pc.zarr", tmp_path / "out"
+    args = ["dataset", "--demos", str(demos), "--workers-n", "0", "--backend", "fake", "--set", "obs.n_points=64",
+            "--store", str(store), "--out", str(out)]
+    assert gpu_render.main(args) == 1  # a success-only dataset with an unsuccessful episode: refused
+    refused = json.loads((out / "gpu_dataset.json").read_text())["validation"]
+    assert refused["status"] == "failed" and refused["success_only"]
+    with pytest.raises(Exception, match="failed validation"):
+        require_validated(str(store))
+    assert gpu_render.main(args + ["--any-outcome"]) == 0
+    made = json.loads((out / "gpu_dataset.json").read_text())
+    assert made["episodes"] == 3 and made["validation"]["status"] == "passed" and not made["validation"]["success_only"]
+    assert made["obs"]["obs_frame"] == "ee" and made["obs"]["n_goal_points"] == 50 and made["obs"]["n_points"] == 64
+    opened = DatasetStore.open(str(store))
+    assert opened.manifest.n_committed_episodes == 3
+    assert opened.arrays["obs/xyz"].shape[1] == 64 + 50  # the goal points are in the clouds
+    assert require_validated(str(store)) is not None  # what ms2 train checks before it reads a row
+
+
 def _forget_simulator_modules(monkeypatch):
     """The learner guard refuses a process that already imported the simulator: hide it (restored after)."""
     from benchmarks._gpu_host import SIMULATOR_MODULES
