@@ -133,6 +133,10 @@ class DAPGParams(StrictModel):
     dapg_lambda: float = Field(0.1, ge=0, description="initial weight of the demo behaviour-cloning term")
     dapg_damping: float = Field(0.995, gt=0, le=1, description="per-update decay: weight_k = lambda * damping**k")
     demo_batch_size: int = Field(128, gt=0, description="demo transitions per PPO minibatch")
+    demo_term_trains_std: bool = Field(
+        True, description="the demo NLL's gradient reaches the policy's log_std (ManiSkill2-Learn's DAPG); false: "
+        "it moves the mean only and exploration stays PPO's (a weighted term shrinks log_std toward the demos' "
+        "residual, README: DAPG at scale)")
     bc_pretrain_steps: int = Field(
         0, ge=0, description="before any env step, fit the actor's mean to the demos for this many gradient steps "
         "(DAPG as Rajeswaran et al. 2018 run it; 0 = ManiSkill2-Learn's DAPG, no pre-training). Skipped on resume"

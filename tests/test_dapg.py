@@ -26,6 +26,20 @@ def test_demo_nll_is_gaussian_nll():
     assert nll.item() == pytest.approx(0.5 + 0.5 * math.log(2 * math.pi))  # (1.5 - 0.5)^2 / 2 + log sqrt(2 pi)
 
 
+def test_demo_nll_can_leave_the_std_to_ppo():
+    """dapg.demo_term_trains_std=false: the same loss value, no gradient on log_std, the same gradient on the mean."""
+    grads = {}
+    for trains_std in (True, False):
+        torch.manual_seed(0)
+        actor = GaussianActor(MLPBackbone({"state": 2}, [4]), action_dim=2, init_log_std=-1.0)
+        nll = demo_nll(actor, {"state": torch.randn(8, 2)}, torch.rand(8, 2) * 2 - 1, trains_std)
+        nll.backward()
+        grads[trains_std] = (nll.item(), actor.log_std.grad, actor.mean_head.weight.grad.clone())
+    assert grads[True][0] == pytest.approx(grads[False][0])
+    assert grads[True][1].abs().sum() > 0 and (grads[False][1] is None or grads[False][1].abs().sum() == 0)
+    torch.testing.assert_close(grads[True][2], grads[False][2])
+
+
 def _episodes(n=3, length=4, state_dim=5, action_dim=2):
     rng = np.random.default_rng(0)
     return [{"obs/state": rng.normal(size=(length, state_dim)).astype(np.float32),

@@ -37,10 +37,12 @@ def dapg_weight(dapg_lambda: float, dapg_damping: float, update_index: int) -> f
     return dapg_lambda * dapg_damping**update_index
 
 
-def demo_nll(actor: GaussianActor, demo_obs: dict[str, torch.Tensor], demo_actions: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of the demo actions (policy units, [-1, 1]) under the Gaussian policy."""
+def demo_nll(actor: GaussianActor, demo_obs: dict[str, torch.Tensor], demo_actions: torch.Tensor,
+             trains_std: bool = True) -> torch.Tensor:
+    """Mean negative log-likelihood of the demo actions (policy units, [-1, 1]) under the Gaussian policy;
+    ``trains_std=False`` holds log_std constant in it (the gradient reaches the mean only)."""
     mean, log_std = actor(demo_obs)
-    return -gaussian_log_prob(demo_actions, mean, log_std).mean()
+    return -gaussian_log_prob(demo_actions, mean, log_std if trains_std else log_std.detach()).mean()
 
 
 def weighted_action_mse(mean: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -70,7 +72,7 @@ class DemoTerm:
     def __call__(self, actor: GaussianActor, update_index: int) -> tuple[torch.Tensor, dict[str, float]]:
         weight = dapg_weight(self.params.dapg_lambda, self.params.dapg_damping, update_index)
         obs, actions = self._sample(self.params.demo_batch_size)
-        nll = demo_nll(actor, obs, actions)
+        nll = demo_nll(actor, obs, actions, self.params.demo_term_trains_std)
         assert_finite_loss(nll, "the DAPG demo NLL", update_index)
         return weight * nll, {"dapg_weight": weight, "demo_nll": nll.item()}
 
