@@ -349,8 +349,10 @@ def _wait_gone(pids: list[int], limit_s: float = 30.0) -> list[int]:
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_no_worker_outlives_its_parent(how):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    # SIGINT at its default in the owner: a suite started as a background job of a non-interactive shell
+    # inherits SIGINT ignored (POSIX), and the owner would sleep through the signal
     owner = subprocess.Popen([sys.executable, "-c", _OWNER], stdout=subprocess.PIPE, text=True, env=env,
-                             cwd=REPO_ROOT)
+                             cwd=REPO_ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         pids = [int(p) for p in owner.stdout.readline().split()]
         assert len(pids) == 2 and all(map(_alive, pids))
