@@ -235,7 +235,7 @@ def merge(cfg: MergeDemosConfig) -> MergeDemosResult:
                 for p in pairs]
         total = sum(len(k) for k in kept)
         dropped = sum(len(p) for p in pairs) - total
-        if total == 0:
+        if cfg.successful_only and total == 0:
             raise DemoFileError(f"no successful episode in {', '.join(sources)} ({dropped} episodes, none with "
                                 "info success true)", hint="successful_only keeps only the episodes that succeeded")
 

@@ -56,7 +56,6 @@ def test_a_signal_ends_the_run_after_its_update_with_a_checkpoint_and_resume_con
     assert result["env_steps"] == state["env_steps"]
     assert result["eval_success_rate"] is None  # asked to stop: no final evaluation
 
-
     target = state["env_steps"] + 40
     again = ms2("train", algo, "--config", str(tmp_path / "cfg.yaml"), "--set", f"run.run_dir={tmp_path / 'b'}",
                 "--set", f"run.total_env_steps={target}", "--resume-from", str(run_dir / "checkpoint.pt"), env=env)
