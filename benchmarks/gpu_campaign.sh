@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_campaign.sh render   # ms2 render's pipeline 1/8/16 workers vs raw + CPU/GPU agreement
 #   bash benchmarks/gpu_campaign.sh eval     # point-cloud BC (trained there) on 100 episodes, 16 workers
 #   bash benchmarks/gpu_campaign.sh ppo      # PPO env steps/s, state and point cloud, 16 workers, CUDA learner
+#   bash benchmarks/gpu_campaign.sh rollout  # where a lock-step state round goes (benchmarks/rollout_barrier.py)
 #   bash benchmarks/gpu_campaign.sh train    # issue 20: TRAIN_CONFIG through the train stage, TRAIN_RESUME=ckpt
 #   bash benchmarks/gpu_campaign.sh dataset  # issue 20: DATASET_DEMOS rendered (configs/render/pointcloud.yaml:
 #                                            # ee frame, 50 goal points) + validated; eval then trains BC on it
@@ -20,7 +21,7 @@
 #   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
 #   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
 set -u
-step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|train}
+step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|rollout|train|dataset}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/.device_out}
@@ -159,6 +160,21 @@ ppo)
   cp "$OUT/ppo/gpu_ppo.json" "$OUT/" 2>/dev/null
   rm -rf "$OUT"/ppo/ppo_*  # checkpoints
   ;;
+rollout)
+  # issue 19: the PPO state rollout's gap to raw stepping, taken apart: the pool alone under the runtime for a
+  # few layouts, then the same pool driven from the host's Python with a CUDA policy forward per round
+  need_runtime
+  run $(( $(left) * 2 / 3 )) "$RT/bin/python" -m benchmarks.rollout_barrier \
+    --layouts "${ROLLOUT_LAYOUTS:-64x16,64x15,64x8,128x16,16x16}" --rounds "${ROLLOUT_ROUNDS:-150}" \
+    --budget-s $(( $(left) / 2 )) --out "$OUT/rollout_runtime"
+  need_host_packages
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.rollout_barrier --layouts "${ROLLOUT_HOST_LAYOUTS:-64x16}" \
+    --rounds "${ROLLOUT_ROUNDS:-150}" --sim-python "$RT/bin/python" --policy-device "${ROLLOUT_POLICY_DEVICE:-cuda}" \
+    --budget-s 60 --out "$OUT/rollout_host"
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.rollout_barrier --layouts "${ROLLOUT_HOST_LAYOUTS:-64x16}" \
+    --rounds "${ROLLOUT_ROUNDS:-150}" --sim-python "$RT/bin/python" --policy-device "${ROLLOUT_POLICY_DEVICE:-cuda}" \
+    --parent-threads 0 --budget-s 60 --out "$OUT/rollout_host_torch_threads"
+  ;;
 train)
   # issue 20: a long run through the train stage, stopped cleanly (run.stop_after_s) before this step's limit;
   # TRAIN_RESUME=<carried checkpoint> continues it. The run dir (checkpoint, metrics) comes back in $OUT/train.
@@ -184,6 +200,6 @@ dataset)
     --store "$DATASET_STORE" --out "$OUT" "${extra[@]}"
   ;;
 *)
-  echo "unknown step $step: setup|render|eval|ppo|train|dataset" >&2; exit 2 ;;
+  echo "unknown step $step: setup|render|eval|ppo|rollout|train|dataset" >&2; exit 2 ;;
 esac
 note "step $step done"
