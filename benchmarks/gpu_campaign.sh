@@ -14,7 +14,7 @@
 # `timeout` around every process) and the whole step by STEP_LIMIT_S (default 500 s < 9 min).
 # Inputs (git-ignored, carried): .runtime_parts/ (ms2 runtime pack), .gpu_inputs/{gl,whl,demos,
 # cpu_store_seed0.zarr,cpu_store_seed1.zarr,bc_store.zarr}. Knobs (a CPU smoke test sets them tiny): MS2RT,
-# HOST_PYTHON, OUT, GPU_INPUTS, STEP_LIMIT_S, RENDER_{DEMOS,WORKERS,EPISODES}, EVAL_{CHECKPOINT,TRAIN_STORE,
+# HOST_PYTHON, OUT, GPU_INPUTS, STEP_LIMIT_S, RENDER_{DEMOS,WORKERS (none: agreement only),EPISODES}, EVAL_{CHECKPOINT,TRAIN_STORE,
 # TRAIN_STEPS,EPISODES,WORKERS,DEVICE,MAX_EPISODE_STEPS}, PPO_{OBS_MODES,WORKERS,NUM_ENVS,DEVICE,ENV_STEPS,
 # ROLLOUT_STEPS,MAX_EPISODE_STEPS}. CPU smoke test (2 cores, lavapipe, the runtime unpacked at /tmp):
 #   OUT=/tmp/o MS2RT=/tmp/ms2rt HOST_PYTHON=.venv/bin/python RENDER_WORKERS=1,2 RENDER_EPISODES=2 \
@@ -119,11 +119,13 @@ render)
   if [ -d "$INPUTS/cpu_store_seed0.zarr" ]; then
     run 120 "$RT/bin/python" -m benchmarks.gpu_render compare --reference "$INPUTS/cpu_store_seed0.zarr" \
       --other "$work/gpu_store_seed0.zarr" --resampled "$INPUTS/cpu_store_seed1.zarr" --out "$OUT/render_agreement.json"
+    run 60 "$RT/bin/python" -m benchmarks.gpu_render fingerprint --out "$OUT/float_fingerprint.json"
+    lscpu >"$OUT/lscpu.txt" 2>&1  # which CPU the physics ran on (rewards are not bit-identical across these hosts)
   else
     note "no $INPUTS/cpu_store_seed0.zarr carried: agreement not checked"
   fi
   budget=$(( $(left) - 60 ))
-  run "$(left)" "$RT/bin/python" -m benchmarks.gpu_render bench --demos "$demos" \
+  [ "${RENDER_WORKERS:-}" = none ] || run "$(left)" "$RT/bin/python" -m benchmarks.gpu_render bench --demos "$demos" \
     --workers "${RENDER_WORKERS:-1,8,16}" --episodes "${RENDER_EPISODES:-100}" --out "$OUT" --work-dir "$work" \
     --budget-s "$budget" --phase-timeout-s "${RENDER_PHASE_TIMEOUT_S:-200}" --keep-store "$KEPT_STORE"
   rm -rf "$work"
@@ -166,7 +168,8 @@ rollout)
   need_runtime
   run $(( $(left) * 2 / 3 )) "$RT/bin/python" -m benchmarks.rollout_barrier \
     --layouts "${ROLLOUT_LAYOUTS:-64x16,64x15,64x8,128x16,16x16}" --rounds "${ROLLOUT_ROUNDS:-150}" \
-    --budget-s $(( $(left) / 2 )) --out "$OUT/rollout_runtime"
+    --budget-s $(( $(left) / 2 )) --out "$OUT/rollout_runtime" ${ROLLOUT_POLICY_WEIGHTS:+--policy-weights "$ROLLOUT_POLICY_WEIGHTS"}
+  [ "${ROLLOUT_HOST_LAYOUTS:-}" = none ] && { note "step rollout done (runtime part only)"; exit 0; }
   need_host_packages
   run "$(left)" "$HOST_PYTHON" -m benchmarks.rollout_barrier --layouts "${ROLLOUT_HOST_LAYOUTS:-64x16}" \
     --rounds "${ROLLOUT_ROUNDS:-150}" --sim-python "$RT/bin/python" --policy-device "${ROLLOUT_POLICY_DEVICE:-cuda}" \

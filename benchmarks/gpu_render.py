@@ -27,7 +27,8 @@ gpu_campaign.sh's ``eval`` step trains its point-cloud BC checkpoint on it).
 ``compare`` (item 3): both stores of the same demos and render options (``store``: 4 demos, seed 0).
 Exact: dataset version, keys, shapes, dtypes, episode ends, and bit-identical ``actions``,
 ``rewards``, ``success``, ``terminated``, ``truncated``, ``obs/state`` (physics runs on the CPU on both
-hosts). Statistical, per frame, for ``obs/xyz`` (and ``obs/rgb``): the symmetric Chamfer distance
+hosts); a key that differs is reported with how many elements differ and by how much (absolute, and in
+ulps of the reference's dtype). Statistical, per frame, for ``obs/xyz`` (and ``obs/rgb``): the symmetric Chamfer distance
 (mean nearest-neighbour distance, both ways) between the two hosts' clouds, against the same
 distance between the reference and ``--resampled`` (the reference's demos rendered on the same CPU
 with downsampling seed 1: what random point selection alone changes). Passes when the median
@@ -214,6 +215,63 @@ def _chamfer(a, b) -> float:
     return 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
 
 
+def exact_difference(a, b) -> dict | None:
+    """None when ``a`` and ``b`` are bit-identical; else how many elements differ and by how much (absolute, and
+    for floats in ulps of ``a``'s dtype), so one ulp of BLAS rounding is told apart from a real disagreement."""
+    import numpy as np
+
+    if a.shape == b.shape and np.array_equal(a, b):
+        return None
+    if a.shape != b.shape:
+        return dict(shapes=[list(a.shape), list(b.shape)])
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    out = dict(elements=int(np.count_nonzero(diff)), of=int(diff.size), max_abs=float(diff.max()))
+    if a.dtype.kind == "f":
+        out["max_ulps"] = float((diff / np.spacing(np.abs(a)).astype(np.float64)).max())
+    return out
+
+
+def float_fingerprint() -> dict:
+    """Digests of the float math ManiSkill2's rewards use (PickCube: ``np.linalg.norm`` of 3-vectors, ``np.tanh``)
+    on fixed inputs, with numpy's SIMD dispatch and OpenBLAS kernel: two hosts whose digests differ round those
+    functions differently, which is where bit-identity of rewards (with bit-identical states) can end."""
+    import ctypes
+    import glob
+    import hashlib
+
+    import numpy as np
+
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]  # noqa: E731
+    rng = np.random.default_rng(0)
+    out = {"numpy": np.__version__}
+    for dtype in (np.float32, np.float64):
+        x = np.linspace(0.0, 3.0, 100_001, dtype=dtype)
+        vectors = rng.normal(size=(2000, 3)).astype(dtype)
+        name = np.dtype(dtype).name
+        out[f"tanh_{name}_array"] = digest(np.tanh(dtype(5) * x))
+        out[f"tanh_{name}_scalars"] = digest(np.array([np.tanh(dtype(5) * v) for v in x[::97]]))
+        out[f"exp_{name}"] = digest(np.exp(-x))
+        out[f"norm3_{name}"] = digest(np.array([np.linalg.norm(v) for v in vectors]))
+    try:
+        from numpy.core import _multiarray_umath as umath
+
+        out["cpu_dispatch"] = list(umath.__cpu_dispatch__)
+        out["cpu_baseline"] = list(umath.__cpu_baseline__)
+        out["cpu_features"] = sorted(k for k, v in umath.__cpu_features__.items() if v)
+    except (ImportError, AttributeError):
+        pass
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")):
+        for symbol in ("openblas_get_corename64_", "scipy_openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(ctypes.CDLL(lib), symbol, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                out["openblas_core"] = fn().decode()
+                break
+    out["cpu_model"] = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                             if line.startswith("model name")), None) if os.path.exists("/proc/cpuinfo") else None
+    return out
+
+
 def compare_stores(reference: str, other: str, resampled: str | None) -> dict:
     import numpy as np
 
@@ -230,7 +288,12 @@ def compare_stores(reference: str, other: str, resampled: str | None) -> dict:
     if not (out["same_layout"] and out["same_episode_ends"]):
         out.update(checks=dict(exact=False), agree=False)  # other episodes, keys or shapes: nothing to compare
         return out
-    out["bit_identical"] = {k: bool(np.array_equal(ref.read(k), oth.read(k))) for k in EXACT_KEYS if k in ref.arrays}
+    out["bit_identical"], out["differences"] = {}, {}
+    for k in (k for k in EXACT_KEYS if k in ref.arrays):
+        difference = exact_difference(ref.read(k), oth.read(k))
+        out["bit_identical"][k] = difference is None
+        if difference is not None:
+            out["differences"][k] = difference
     xyz_r, xyz_o = ref.read("obs/xyz"), oth.read("obs/xyz")
     cross = np.array([_chamfer(a, b) for a, b in zip(xyz_r, xyz_o)])
     centroid = np.linalg.norm(xyz_r.mean(1) - xyz_o.mean(1), axis=1)
@@ -303,6 +366,8 @@ def main(argv=None) -> int:
     c.add_argument("--other", required=True)
     c.add_argument("--resampled")
     c.add_argument("--out", required=True)
+    f = sub.add_parser("fingerprint", help="digests of numpy's float math here (see float_fingerprint)")
+    f.add_argument("--out", required=True)
     w = sub.add_parser("raw-worker")
     w.add_argument("--demos", required=True)
     w.add_argument("--episode-list", required=True)
@@ -317,6 +382,9 @@ def main(argv=None) -> int:
         return make_store(args)
     if args.cmd == "dataset":
         return make_dataset(args)
+    if args.cmd == "fingerprint":
+        _write(Path(args.out), float_fingerprint())
+        return 0
     result = compare_stores(args.reference, args.other, args.resampled)
     _write(Path(args.out), result)
     print(json.dumps(dict(agree=result["agree"], checks=result["checks"], stats=result.get("stats"))))

@@ -11,6 +11,9 @@ each layout ``ENVSxWORKERS``:
   so a round splits into ``busy_mean`` (the average worker's stepping), ``straggler`` (the slowest
   worker's stepping minus the average) and ``pool`` (round wall minus the slowest worker: wire,
   wake-ups, the parent's own work);
+- with ``--policy-weights`` (an ``--export-actor`` .npz of a PPO state checkpoint), both phases step with
+  that actor's mean actions instead of random ones (numpy, parent side for lock-step, in each worker for
+  the free run): a learned policy grasps and holds the cube, and those steps cost the simulator more;
 - with ``--policy-device``, a 256x256 MLP forward per round on that device in this process (torch
   must import here; the learner's cost per round in a PPO rollout), timed separately, with
   ``--parent-threads`` torch threads (1 = ``run.torch_threads``' default; 0 = torch's own, which on
@@ -49,19 +52,48 @@ def _timed_step(actions):
     return group, time.perf_counter() - start
 
 
-def _free_run(rounds: int, seed: int) -> dict:
-    """This worker's envs stepped ``rounds`` times with random actions, no barrier: the seconds it took."""
+def _mlp_actions(weights: dict, obs: np.ndarray) -> np.ndarray:
+    """The PPO actor's mean action (policy space, [-1, 1] after clipping) in numpy: the runtime has no torch."""
+    h = np.maximum(obs @ weights["w0"].T + weights["b0"], 0.0)
+    h = np.maximum(h @ weights["w1"].T + weights["b1"], 0.0)
+    return np.clip(h @ weights["w2"].T + weights["b2"], -1.0, 1.0).astype(np.float32)
+
+
+def _free_run(rounds: int, seed: int, weights: dict | None = None) -> dict:
+    """This worker's envs stepped ``rounds`` times, no barrier: the seconds it took. Random actions, or with
+    ``weights`` the actor's mean actions from each env's own observation (episodes restart here first)."""
     from ms2core.envs.cache import env_cache
     from ms2core.rollout import _SLOTS_KEY
 
     slots = env_cache().peek(_SLOTS_KEY).slots
     space = slots[0].env.action_space
+    low, high = space.low.astype(np.float32), space.high.astype(np.float32)
     rng = np.random.default_rng(seed)
+    obs = [_flat({k: v[None] for k, v in s.reset().items()}) for s in slots] if weights else None
     start = time.perf_counter()
     for _ in range(rounds):
-        for s in slots:
-            s.step(rng.uniform(space.low, space.high).astype(np.float32))
+        for j, s in enumerate(slots):
+            if weights is None:
+                s.step(rng.uniform(low, high).astype(np.float32))
+                continue
+            a = _mlp_actions(weights, obs[j])[0]
+            obs[j] = _flat({k: v[None] for k, v in s.step(low + (a + 1.0) * 0.5 * (high - low)).obs.items()})
     return {"seconds": time.perf_counter() - start, "envs": len(slots), "rounds": rounds}
+
+
+def export_actor(checkpoint: str, out: str) -> None:
+    """The MLP actor of a PPO/DAPG state checkpoint as an .npz of w0, b0, w1, b1, w2, b2 (needs torch)."""
+    from ms2core.algos.policies import load_policy
+
+    policy, _ = load_policy(checkpoint)
+    linears = [m for m in policy.actor.modules() if m.__class__.__name__ == "Linear"]
+    if len(linears) != 3:
+        raise SystemExit(f"{checkpoint}: expected an MLP actor of 3 linear layers, found {len(linears)}")
+    arrays = {}
+    for i, m in enumerate(linears):
+        arrays[f"w{i}"] = m.weight.detach().numpy().astype(np.float32)
+        arrays[f"b{i}"] = m.bias.detach().numpy().astype(np.float32)
+    np.savez(out, **arrays)
 
 
 # -- parent side ----------------------------------------------------------------------------------
@@ -105,12 +137,18 @@ def run_layout(num_envs: int, workers: int, args) -> dict:
         start_s = time.perf_counter() - made
         obs = _flat(vec.reset())
         act = _policy(args.policy_device, obs.shape[1], vec.action_dim, args.parent_threads)
+        weights = dict(np.load(args.policy_weights)) if args.policy_weights else None
         rng = np.random.default_rng(0)
         bounds = np.cumsum([0] + [len(g) for g in np.array_split(np.arange(num_envs), vec.num_procs)])
         rounds, busy_mean, busy_max, policy_ms = [], [], [], []
         for i in range(args.warmup + args.rounds):
             t0 = time.perf_counter()
-            actions = act(obs) if act else rng.uniform(-1, 1, (num_envs, vec.action_dim)).astype(np.float32)
+            if act:
+                actions = act(obs)
+            elif weights is not None:
+                actions = _mlp_actions(weights, obs)
+            else:
+                actions = rng.uniform(-1, 1, (num_envs, vec.action_dim)).astype(np.float32)
             t1 = time.perf_counter()
             env_actions = vec.to_env_action(actions)
             replies = vec.pool.call_each(f"{MODULE}:_timed_step", [(env_actions[a:b],) for a, b in zip(bounds[:-1], bounds[1:])])
@@ -122,18 +160,19 @@ def run_layout(num_envs: int, workers: int, args) -> dict:
                 busy_mean.append(busy.mean())
                 busy_max.append(busy.max())
                 policy_ms.append(t1 - t0)
-        free = vec.pool.call_each(f"{MODULE}:_free_run", [(args.rounds, 1000 + w) for w in range(vec.num_procs)])
+        free = vec.pool.call_each(f"{MODULE}:_free_run", [(args.rounds, 1000 + w, weights)
+                                                          for w in range(vec.num_procs)])
     ms = lambda xs: round(float(np.mean(xs)) * 1e3, 3)  # noqa: E731
     round_ms, mean_ms, max_ms = ms(rounds), ms(busy_mean), ms(busy_max)
     free_rate = sum(f["envs"] * f["rounds"] / f["seconds"] for f in free)
-    lock_rate = num_envs / (np.mean(rounds) + (np.mean(policy_ms) if act else 0.0))
+    lock_rate = num_envs / (np.mean(rounds) + (np.mean(policy_ms) if act or weights else 0.0))
     row = dict(num_envs=num_envs, workers=vec.num_procs, envs_per_worker=num_envs / vec.num_procs,
                start_s=round(start_s, 1),
                lockstep=dict(round_ms=round_ms, round_ms_p50=round(float(np.median(rounds)) * 1e3, 3),
                              round_ms_p90=round(float(np.percentile(rounds, 90)) * 1e3, 3),
                              busy_mean_ms=mean_ms, straggler_ms=round(max_ms - mean_ms, 3),
                              pool_ms=round(round_ms - max_ms, 3),
-                             policy_ms=ms(policy_ms) if act else None,
+                             policy_ms=ms(policy_ms) if act or weights else None,
                              env_steps_per_s=round(lock_rate)),
                free=dict(ms_per_round=round(float(np.mean([f["seconds"] / f["rounds"] for f in free])) * 1e3, 3),
                          env_steps_per_s=round(free_rate)),
@@ -154,9 +193,21 @@ def main(argv=None) -> int:
     p.add_argument("--policy-device", default=None, help="e.g. cuda: an MLP forward per round here")
     p.add_argument("--parent-threads", type=int, default=1,
                    help="torch intra-op threads here (run.torch_threads' default 1; 0 = torch's default)")
+    p.add_argument("--policy-weights", default=None,
+                   help="an .npz of --export-actor: the PPO actor's mean actions instead of random ones (in the "
+                        "parent for lock-step, in each worker for the free run): a learned policy's workload")
+    p.add_argument("--export-actor", nargs=2, metavar=("CHECKPOINT", "NPZ"),
+                   help="write a PPO state checkpoint's actor as .npz for --policy-weights, then exit")
     p.add_argument("--budget-s", type=float, default=400.0, help="no new layout starts after this")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.export_actor:
+        export_actor(*args.export_actor)
+        return 0
+    if args.out is None:
+        p.error("--out is required")
+    if args.policy_weights and args.policy_device:
+        p.error("--policy-weights and --policy-device are two policies: pick one")
     layouts = []
     for item in args.layouts.split(","):
         envs, _, workers = item.partition("x")
@@ -171,7 +222,8 @@ def main(argv=None) -> int:
     started = time.monotonic()
     payload = dict(benchmark="rollout_barrier", what=__doc__.splitlines()[0], python=platform.python_version(),
                    cpu_count=os.cpu_count(), sim_python=args.sim_python or sys.executable,
-                   sim_threads=os.environ.get("MS2FLOW_SIM_THREADS"), policy_device=args.policy_device, parent_threads=args.parent_threads,
+                   sim_threads=os.environ.get("MS2FLOW_SIM_THREADS"), policy_device=args.policy_device, policy_weights=args.policy_weights,
+                   parent_threads=args.parent_threads,
                    rounds=args.rounds, episode_steps=args.episode_steps, layouts=[], skipped=[])
     for envs, workers in layouts:
         if time.monotonic() - started > args.budget_s:

@@ -108,3 +108,23 @@ def test_the_learner_guard_refuses_simulator_imports(monkeypatch):
     forbid_simulator_imports()
     with pytest.raises(SimulatorImportError, match="mani_skill2 was imported in the learner's process"):
         import mani_skill2  # noqa: F401
+
+
+
+def test_a_key_that_differs_is_reported_by_how_much():
+    """A reward one float32 ulp off (as two CPUs' BLAS kernels can leave it) is not bit-identical, and the report
+    says how many elements and by how many ulps, so rounding is told apart from a real disagreement."""
+    import numpy as np
+
+    rewards = np.linspace(0.1, 2.0, 40, dtype=np.float32)
+    assert gpu_render.exact_difference(rewards, rewards.copy()) is None
+    other = rewards.copy()
+    other[5] = np.nextafter(other[5], np.float32(np.inf))
+    diff = gpu_render.exact_difference(rewards, other)
+    assert diff["elements"] == 1 and diff["of"] == 40 and diff["max_ulps"] == 1.0
+    assert diff["max_abs"] == float(np.spacing(rewards[5]))
+    other[7] += 0.5  # a real disagreement is millions of ulps
+    assert gpu_render.exact_difference(rewards, other)["max_ulps"] > 1e5
+    flags = np.array([True, False, True])
+    assert gpu_render.exact_difference(flags, ~flags) == dict(elements=3, of=3, max_abs=1.0)
+    assert gpu_render.exact_difference(flags, flags[:2]) == dict(shapes=[[3], [2]])
