@@ -262,7 +262,8 @@ def _episodes_with_policy_here(cfg: EvalConfig, ckpt: dict, tasks: list, num_pro
                                obs_processor: ObsProcessor | None, bar) -> dict:
     """Workers keep one env each (no torch needed there); this process batches their observations, runs the
     policy once per lock-step round on ``policy_device`` and hands each worker its action
-    (ms2core.eval_envs). A worker whose episode ended starts the next pending one in the next round."""
+    (ms2core.eval_envs). A worker whose episode ended starts the next pending one in the next round. A CPU
+    policy runs on one torch thread meanwhile (its idle OpenMP threads would spin on the workers' cores)."""
     from ms2core.eval_envs import drive_eval_slot, start_eval_slot
 
     env_cfg, extra = ckpt["config"]["env"], ckpt.get("extra", {})
@@ -271,7 +272,9 @@ def _episodes_with_policy_here(cfg: EvalConfig, ckpt: dict, tasks: list, num_pro
     backend = cfg.backend or env_cfg.get("backend", "sapien")
     pool = SimPool(num_procs if num_procs > 1 else 0, python=cfg.sim_python, requires=requirements(backend))
     results, todo, running, pending = {}, list(tasks), {}, {}
-    with pool:
+    from ms2core.algos._common import one_thread_while_simulating
+
+    with pool, one_thread_while_simulating(device, pool.num_workers):
         slots = max(1, pool.num_workers)
         processors = [obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"),
                                                              cfg.seed, extra.get("obs_processing"))

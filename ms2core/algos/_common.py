@@ -64,6 +64,26 @@ def setup_torch(run_cfg, learners=None) -> torch.device:
     return learner_devices(run_cfg)[0]
 
 
+@contextlib.contextmanager
+def one_thread_while_simulating(device, simulator_workers: int):
+    """Torch on one intra-op thread in this process while ``simulator_workers`` (> 0) step, restored after.
+
+    Between parallel regions OpenMP's idle threads spin-wait on their cores for a while, and those are the
+    cores the simulator workers step on: a lock-step round waits for the slowest worker, so a CPU policy's
+    small forward passes with torch's default threads made every round 2.6x longer on a 2-core host
+    (benchmarks/rollout_barrier.py --parent-threads 0 vs 1). Only for a CPU device with worker processes;
+    the learner's update between rollouts keeps its threads (run.torch_threads)."""
+    before = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or simulator_workers < 1 or before <= 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
 

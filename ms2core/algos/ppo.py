@@ -187,27 +187,28 @@ def collect_rollout(vec: VectorEnv, obs: dict[str, np.ndarray], actor: GaussianA
     terminated, dones = np.zeros((T, N), bool), np.zeros((T, N), bool)
     final_obs: list[tuple[int, int, dict[str, np.ndarray]]] = []  # (t, env, s_T) where step t ended an episode
     env_s = policy_s = 0.0
-    for t in range(T):
-        t_policy = time.perf_counter()
-        with torch.no_grad():
-            obs_t = common.obs_to_torch(obs, device)
-            mean, log_std = actor(obs_t)
-            action = mean + torch.exp(log_std) * torch.randn_like(mean)
-            log_probs[t] = gaussian_log_prob(action, mean, log_std).cpu().numpy()
-            values[t] = critic(obs_t).cpu().numpy()
-        for k in obs:
-            obs_buf[k][t] = obs[k]
-        actions[t] = action.cpu().numpy()
-        t_env = time.perf_counter()
-        batch = vec.step(actions[t])
-        env_s, policy_s = env_s + time.perf_counter() - t_env, policy_s + t_env - t_policy
-        r = batch.rewards
-        rewards[t] = reward_normalizer(r, batch.dones) if reward_normalizer is not None else r
-        terminated[t], dones[t] = batch.terminated, batch.dones
-        for i in np.flatnonzero(batch.dones):
-            final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
-        episodes_out.extend(batch.episodes)
-        obs = batch.obs
+    with common.one_thread_while_simulating(device, vec.num_procs):
+        for t in range(T):
+            t_policy = time.perf_counter()
+            with torch.no_grad():
+                obs_t = common.obs_to_torch(obs, device)
+                mean, log_std = actor(obs_t)
+                action = mean + torch.exp(log_std) * torch.randn_like(mean)
+                log_probs[t] = gaussian_log_prob(action, mean, log_std).cpu().numpy()
+                values[t] = critic(obs_t).cpu().numpy()
+            for k in obs:
+                obs_buf[k][t] = obs[k]
+            actions[t] = action.cpu().numpy()
+            t_env = time.perf_counter()
+            batch = vec.step(actions[t])
+            env_s, policy_s = env_s + time.perf_counter() - t_env, policy_s + t_env - t_policy
+            r = batch.rewards
+            rewards[t] = reward_normalizer(r, batch.dones) if reward_normalizer is not None else r
+            terminated[t], dones[t] = batch.terminated, batch.dones
+            for i in np.flatnonzero(batch.dones):
+                final_obs.append((t, int(i), {k: v[i] for k, v in batch.next_obs.items()}))
+            episodes_out.extend(batch.episodes)
+            obs = batch.obs
     next_values = next_values_for(critic, values, obs, final_obs, device)
     return Rollout(obs_buf, actions, log_probs, values, next_values, rewards, terminated, dones, obs, final_obs,
                    {"env_s": env_s, "policy_s": policy_s}), obs
