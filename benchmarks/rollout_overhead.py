@@ -6,6 +6,11 @@ layout: milliseconds per lock-step round and env steps/s. The pool's cost per ro
 simulator's step (~3 ms on the GPU host) pays on top, serially, in every round.
 
     .venv/bin/python -m benchmarks.rollout_overhead [--rounds 300]
+
+Then the wire alone: one call per worker (2 workers) whose reply is an array of a point-cloud env step's
+size (~18 KB), an RGB-D one's (~200 KB: two 128x128 cameras, rgb + depth) and eight of those (1.6 MB):
+ms per round and MB/s, to tell whether shared memory for observations would pay (a GPU-host point-cloud
+round is 50-80 ms).
 """
 
 from __future__ import annotations
@@ -35,6 +40,34 @@ def ms_per_round(num_envs: int, num_procs: int, rounds: int) -> float:
         return (time.perf_counter() - start) / rounds * 1e3
 
 
+WIRE_BYTES = (0, 18_000, 200_000, 1_600_000)
+_PAYLOADS: dict[int, np.ndarray] = {}
+
+
+def _payload(n: int) -> np.ndarray:
+    """Worker side: a reply of ``n`` bytes (made once per worker)."""
+    if n not in _PAYLOADS:
+        _PAYLOADS[n] = np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8)
+    return _PAYLOADS[n]
+
+
+def wire_rows(rounds: int) -> list[dict]:
+    from ms2core.workers import SimPool
+
+    rows = []
+    with SimPool(2) as pool:
+        for n in WIRE_BYTES:
+            pool.call_each("benchmarks.rollout_overhead:_payload", [(n,), (n,)])
+            start = time.perf_counter()
+            for _ in range(rounds):
+                pool.call_each("benchmarks.rollout_overhead:_payload", [(n,), (n,)])
+            ms = (time.perf_counter() - start) / rounds * 1e3
+            rows.append(dict(bytes_per_worker=n, ms_per_round=round(ms, 3),
+                             mb_per_s=round(2 * n / ms / 1e3) if n else None))
+            print(f"wire: {n / 1e3:6.0f} KB per worker, 2 workers: {ms:.3f} ms/round", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=300)
@@ -49,7 +82,8 @@ def main(argv=None) -> int:
                          in_process_env_steps_per_s=round(num_envs / inline * 1e3)))
         print(f"{num_envs:3d} envs / {num_procs} procs: in-process {inline:.2f} ms/round, pool {pooled:.2f} ms/round "
               f"({num_envs / pooled * 1e3:.0f} env steps/s)")
-    write_result("rollout_overhead", {"what": __doc__.splitlines()[0], "rounds": args.rounds, "layouts": rows})
+    write_result("rollout_overhead", {"what": __doc__.splitlines()[0], "rounds": args.rounds, "layouts": rows,
+                                      "wire": wire_rows(args.rounds)})
     return 0
 
 
