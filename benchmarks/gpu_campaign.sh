@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu_campaign.sh ppo      # PPO env steps/s, state and point cloud, 16 workers, CUDA learner
 #   bash benchmarks/gpu_campaign.sh rollout  # where a lock-step state round goes (benchmarks/rollout_barrier.py)
 #   bash benchmarks/gpu_campaign.sh train    # issue 20: TRAIN_CONFIG through the train stage, TRAIN_RESUME=ckpt
+#                                            # point clouds: TRAIN_CONFIG=configs/ppo/pickcube_pointcloud_gpu_h50.yaml;
+#                                            # DAPG: TRAIN_ALGO=dapg TRAIN_CONFIG=configs/dapg/pickcube_pointcloud_gpu_h50.yaml
+#                                            # after `dataset` on DATASET_DEMOS=.gpu_inputs/dapg_demos/mplib...h5
 #   bash benchmarks/gpu_campaign.sh dataset  # issue 20: DATASET_DEMOS rendered (configs/render/pointcloud.yaml:
 #                                            # ee frame, 50 goal points) + validated; eval then trains BC on it
 #

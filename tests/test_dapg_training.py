@@ -86,6 +86,23 @@ def test_example_config_loads(repo_root):
     assert h50.rollout.train_episode_steps == 50 and h50.ppo.gamma == 0.8
 
 
+def test_point_cloud_rl_configs_observe_as_the_render_config_renders(repo_root):
+    """DAPG refuses demos rendered with other processing than its rollouts use: the point-cloud DAPG and PPO configs
+    (issue 20 item 3: obs_frame ee, 50 goal points) must keep the committed render config's obs, or a GPU lending
+    ends at the demo check instead of training."""
+    from storage_schemas.dataset import RenderConfig
+    from storage_schemas.rl import PPOConfig
+
+    render = load_config(RenderConfig, repo_root / "configs" / "render" / "pointcloud.yaml",
+                         values={"source": "demos.h5", "store": "out.zarr"}).options.obs
+    assert render.obs_frame == "ee" and render.n_goal_points == 50 and render.n_points == 1200
+    dapg = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_pointcloud_gpu_h50.yaml")
+    ppo = load_config(PPOConfig, repo_root / "configs" / "ppo" / "pickcube_pointcloud_gpu_h50.yaml")
+    assert dapg.rollout.obs == render and ppo.rollout.obs == render
+    assert set(dapg.demos.obs_keys) == {"xyz", "rgb", "state"}
+    assert dapg.net.backbone == ppo.net.backbone == "pointnet"
+
+
 def _with_pretrain(cfg, steps, **run):
     return cfg.model_copy(update={"dapg": cfg.dapg.model_copy(update={"bc_pretrain_steps": steps,
                                                                       "bc_pretrain_state_noise": 0.0}),
