@@ -20,10 +20,15 @@ the recording ended (ManiSkill2's time limit or the end of the demo) without the
 Terminated steps may also occur mid-episode (a demo that goes on after success): each is a step the
 env would have ended.
 
-Determinism: set_state followed by a step is a pure function of (state, action) in one process
-(PhysX runs single-threaded here, and the recorded state sets poses, velocities and joint positions),
-so a state replay reproduces the rewards bit for bit; ``ms2 validate`` compares them exactly.
-Action replays (soft bodies) accumulate solver differences and are compared within a tolerance.
+Determinism: set_state does not reach all of PhysX's state: contact pairs, their persistent manifolds
+and the broad phase's pair order survive it, and the solver's results depend on them. In one scene an
+episode's rewards therefore depend on the episodes simulated before it (PickCube, the PPO policy's
+demos: up to 1.3e-2 on a dense reward of ~1; planner demos: 7.5e-5), so two renders with other worker
+layouts, a resumed render and a validator replaying a sample disagreed. Every rigid-body episode is
+therefore simulated in a fresh physics scene (``reset_to_episode``: ManiSkill2's ``reconfigure``, ~15 ms
+a reset for state, ~60 ms with cameras, no memory growth over hundreds): an episode's record is then a
+pure function of the episode (and the simulator build), and ``ms2 validate`` compares rewards bit for
+bit. Action replays (soft bodies) accumulate solver differences and are compared within a tolerance.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ms2core.envs.runtime import SOFT_BODY_PACKAGE
 from ms2core.errors import DemoFileError
 from ms2core.trajectory import Episode
 
@@ -56,9 +62,27 @@ def env_reward(env_u, obs, action: np.ndarray, info: dict) -> float:
     return float(env_u.get_reward(obs=obs, action=action, info=info))
 
 
+def can_reconfigure(env) -> bool:
+    """A rigid-body ManiSkill2 env, whose ``reset(options={"reconfigure": True})`` builds a fresh physics scene
+    (~15 ms; soft-body tasks rebuild their MPM scene, which costs seconds: not them)."""
+    u = getattr(env, "unwrapped", env)
+    return callable(getattr(u, "reconfigure", None)) and not type(u).__module__.startswith(SOFT_BODY_PACKAGE)
+
+
+def fresh_scene(env, episode: Episode) -> bool:
+    """True where a replay of ``episode`` needs a fresh physics scene (module docstring): a ManiSkill2 env
+    and an episode replayed from recorded states (rigid bodies). Soft-body episodes replay their actions
+    from the seed (rebuilding their MPM scene would cost seconds) and are compared within a tolerance; the
+    fake env keeps no history."""
+    return episode.env_states is not None and can_reconfigure(env)
+
+
 def reset_to_episode(env, episode: Episode):
-    """Reset with the episode's recorded seed and reset options; returns what reset returns."""
-    options = episode.meta.reset_kwargs.get("options")
+    """Reset with the episode's recorded seed and reset options, in a fresh scene where ``fresh_scene``;
+    returns what reset returns."""
+    options = dict(episode.meta.reset_kwargs.get("options") or {})
+    if fresh_scene(env, episode):
+        options["reconfigure"] = True
     return env.reset(seed=episode.meta.seed, **({"options": options} if options else {}))
 
 

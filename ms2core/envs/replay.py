@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ms2core.envs.episode_sim import fresh_scene
 from ms2core.errors import UnsupportedModeError
 from ms2core.trajectory import Episode, jsonable_info
 
@@ -182,6 +183,8 @@ class EpisodeConverter:
 
     def _reset(self, env, episode: Episode, use_states: bool) -> None:
         options = {k: v for k, v in episode.meta.reset_kwargs.items() if k != "seed"}
+        if fresh_scene(env, episode):  # an episode's conversion must not depend on the ones before it
+            options["reconfigure"] = True
         seed = episode.meta.seed
         env.reset(seed=seed, options=options) if seed is not None else env.reset(options=options)
         if use_states and episode.env_states is not None:

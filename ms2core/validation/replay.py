@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ms2core.envs.episode_sim import simulate_recorded_episode
+from ms2core.envs.episode_sim import reset_to_episode, simulate_recorded_episode
 from ms2core.errors import Ms2Error
 from ms2core.obs import observe_env, process_observation
 from ms2core.trajectory import Episode
@@ -53,11 +53,6 @@ def env_error_text(exc: BaseException) -> str:
     return exc.message if isinstance(exc, Ms2Error) else f"{type(exc).__name__}: {exc}"
 
 
-def _reset(env, episode: Episode):
-    options = episode.meta.reset_kwargs.get("options")
-    return env.reset(seed=episode.meta.seed, **({"options": options} if options else {}))
-
-
 def _first_divergence(expected: np.ndarray, got: np.ndarray, atol: float) -> tuple[int, float] | None:
     diff = np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))
     diff = np.where(np.isnan(diff), np.inf, diff)
@@ -76,7 +71,7 @@ def check_reset(env, episode: Episode, sink: FindingSink, key_prefix: str) -> bo
 
     Also checks the env state's dimension (another task version or robot has another one).
     """
-    _reset(env, episode)
+    reset_to_episode(env, episode)  # a fresh scene for rigid-body episodes (ms2core.envs.episode_sim)
     init = episode.env_states[0] if episode.env_states is not None else episode.env_init_state
     if init is None:
         return True
