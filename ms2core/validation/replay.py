@@ -163,8 +163,9 @@ def replay_dataset_episode(env, episode: Episode, stored_state: np.ndarray | Non
     (``ms2core.envs.episode_sim.simulate_recorded_episode``) and compare per step: obs/state (within
     ``atol``), rewards, success and ``stored_ends`` = (terminated, truncated).
 
-    State replays (rigid bodies: set s_t, step a_t) are deterministic in one process, so rewards must
-    equal the stored ones bit for bit (in the stored dtype); action replays (soft bodies) within ``atol``.
+    State replays (rigid bodies: set s_t, step a_t, each episode in a fresh physics scene) are a function of
+    the episode alone, so rewards must equal the stored ones bit for bit (in the stored dtype); action
+    replays (soft bodies) within ``atol``.
     """
     episode_id = episode.meta.episode_id
     n = episode.num_steps
@@ -220,7 +221,7 @@ def _compare_rewards(sink: FindingSink, episode_id: int, simulated: np.ndarray, 
     bad = np.flatnonzero(~(got == stored) if exact else ~(diff <= atol))
     if len(bad):
         t = int(bad[0])
-        how = "bit for bit (a state replay is deterministic)" if exact else f"within {atol}"
+        how = "bit for bit (a state replay in a fresh scene is deterministic)" if exact else f"within {atol}"
         sink.add("replay_reward", f"stored reward differs from the re-simulated {float(simulated[t]):.6g} at step {t} "
                  f"({len(bad)} of {len(got)} steps, max difference {float(diff.max()):.3g}); expected equal {how}",
                  episode=episode_id, key="rewards", index=t, value=float(stored[t]), expected=float(simulated[t]))
