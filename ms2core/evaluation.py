@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ms2core.algos._common import one_thread_while_simulating
 from ms2core.errors import ConfigError
 # The env-side pieces live in the torch-free ms2core.eval_envs (simulator workers import them); importable from here.
 from ms2core.eval_envs import (  # noqa: F401
@@ -272,8 +273,6 @@ def _episodes_with_policy_here(cfg: EvalConfig, ckpt: dict, tasks: list, num_pro
     backend = cfg.backend or env_cfg.get("backend", "sapien")
     pool = SimPool(num_procs if num_procs > 1 else 0, python=cfg.sim_python, requires=requirements(backend))
     results, todo, running, pending = {}, list(tasks), {}, {}
-    from ms2core.algos._common import one_thread_while_simulating
-
     with pool, one_thread_while_simulating(device, pool.num_workers):
         slots = max(1, pool.num_workers)
         processors = [obs_processor or default_obs_processor(env_cfg["obs_mode"], extra.get("dataset_manifest"),
