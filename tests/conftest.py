@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# ms2core before numpy: the test process runs the OpenBLAS kernel every ms2flow process runs (ms2core.numerics),
+# so in-process simulations agree bit for bit with the workers'. (zarr's pytest plugin, which imports numpy
+# before any conftest, is disabled in pyproject.toml's addopts.)
+import ms2core  # noqa: E402, F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HAS_SIMULATOR = importlib.util.find_spec("mani_skill2") is not None and importlib.util.find_spec("sapien") is not None
 

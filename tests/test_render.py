@@ -94,6 +94,9 @@ def test_pointcloud_dataset_layout_contents_and_manifest(demo, tmp_path):
     # Manifest: versions, options, codecs and chunking, per-range/episode status.
     assert manifest.complete and manifest.n_committed_rows == total
     assert set(manifest.versions) >= {"mani_skill2", "sapien", "zarr"}
+    from ms2core.numerics import blas_kernel
+
+    assert manifest.versions["openblas_core"] == blas_kernel()  # the rewards' last bits depend on it
     assert manifest.renderer is None  # fake backend: no Vulkan device (sapien renders record theirs)
     assert manifest.options.obs.n_points == 64
     assert all(r.status == "committed" for r in manifest.ranges) and len(manifest.ranges) == 3

@@ -147,6 +147,7 @@ def make_env(
         return gym.wrappers.TimeLimit(env, max_episode_steps or 200)
 
     import_mani_skill2()
+    _warn_blas_kernel_once()
     from mani_skill2.utils.registration import REGISTERED_ENVS, make
 
     kwargs = dict(obs_mode=obs_mode, **env_kwargs)
@@ -216,6 +217,15 @@ def make_env_from_config(cfg: EnvConfig, **overrides) -> gym.Env:
     return make_env(**args)
 
 
+@lru_cache(maxsize=1)
+def _warn_blas_kernel_once() -> None:
+    from ms2core.numerics import kernel_mismatch
+
+    why = kernel_mismatch()
+    if why is not None:
+        logging.getLogger(__name__).warning("%s (import ms2core first, or set OPENBLAS_CORETYPE before numpy)", why)
+
+
 def simulator_versions() -> dict[str, str]:
     """Versions of the simulator stack, for manifests and ``ms2 doctor``."""
     from importlib.metadata import PackageNotFoundError, version
@@ -227,4 +237,7 @@ def simulator_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     out["vk_cpu_layer"] = "enabled" if os.environ.get("MS2FLOW_VK_CPU_LAYER") == "1" else "off"
+    from ms2core.numerics import blas_kernel
+
+    out["openblas_core"] = blas_kernel()  # the rewards' last bits depend on it (ms2core.numerics)
     return out
