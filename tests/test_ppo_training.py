@@ -221,3 +221,32 @@ def test_metrics_say_where_the_time_goes(tmp_path):
     assert timed and all(m["time/rollout_env_s"] > 0 and m["time/rollout_policy_s"] > 0 and m["time/update_s"] > 0
                          for m in timed)
 
+
+
+def test_a_run_resumed_in_pieces_logs_evaluates_and_checkpoints_at_the_same_env_steps(tmp_path, monkeypatch):
+    # A long run goes on in pieces (a GPU command each, stopped by run.stop_after_s): its periodic evaluations
+    # must fall at the same env steps as the uninterrupted run's, else a curve resumed every piece has none.
+    from ms2core.algos import _common
+
+    sched = dict(total_env_steps=240, eval_every_steps=120, eval_every_episodes=1, log_every_steps=80,
+                 checkpoint_every_steps=120)
+    full = train_ppo(tiny_ppo(tmp_path / "full", **sched))
+    assert [c["env_steps"] for c in full.eval_curve] == [0, 120, 240]
+    assert [c["env_steps"] for c in full.curve] == [80, 160, 240]
+
+    real_out_of_time = _common.out_of_time
+    piece = {"calls": 0}
+
+    def two_updates_a_command(run_cfg, started, learners=None):
+        piece["calls"] += 1
+        return piece["calls"] > 2 or real_out_of_time(run_cfg, started, learners)
+
+    monkeypatch.setattr(_common, "out_of_time", two_updates_a_command)
+    ckpt, steps = None, []
+    for i in range(3):
+        piece["calls"] = 0
+        result = train_ppo(tiny_ppo(tmp_path / f"piece{i}", **sched, **({"resume_from": ckpt} if ckpt else {})))
+        ckpt, steps = result.final_checkpoint, steps + [result.env_steps]
+    assert steps == [80, 160, 240]
+    assert [c["env_steps"] for c in result.eval_curve] == [0, 120, 240]
+    assert [c["env_steps"] for c in result.curve] == [80, 160, 240]

@@ -161,6 +161,18 @@ def finite(x: float | None) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
+def crossed(every: int | None, before: int, now: int) -> bool:
+    """The env-step counter passed a multiple of ``every`` going from ``before`` to ``now``.
+
+    Logging, periodic evaluation and checkpoints fall on one grid of env steps (multiples of their
+    ``run.*_every_steps``), counted from the run's start, not from the command's: a run resumed from a
+    checkpoint (another command, another machine) evaluates at the same env steps as one that ran through,
+    however often it was stopped. (Counting from the resume point pushed every periodic evaluation of a run
+    resumed each ~90k env steps past its command's end: 96k-step evaluations never happened.)
+    """
+    return bool(every) and now // every > before // every
+
+
 def out_of_time(run_cfg, started: float, learners=None) -> bool:
     """Stop the loop here: ``run.stop_after_s`` has passed since ``started`` (perf_counter), or a SIGTERM/SIGINT
     arrived (``stop_on_signals``); data-parallel learners follow rank 0."""

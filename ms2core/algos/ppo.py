@@ -377,10 +377,9 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                          "time/periodic_eval_s": time.perf_counter() - started}, env_steps)
 
         recent: list[EpisodeStats] = []
-        last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        t0, steps_at_t0 = time.perf_counter(), env_steps
         start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
-        last_eval = env_steps
         pretrain = getattr(extra_loss, "pretrain", None)  # DAPG's optional BC pre-training (no env steps)
         if pretrain is not None and not run.resume_from:
             with diverged_at(ckpt_path, 0):
@@ -393,6 +392,7 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
         with common.stop_on_signals():  # SIGTERM / Ctrl-C: end after this update, with the checkpoint
             while env_steps < run.total_env_steps and not common.out_of_time(run, t0, learners):
                 episodes: list[EpisodeStats] = []
+                before = env_steps
                 rollout, obs = distributed.shared_rollout(learners, collect_rollout, vec, obs, actor, critic,
                                                           steps_per_env, device, normalizer, episodes_out=episodes)
                 env_steps += steps_per_env * vec.num_envs
@@ -403,11 +403,12 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                     stats = ppo_update(actor, critic, optimizer, rollout, params, device, updates, generator,
                                        extra_loss, learners)
                     updates += 1
-                    if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                    log_now = common.crossed(run.log_every_steps, before, env_steps) or env_steps >= run.total_env_steps
+                    if log_now:
                         assert_finite_parameters([actor, critic], updates)
                 stats.update({f"time/rollout_{k}": v for k, v in (rollout.timing or {}).items()})
                 stats["time/update_s"] = time.perf_counter() - t_update
-                if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                if log_now:
                     summary = EpisodeSummary.of(recent) if recent else summary
                     fps = (env_steps - steps_at_t0) / max(time.perf_counter() - t0, 1e-9)
                     metrics.log({**stats, "mean_return": summary.mean_return, "success_rate": summary.success_rate,
@@ -415,14 +416,12 @@ def train_ppo(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | Non
                                  "updates": updates}, env_steps)
                     curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
                                   "success_rate": summary.success_rate})
-                    recent, last_log = [], env_steps
-                if run.eval_every_steps and (env_steps - last_eval >= run.eval_every_steps
+                    recent = []
+                if run.eval_every_steps and (common.crossed(run.eval_every_steps, before, env_steps)
                                              or env_steps >= run.total_env_steps):
                     periodic_eval()
-                    last_eval = env_steps
-                if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
+                if common.crossed(run.checkpoint_every_steps, before, env_steps):
                     save()
-                    last_ckpt = env_steps
         checkpoint = save()
         result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
                                       episodes=n_episodes, start=start, summary=summary, curve=curve,

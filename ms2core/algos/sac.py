@@ -208,7 +208,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
 
         recent: list[EpisodeStats] = []
         stats: dict[str, float] = {}
-        last_log, last_ckpt, t0, steps_at_t0 = env_steps, env_steps, time.perf_counter(), env_steps
+        t0, steps_at_t0 = time.perf_counter(), env_steps
         start = (env_steps, updates, t0)
         summary = EpisodeSummary.of([])
         with common.stop_on_signals():  # SIGTERM / Ctrl-C: end after this update, with the checkpoint
@@ -219,6 +219,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                     with torch.no_grad():
                         actions = agent.actor.sample(common.obs_to_torch(obs, device))[0].cpu().numpy()
                 batch = vec.step(actions)
+                before = env_steps
                 buffer.add_step(obs, actions, batch.rewards, batch.next_obs, batch.terminated, batch.dones)
                 obs = batch.obs
                 env_steps += vec.num_envs
@@ -238,7 +239,7 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                             stats.update(sac_update(agent, sample, params, updates % params.actor_update_interval == 0,
                                                     updates))
                         updates += 1
-                if env_steps - last_log >= run.log_every_steps or env_steps >= run.total_env_steps:
+                if common.crossed(run.log_every_steps, before, env_steps) or env_steps >= run.total_env_steps:
                     with diverged_at(ckpt_path, env_steps):
                         assert_finite_parameters({"actor": agent.actor.state_dict(),
                                                   "critic": agent.critic.state_dict(),
@@ -250,10 +251,9 @@ def run_sac(cfg, sink: MetricsSink | None = None, *, backbone: nn.Module | None 
                                  "env_steps_per_s": fps, "updates": updates}, env_steps)
                     curve.append({"env_steps": env_steps, "mean_return": summary.mean_return,
                                   "success_rate": summary.success_rate})
-                    recent, last_log = [], env_steps
-                if run.checkpoint_every_steps and env_steps - last_ckpt >= run.checkpoint_every_steps:
+                    recent = []
+                if common.crossed(run.checkpoint_every_steps, before, env_steps):
                     save()
-                    last_ckpt = env_steps
         checkpoint = save()
         result = common.online_result(algo_name, run, checkpoint, env_steps=env_steps, updates=updates,
                                       episodes=n_episodes, start=start, summary=summary, curve=curve)
