@@ -11,8 +11,8 @@ apart (2 of 281 steps), while states, actions and flags were identical. With one
 SSE3 baseline, on a CPU without them) unless the user set it. The variable is read once, when numpy loads
 OpenBLAS: it governs this process if numpy was not imported yet, and every process ms2flow starts (simulator
 workers, Dask workers), which inherit it. ``blas_kernel()`` says what this process actually runs; datasets record
-it (``versions.openblas_core``) and ``ms2 doctor`` reports it. The cost is nil here: the kernels only differ on
-large matrix products, which simulator processes do not do.
+it (``versions.openblas_core``). Haswell's kernels are slower than AVX-512 ones only for large matrix products;
+simulator processes multiply 3x3 and 4x4 transforms.
 """
 
 from __future__ import annotations

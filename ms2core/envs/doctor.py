@@ -38,7 +38,9 @@ _PLACEHOLDER_DISTS = {"torch": "torch", "opencv-python": "cv2"}
 def _versions() -> dict[str, str]:
     from ms2core.envs.runtime import is_placeholder
 
-    out = {"python": platform.python_version()}
+    from ms2core.numerics import blas_kernel
+
+    out = {"python": platform.python_version(), "openblas_core": blas_kernel()}  # rewards' last bits (ms2core.numerics)
     for dist in PACKAGES:
         if dist in _PLACEHOLDER_DISTS and is_placeholder(_PLACEHOLDER_DISTS[dist]):
             out[dist] = "placeholder (ms2flow simulator runtime: soft-body tasks refused)"
