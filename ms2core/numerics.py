@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from functools import lru_cache
 
 BLAS_KERNEL_ENV = "OPENBLAS_CORETYPE"
 
@@ -51,8 +52,10 @@ def pin_blas_kernel() -> None:
         os.environ.setdefault(BLAS_KERNEL_ENV, PINNED_KERNEL)
 
 
+@lru_cache(maxsize=1)
 def blas_kernel() -> str:
-    """The OpenBLAS kernel numpy runs in this process (e.g. ``Haswell``), or why it cannot be said."""
+    """The OpenBLAS kernel numpy runs in this process (e.g. ``Haswell``: fixed when numpy loaded OpenBLAS), or why
+    it cannot be said."""
     import ctypes
 
     import numpy as np

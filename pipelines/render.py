@@ -171,8 +171,8 @@ def _versions() -> dict[str, str]:
 
     from ms2core.envs import simulator_versions
 
-    out = {k: v for k, v in simulator_versions().items() if k in ("mani_skill2", "sapien", "gymnasium",
-                                                                        "openblas_core")}
+    recorded = ("mani_skill2", "sapien", "gymnasium", "openblas_core")
+    out = {k: v for k, v in simulator_versions().items() if k in recorded}
     for dist in ("zarr", "numcodecs", "ms2flow"):
         try:
             out[dist] = version(dist)

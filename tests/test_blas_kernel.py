@@ -28,7 +28,7 @@ def _run(code: str, env: dict[str, str] | None = None) -> dict:
     if env is None:
         base.pop(BLAS_KERNEL_ENV, None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    base["PYTHONPATH"] = os.pathsep.join([root, base.get("PYTHONPATH", "")])
+    base["PYTHONPATH"] = os.pathsep.join(p for p in [root, base.get("PYTHONPATH", "")] if p)
     out = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])

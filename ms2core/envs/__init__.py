@@ -23,6 +23,7 @@ import gymnasium as gym
 from ms2core.envs.fake import FakeManiSkillEnv
 from ms2core.envs.rendering import configure_rendering, diagnose_rendering
 from ms2core.errors import RenderingUnavailableError, UnknownEnvError, UnsupportedModeError, unknown_choice
+from ms2core.numerics import blas_kernel, kernel_mismatch
 from storage_schemas.env import OBS_MODES, REWARD_MODES, EnvConfig
 
 __all__ = [
@@ -219,8 +220,6 @@ def make_env_from_config(cfg: EnvConfig, **overrides) -> gym.Env:
 
 @lru_cache(maxsize=1)
 def _warn_blas_kernel_once() -> None:
-    from ms2core.numerics import kernel_mismatch
-
     why = kernel_mismatch()
     if why is not None:
         logging.getLogger(__name__).warning("%s (import ms2core first, or set OPENBLAS_CORETYPE before numpy)", why)
@@ -237,7 +236,5 @@ def simulator_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     out["vk_cpu_layer"] = "enabled" if os.environ.get("MS2FLOW_VK_CPU_LAYER") == "1" else "off"
-    from ms2core.numerics import blas_kernel
-
     out["openblas_core"] = blas_kernel()  # the rewards' last bits depend on it (ms2core.numerics)
     return out

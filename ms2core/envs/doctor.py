@@ -37,7 +37,6 @@ _PLACEHOLDER_DISTS = {"torch": "torch", "opencv-python": "cv2"}
 
 def _versions() -> dict[str, str]:
     from ms2core.envs.runtime import is_placeholder
-
     from ms2core.numerics import blas_kernel
 
     out = {"python": platform.python_version(), "openblas_core": blas_kernel()}  # rewards' last bits (ms2core.numerics)
