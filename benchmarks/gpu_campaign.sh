@@ -10,6 +10,8 @@
 #                                            # point clouds: TRAIN_CONFIG=configs/ppo/pickcube_pointcloud_gpu_h50.yaml;
 #                                            # DAPG: TRAIN_ALGO=dapg TRAIN_CONFIG=configs/dapg/pickcube_pointcloud_gpu_h50.yaml
 #                                            # after `dataset` on DATASET_DEMOS=.gpu_inputs/dapg_demos/mplib...h5
+#   bash benchmarks/gpu_campaign.sh sweep    # issue 20: SWEEP_VARIANTS="a:k=v;b:k=v" train runs side by side
+#   bash benchmarks/gpu_campaign.sh continue # then: the best variant (or SWEEP_CHOICE) resumed on 16 workers
 #   bash benchmarks/gpu_campaign.sh dataset  # issue 20: DATASET_DEMOS rendered (configs/render/pointcloud.yaml:
 #                                            # ee frame, 50 goal points) + validated; eval then trains BC on it
 #
@@ -24,7 +26,7 @@
 #   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
 #   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
 set -u
-step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|rollout|train|dataset}
+step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|rollout|train|sweep|continue|dataset}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/.device_out}
@@ -35,6 +37,7 @@ HOST_PYTHON=${HOST_PYTHON:-python3}
 HOST_SITE=${MS2FLOW_HOST_SITE:-/tmp/ms2host-site}
 STEP_LIMIT_S=${STEP_LIMIT_S:-500}
 KEPT_STORE=${KEPT_STORE:-/tmp/ms2-gpu-render-pointcloud.zarr}  # render keeps its last store here; eval trains on it
+SWEEP_KEEP=${SWEEP_KEEP:-/tmp/ms2-sweep}  # sweep keeps its variants' run dirs here; continue resumes one of them
 DATASET_STORE=${DATASET_STORE:-/tmp/ms2-gpu-dataset-pointcloud.zarr}  # the dataset step's store; eval prefers it
 mkdir -p "$OUT"
 export PYTHONPATH=$root PYTHONUNBUFFERED=1 MS2FLOW_SIM_CALL_TIMEOUT_S=${MS2FLOW_SIM_CALL_TIMEOUT_S:-120}
@@ -190,7 +193,66 @@ train)
   sets=(); for s in ${TRAIN_SET:-}; do sets+=(--set "$s"); done
   run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "${TRAIN_ALGO:-ppo}" \
     --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" --sim-python "$RT/bin/python" \
-    --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}"
+    --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}" || exit $?
+  ;;
+sweep)
+  # issue 20: several train runs side by side (one command, the host's cores split between them), to compare
+  # settings over the same env steps: SWEEP_VARIANTS="name1:k=v k=v;name2:k=v" on top of TRAIN_SET, each a
+  # train step of its own (TRAIN_ALGO, TRAIN_CONFIG, TRAIN_RESUME as there) with rollout.num_procs =
+  # SWEEP_PROCS (default 16 / the number of variants); run dirs under $OUT/sweep/<name>/train.
+  need_runtime
+  need_host_packages
+  IFS=';' read -ra variants <<<"${SWEEP_VARIANTS:?SWEEP_VARIANTS=name:k=v ...;name:k=v}"
+  procs=${SWEEP_PROCS:-$(( 16 / ${#variants[@]} ))}; [ "$procs" -ge 1 ] || procs=1
+  pids=()
+  for v in "${variants[@]}"; do
+    name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
+    note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
+    OUT="$OUT/sweep/$name" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
+      bash "$0" train &
+    pids+=($!)
+  done
+  rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  note "variants exit $rc"
+  # kept on this host for `continue` (the next command on a warm machine): each variant's overrides and run dir
+  for v in "${variants[@]}"; do
+    name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
+    mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
+    rm -rf "$SWEEP_KEEP/$name/train"; cp -r "$OUT/sweep/$name/train" "$SWEEP_KEEP/$name/" 2>/dev/null
+  done
+  exit $rc
+  ;;
+continue)
+  # issue 20: resume one sweep variant on all the host's workers: SWEEP_CHOICE, else the one chosen by an
+  # earlier `continue`, else the highest mean success over its last SWEEP_LAST_EVALS (3) periodic evaluations;
+  # CONTINUE_SET adds overrides (e.g. a larger run.total_env_steps).
+  need_runtime
+  need_host_packages
+  choice=${SWEEP_CHOICE:-$(cat "$SWEEP_KEEP/chosen" 2>/dev/null)}
+  if [ -z "$choice" ]; then
+    choice=$("$HOST_PYTHON" - "$SWEEP_KEEP" "${SWEEP_LAST_EVALS:-3}" <<'EOF'
+import json, sys
+from pathlib import Path
+keep, last = Path(sys.argv[1]), int(sys.argv[2])
+score = {}
+for f in keep.glob("*/train/gpu_train.json"):
+    curve = json.loads(f.read_text())["eval_curve"][-last:]
+    score[f.parent.parent.name] = sum(e["success_rate"] for e in curve) / max(1, len(curve))
+print(max(score, key=score.get) if score else "")
+EOF
+)
+  fi
+  [ -n "$choice" ] && [ -f "$SWEEP_KEEP/$choice/train/run/checkpoint.pt" ] || {
+    note "no sweep variant to continue in $SWEEP_KEEP (run sweep first on this machine)"; exit 3; }
+  echo "$choice" >"$SWEEP_KEEP/chosen"
+  note "continuing variant $choice from $SWEEP_KEEP/$choice"
+  cp "$SWEEP_KEEP/$choice/train/run/checkpoint.pt" "$OUT/resumed_from.pt"
+  TRAIN_RESUME="$OUT/resumed_from.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
+    STEP_LIMIT_S=$(left) OUT="$OUT/$choice" bash "$0" train
+  rc=$?
+  rm -f "$OUT/resumed_from.pt"
+  rm -rf "$SWEEP_KEEP/$choice/train"; cp -r "$OUT/$choice/train" "$SWEEP_KEEP/$choice/" 2>/dev/null
+  exit $rc
   ;;
 dataset)
   # issue 20 item 4: a training dataset made here as ms2 render --config + ms2 validate make it, from a carried
@@ -206,6 +268,6 @@ dataset)
     --store "$DATASET_STORE" --out "$OUT" "${extra[@]}"
   ;;
 *)
-  echo "unknown step $step: setup|render|eval|ppo|rollout|train|dataset" >&2; exit 2 ;;
+  echo "unknown step $step: setup|render|eval|ppo|rollout|train|sweep|continue|dataset" >&2; exit 2 ;;
 esac
 note "step $step done"
