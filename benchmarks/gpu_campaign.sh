@@ -193,13 +193,14 @@ train)
   sets=(); for s in ${TRAIN_SET:-}; do sets+=(--set "$s"); done
   run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "${TRAIN_ALGO:-ppo}" \
     --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" --sim-python "$RT/bin/python" \
-    --out "$OUT/train" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}" || exit $?
+    --out "${TRAIN_OUT:-$OUT/train}" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}" || exit $?
   ;;
 sweep)
   # issue 20: several train runs side by side (one command, the host's cores split between them), to compare
   # settings over the same env steps: SWEEP_VARIANTS="name1:k=v k=v;name2:k=v" on top of TRAIN_SET, each a
   # train step of its own (TRAIN_ALGO, TRAIN_CONFIG, TRAIN_RESUME as there) with rollout.num_procs =
-  # SWEEP_PROCS (default 16 / the number of variants); run dirs under $OUT/sweep/<name>/train.
+  # SWEEP_PROCS (default 16 / the number of variants); each variant's log and run dir under $OUT/<name>/ (no deeper:
+  # the device returns files at most two folders down).
   need_runtime
   need_host_packages
   IFS=';' read -ra variants <<<"${SWEEP_VARIANTS:?SWEEP_VARIANTS=name:k=v ...;name:k=v}"
@@ -208,7 +209,7 @@ sweep)
   for v in "${variants[@]}"; do
     name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
     note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
-    OUT="$OUT/sweep/$name" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
+    OUT="$OUT/$name" TRAIN_OUT="$OUT/$name" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
       bash "$0" train &
     pids+=($!)
   done
@@ -218,7 +219,7 @@ sweep)
   for v in "${variants[@]}"; do
     name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
     mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
-    rm -rf "$SWEEP_KEEP/$name/train"; cp -r "$OUT/sweep/$name/train" "$SWEEP_KEEP/$name/" 2>/dev/null
+    rm -rf "$SWEEP_KEEP/$name/run"; cp -r "$OUT/$name/run" "$OUT/$name/gpu_train.json" "$SWEEP_KEEP/$name/" 2>/dev/null
   done
   exit $rc
   ;;
@@ -235,23 +236,23 @@ import json, sys
 from pathlib import Path
 keep, last = Path(sys.argv[1]), int(sys.argv[2])
 score = {}
-for f in keep.glob("*/train/gpu_train.json"):
+for f in keep.glob("*/gpu_train.json"):
     curve = json.loads(f.read_text())["eval_curve"][-last:]
-    score[f.parent.parent.name] = sum(e["success_rate"] for e in curve) / max(1, len(curve))
+    score[f.parent.name] = sum(e["success_rate"] for e in curve) / max(1, len(curve))
 print(max(score, key=score.get) if score else "")
 EOF
 )
   fi
-  [ -n "$choice" ] && [ -f "$SWEEP_KEEP/$choice/train/run/checkpoint.pt" ] || {
+  [ -n "$choice" ] && [ -f "$SWEEP_KEEP/$choice/run/checkpoint.pt" ] || {
     note "no sweep variant to continue in $SWEEP_KEEP (run sweep first on this machine)"; exit 3; }
   echo "$choice" >"$SWEEP_KEEP/chosen"
   note "continuing variant $choice from $SWEEP_KEEP/$choice"
-  cp "$SWEEP_KEEP/$choice/train/run/checkpoint.pt" "$OUT/resumed_from.pt"
+  cp "$SWEEP_KEEP/$choice/run/checkpoint.pt" "$OUT/resumed_from.pt"
   TRAIN_RESUME="$OUT/resumed_from.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
-    STEP_LIMIT_S=$(left) OUT="$OUT/$choice" bash "$0" train
+    STEP_LIMIT_S=$(left) OUT="$OUT/$choice" TRAIN_OUT="$OUT/$choice" bash "$0" train
   rc=$?
   rm -f "$OUT/resumed_from.pt"
-  rm -rf "$SWEEP_KEEP/$choice/train"; cp -r "$OUT/$choice/train" "$SWEEP_KEEP/$choice/" 2>/dev/null
+  rm -rf "$SWEEP_KEEP/$choice/run"; cp -r "$OUT/$choice/run" "$OUT/$choice/gpu_train.json" "$SWEEP_KEEP/$choice/" 2>/dev/null
   exit $rc
   ;;
 dataset)

@@ -95,6 +95,10 @@ class PPOParams(StrictModel):
     critic_warmup_epochs: int = Field(
         4, ge=0, description="on the first update only, epochs training the critic alone before the policy moves"
     )
+    actor_freeze_updates: int = Field(
+        0, ge=0, description="the first N updates train the critic alone (all their epochs), so the policy first "
+        "moves on advantages of a critic fitted to its own returns: for a pre-trained actor (DAPG's bc_pretrain_steps)"
+    )
     gamma: float = Field(0.95, gt=0, le=1, description="discount")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     clip_ratio: float = Field(0.2, gt=0, description="PPO ratio clip epsilon")

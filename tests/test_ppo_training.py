@@ -89,6 +89,14 @@ def test_critic_warmup_only_on_the_first_update():
     assert stats["critic_only_steps"] == 0 and stats["policy_steps"] == 4
 
 
+def test_actor_freeze_keeps_the_policy_still_for_whole_updates_then_lets_it_move():
+    for update_index in (0, 2):  # frozen: every epoch trains the critic alone, warm-up epochs included
+        stats, moved = _update(update_index, num_epochs=2, critic_warmup_epochs=1, max_kl=None, actor_freeze_updates=3)
+        assert not moved and stats["policy_steps"] == 0 and stats["critic_only_steps"] == (12 if update_index == 0 else 8)
+    stats, moved = _update(3, num_epochs=2, critic_warmup_epochs=1, max_kl=None, actor_freeze_updates=3)
+    assert moved and stats["policy_steps"] == 8 and stats["critic_only_steps"] == 0
+
+
 def test_max_kl_stops_the_epochs_before_applying_the_step():
     # old log-probs of -2 do not match the fresh policy, so the very first minibatch's KL is large
     stats, moved = _update(1, num_epochs=3, critic_warmup_epochs=0, max_kl=1e-6)

@@ -11,7 +11,8 @@ old and new policy exceeds ``1.5 * max_kl`` (ManiSkill2-Learn's
 applied, and no further epoch runs on this rollout), reward normalisation by the running std
 of discounted returns, per-minibatch advantage normalisation, critic warm-up
 epochs (the first update trains the critic alone for ``critic_warmup_epochs``
-epochs so the first advantages are not noise), and shared or separate
+epochs so the first advantages are not noise; ``actor_freeze_updates`` keeps the
+actor still for whole updates, for a pre-trained actor), and shared or separate
 backbones. DAPG (``dapg.py``) reuses this loop with an extra demo term.
 """
 
@@ -246,12 +247,13 @@ def ppo_update(actor: GaussianActor, critic: ValueCritic, optimizer: torch.optim
     mb = min(params.minibatch_size, total)
     shard = learners.rows(mb, "ppo.minibatch_size") if learners is not None else slice(None)
     warmup = params.critic_warmup_epochs if update_index == 0 else 0
+    frozen = update_index < params.actor_freeze_updates  # ppo.actor_freeze_updates: all epochs critic-only
     parameters = unique_parameters(actor, critic)
     stats: dict[str, list[float]] = {}
     early_stopped = False
     critic_only_steps = policy_steps = 0
     for epoch in range(warmup + params.num_epochs):
-        critic_only = epoch < warmup
+        critic_only = frozen or epoch < warmup
         if recompute and epoch > 0:
             advantages, returns, old_values, adv_all, ret_all = targets(*rollout_values(critic, rollout, device))
         perm = torch.as_tensor(generator.permutation(total), device=device)
