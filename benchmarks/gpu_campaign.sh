@@ -209,7 +209,8 @@ sweep)
   for v in "${variants[@]}"; do
     name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
     note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
-    OUT="$OUT/$name" TRAIN_OUT="$OUT/$name" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
+    vdir="$OUT/$name"  # (one prefix assignment sees the one before it: never OUT=$OUT/x TRAIN_OUT=$OUT/x)
+    OUT="$vdir" TRAIN_OUT="$vdir" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
       bash "$0" train &
     pids+=($!)
   done
@@ -249,7 +250,7 @@ EOF
   note "continuing variant $choice from $SWEEP_KEEP/$choice"
   cp "$SWEEP_KEEP/$choice/run/checkpoint.pt" "$OUT/resumed_from.pt"
   TRAIN_RESUME="$OUT/resumed_from.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
-    STEP_LIMIT_S=$(left) OUT="$OUT/$choice" TRAIN_OUT="$OUT/$choice" bash "$0" train
+    STEP_LIMIT_S=$(left) TRAIN_OUT="$OUT/$choice" OUT="$OUT/$choice" bash "$0" train
   rc=$?
   rm -f "$OUT/resumed_from.pt"
   rm -rf "$SWEEP_KEEP/$choice/run"; cp -r "$OUT/$choice/run" "$OUT/$choice/gpu_train.json" "$SWEEP_KEEP/$choice/" 2>/dev/null
