@@ -51,8 +51,8 @@ from storage_schemas.demos import (
 )
 
 # Bump when the planner's behaviour changes (invalidates cached demos). 2: the gripper waits only until the
-# fingers settle.
-GENERATOR_VERSION = "mplib-screw-2"
+# fingers settle. 3: every seed solved in a fresh physics scene (a demo no longer depends on its worker's history).
+GENERATOR_VERSION = "mplib-screw-3"
 
 
 # --------------------------------------------------------------------------- #

@@ -37,6 +37,18 @@ def test_generated_pickcube_demos_are_official_format_and_deterministic(pick_dem
         np.testing.assert_array_equal(pair.read_episode(0).env_states, first.env_states)
 
 
+def test_a_demo_does_not_depend_on_the_seeds_its_worker_solved_before():
+    from ms2core.envs.planner import EpisodeSolver
+
+    worked = EpisodeSolver("PickCube-v0")
+    for seed in (0, 1, 2):
+        worked.solve(seed)
+    after_others, alone = worked.solve(4), EpisodeSolver("PickCube-v0").solve(4)
+    assert after_others.success and alone.success
+    np.testing.assert_array_equal(after_others.episode.actions, alone.episode.actions)
+    np.testing.assert_array_equal(after_others.episode.env_states, alone.episode.env_states)
+
+
 def test_grasp_waits_only_until_the_fingers_settle(pick_demos):
     # Identical static "gripper closed, arm holding" states before the lift would teach a cloned policy a
     # fixed point; the planner stops actuating once the fingers stop moving (2-3 steps), not after 8.
