@@ -4,8 +4,9 @@ PPO (and so DAPG) learns only from the episodes its *sampled* actions produce. A
 behaviour cloning can succeed with its mean action and never with sampled ones; then no rollout shows the
 RL term the demonstrated skill. This evaluates one PPO/DAPG checkpoint with ``ms2 evaluate``'s evaluation
 (same seeds for every row): the mean action, sampled actions with the actor's own ``log_std``, then sampled
-actions with ``log_std`` set to each value given (every action dimension). From the saved trajectories it also counts, per episode, whether the cube was ever lifted
-(above 4 cm) and ever placed (the task's ``is_obj_placed``), by restoring each recorded env state.
+actions with ``log_std`` set to each value given (every action dimension). From the saved trajectories it also
+counts, per episode, whether the cube was ever lifted (above 4 cm) and ever placed (the task's
+``is_obj_placed``), by restoring each recorded env state.
 
     python -m benchmarks.exploration_noise --checkpoint RUN/checkpoint.pt --log-stds -1.5 -2 -2.5 -3 \\
         --episodes 50 --procs 2 --out benchmarks/results/dapg_exploration_noise.json
@@ -65,18 +66,19 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         own = [round(float(x), 3) for x in ckpt["actor"]["log_std"]]
-        settings = [("mean", None), ("sample", None)] + [("sample", s) for s in args.log_stds]
-        for mode, log_std in settings:
+        # (sample mode, log_std recorded in the row, log_std written into a copy of the checkpoint or None)
+        settings = [("mean", None, None), ("sample", own, None)] + [("sample", s, s) for s in args.log_stds]
+        for i, (mode, log_std, override) in enumerate(settings):
             path = Path(args.checkpoint)
-            if log_std is not None:
-                ckpt["actor"]["log_std"].fill_(log_std)
-                path = Path(tmp) / f"log_std{log_std}.pt"
+            if override is not None:
+                ckpt["actor"]["log_std"].fill_(override)
+                path = Path(tmp) / f"log_std{override}.pt"
                 torch.save(ckpt, path)
-            out_dir = Path(tmp) / f"eval_{mode}_{log_std}"
+            out_dir = Path(tmp) / f"eval_{i}"
             result = evaluate(EvalConfig(checkpoint=str(path), num_episodes=args.episodes, num_procs=args.procs,
                                          seed=args.seed, sample_mode=mode, save_traj=True,
                                          output_dir=str(out_dir)), progress=False)
-            row = dict(sample_mode=mode, log_std=log_std if log_std is not None or mode == "mean" else own, success_once=result.success_once.mean,
+            row = dict(sample_mode=mode, log_std=log_std, success_once=result.success_once.mean,
                        success_ci95=[result.success_once.ci95_low, result.success_once.ci95_high],
                        mean_return=result.episode_return.mean,
                        **episode_milestones(out_dir / "trajectory.h5", env_cfg["env_id"], env_cfg["control_mode"],

@@ -205,23 +205,22 @@ sweep)
   need_host_packages
   IFS=';' read -ra variants <<<"${SWEEP_VARIANTS:?SWEEP_VARIANTS=name:k=v ...;name:k=v}"
   procs=${SWEEP_PROCS:-$(( 16 / ${#variants[@]} ))}; [ "$procs" -ge 1 ] || procs=1
-  pids=()
+  # kept on this host for `continue` (the next command on a warm machine): this sweep's variants only, each
+  # with its overrides and, once it ends, its run dir
+  rm -rf "$SWEEP_KEEP"
+  pids=(); names=()
   for v in "${variants[@]}"; do
     name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
     note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
+    mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
     vdir="$OUT/$name"  # (one prefix assignment sees the one before it: never OUT=$OUT/x TRAIN_OUT=$OUT/x)
     OUT="$vdir" TRAIN_OUT="$vdir" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
       bash "$0" train &
-    pids+=($!)
+    pids+=($!); names+=("$name")
   done
   rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   note "variants exit $rc"
-  # kept on this host for `continue` (the next command on a warm machine): each variant's overrides and run dir
-  for v in "${variants[@]}"; do
-    name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
-    mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
-    rm -rf "$SWEEP_KEEP/$name/run"; cp -r "$OUT/$name/run" "$OUT/$name/gpu_train.json" "$SWEEP_KEEP/$name/" 2>/dev/null
-  done
+  for name in "${names[@]}"; do cp -r "$OUT/$name/run" "$OUT/$name/gpu_train.json" "$SWEEP_KEEP/$name/" 2>/dev/null; done
   exit $rc
   ;;
 continue)
@@ -248,11 +247,9 @@ EOF
     note "no sweep variant to continue in $SWEEP_KEEP (run sweep first on this machine)"; exit 3; }
   echo "$choice" >"$SWEEP_KEEP/chosen"
   note "continuing variant $choice from $SWEEP_KEEP/$choice"
-  cp "$SWEEP_KEEP/$choice/run/checkpoint.pt" "$OUT/resumed_from.pt"
-  TRAIN_RESUME="$OUT/resumed_from.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
+  TRAIN_RESUME="$SWEEP_KEEP/$choice/run/checkpoint.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
     STEP_LIMIT_S=$(left) TRAIN_OUT="$OUT/$choice" OUT="$OUT/$choice" bash "$0" train
   rc=$?
-  rm -f "$OUT/resumed_from.pt"
   rm -rf "$SWEEP_KEEP/$choice/run"; cp -r "$OUT/$choice/run" "$OUT/$choice/gpu_train.json" "$SWEEP_KEEP/$choice/" 2>/dev/null
   exit $rc
   ;;

@@ -104,16 +104,15 @@ class EpisodeRecorder:
         self.continue_after_success = continue_after_success
         self.low, self.high = env.action_space.low, env.action_space.high
         self.seed: int | None = None
-        from ms2core.envs.episode_sim import can_reconfigure
-
-        self._fresh_scene = can_reconfigure(env)
 
     def begin(self, seed: int, record_trajectory: bool = False, video_path: str | Path | None = None) -> dict:
         """Reset for a new episode in a fresh physics scene (a ManiSkill2 env; soft-body tasks excepted, see
         ms2core.envs.episode_sim): PhysX keeps contact state across resets, so an episode's outcome would
         depend on which episodes this worker ran before, and ``ms2 evaluate`` on 1 or 16 workers would
         disagree. Returns the first processed observation."""
-        raw, _ = self.env.reset(seed=seed, **({"options": {"reconfigure": True}} if self._fresh_scene else {}))
+        from ms2core.envs.episode_sim import reset_fresh
+
+        raw, _ = reset_fresh(self.env, seed)
         self.seed, self.video_path = seed, None if video_path is None else Path(video_path)
         self.states = [self._state()] if record_trajectory else None
         self.actions, self.successes, self.frames = [], [], []

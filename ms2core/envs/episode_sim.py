@@ -69,6 +69,12 @@ def can_reconfigure(env) -> bool:
     return callable(getattr(u, "reconfigure", None)) and not type(u).__module__.startswith(SOFT_BODY_PACKAGE)
 
 
+def reset_fresh(env, seed: int):
+    """Reset for a new episode with ``seed``, in a fresh physics scene where ``can_reconfigure`` (module
+    docstring: in a reused scene an episode depends on the ones the env ran before); returns what reset returns."""
+    return env.reset(seed=seed, **({"options": {"reconfigure": True}} if can_reconfigure(env) else {}))
+
+
 def fresh_scene(env, episode: Episode) -> bool:
     """True where a replay of ``episode`` needs a fresh physics scene (module docstring): a ManiSkill2 env
     and an episode replayed from recorded states (rigid bodies). Soft-body episodes replay their actions

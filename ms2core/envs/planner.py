@@ -293,12 +293,11 @@ class EpisodeSolver:
         return {"obs_mode": "none", "control_mode": RECORD_CONTROL_MODE, "reward_mode": "dense"}
 
     def solve(self, seed: int) -> SolveResult:
-        # a fresh physics scene for every seed (ManiSkill2's reconfigure), as replay and render simulate an
-        # episode: in a reused scene the solver state left by the seeds this worker solved before changed the
-        # planned actions (~1e-4 in half the episodes), so a demo depended on which worker took which seeds
-        from ms2core.envs.episode_sim import can_reconfigure
+        # a fresh physics scene for every seed, as replay and render simulate an episode: in a reused scene the
+        # seeds this worker solved before changed the planned actions (~1e-4 in half the episodes)
+        from ms2core.envs.episode_sim import reset_fresh
 
-        self.env.reset(seed=seed, **({"options": {"reconfigure": True}} if can_reconfigure(self.env) else {}))
+        reset_fresh(self.env, seed)
         rec = _Recorder(self.env, self.max_episode_steps)
         try:
             if self.planner is None:
