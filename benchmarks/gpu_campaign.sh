@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19's GPU-host benchmarks, one device command per step (run from the repository root):
 #
+#   bash benchmarks/gpu_campaign.sh prepare  # HERE, not on the device: builds the git-ignored inputs below
 #   bash benchmarks/gpu_campaign.sh setup    # twice: 1st call carries runtime part .000, 2nd the rest; unpacks
 #   bash benchmarks/gpu_campaign.sh render   # ms2 render's pipeline 1/8/16 workers vs raw + CPU/GPU agreement
 #   bash benchmarks/gpu_campaign.sh eval     # point-cloud BC (trained there) on 100 episodes, 16 workers
@@ -26,7 +27,7 @@
 #   EVAL_EPISODES=4 EVAL_WORKERS=2 EVAL_MAX_EPISODE_STEPS=20 PPO_ENV_STEPS=64 PPO_ROLLOUT_STEPS=32 PPO_WORKERS=2 \
 #   PPO_NUM_ENVS=2 PPO_MAX_EPISODE_STEPS=20 bash benchmarks/gpu_campaign.sh render   # (and eval, ppo)
 set -u
-step=${1:?usage: gpu_campaign.sh setup|render|eval|ppo|rollout|train|sweep|continue|dataset}
+step=${1:?usage: gpu_campaign.sh prepare|setup|render|eval|ppo|rollout|train|sweep|continue|dataset}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/.device_out}
@@ -77,7 +78,33 @@ need_host_packages() {
   fi
 }
 
+# The learner's packages the GPU host's Python 3.12 lacks (with torch and numpy 2 it has), as cp312 wheels at
+# constraints.txt's pins; gymnasium's cv2 import is optional.
+HOST_WHEELS="pydantic pydantic_core annotated_types typing_extensions typing_inspection optree zarr numcodecs donfig
+  google_crc32c msgpack gymnasium cloudpickle farama_notifications tqdm pyyaml packaging fsspec"
+
 case "$step" in
+prepare)
+  # On a checkout (git-ignored inputs are not kept between checkouts): the simulator runtime's xz parts,
+  # Debian's Vulkan/GL loader packages for the GPU host, and the learner's wheels. Skips what exists.
+  venv=${VENV:-$root/.venv}
+  if [ ! -f .runtime_parts/runtime-manifest.json ]; then
+    "$venv/bin/ms2" runtime pack --out .runtime_parts || exit 4
+  fi
+  mkdir -p "$INPUTS/gl" "$INPUTS/whl"
+  if ! ls "$INPUTS"/gl/libvulkan1_*.deb >/dev/null 2>&1; then
+    (cd "$INPUTS/gl" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2) || exit 4
+  fi
+  pins=()
+  for pkg in $HOST_WHEELS; do
+    pin=$(grep -i -m1 "^${pkg//_/[-_]}==" constraints.txt) || { note "no pin for $pkg in constraints.txt"; exit 4; }
+    pins+=("$pin")
+  done
+  PIP_CONSTRAINT= "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --abi cp312 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform any -d "$INPUTS/whl" "${pins[@]}" || exit 4
+  du -sh .runtime_parts "$INPUTS"/gl "$INPUTS"/whl
+  ;;
 setup)
   mkdir -p "$STAGE"
   for f in "$root"/.runtime_parts/*; do [ -f "$f" ] && cp -n "$f" "$STAGE/"; done

@@ -60,7 +60,8 @@ GENERATOR_VERSION = "mplib-screw-3"
 # --------------------------------------------------------------------------- #
 def default_generate_output(cfg: GenerateDemosConfig) -> Path:
     noise = f".noise{cfg.action_noise_rad:g}" if cfg.action_noise_rad > 0 else ""
-    return demos_dir(cfg.env_id) / f"mplib.s{cfg.seed_start}.n{cfg.num_episodes}{noise}.pd_joint_pos"
+    speed = f".speed{cfg.planner_speed:g}" if cfg.planner_speed != 1.0 else ""
+    return demos_dir(cfg.env_id) / f"mplib.s{cfg.seed_start}.n{cfg.num_episodes}{noise}{speed}.pd_joint_pos"
 
 
 def _generation_key(cfg: GenerateDemosConfig) -> dict:
@@ -68,7 +69,12 @@ def _generation_key(cfg: GenerateDemosConfig) -> dict:
     return dict(stage="demos.generate", generator=GENERATOR_VERSION, env_id=cfg.env_id,
                 num_episodes=cfg.num_episodes, seed_start=cfg.seed_start, max_attempts=cfg.max_attempts,
                 max_episode_steps=cfg.max_episode_steps, backend=cfg.backend,
-                action_noise_rad=cfg.action_noise_rad)
+                action_noise_rad=cfg.action_noise_rad, **_speed_key(cfg))
+
+
+def _speed_key(cfg: GenerateDemosConfig) -> dict:
+    # absent at the default speed, so demos generated before the option existed stay up to date
+    return {} if cfg.planner_speed == 1.0 else dict(planner_speed=cfg.planner_speed)
 
 
 def _check_generate(cfg: GenerateDemosConfig) -> None:
@@ -118,7 +124,8 @@ def run(cfg: GenerateDemosConfig) -> GenerateDemosResult:
             # Try about as many seeds as are still needed (plus one per worker), then take them in seed order:
             # the kept set is the first num_episodes successes whatever the batch sizes were.
             batch = min(cfg.num_episodes - len(kept) + cfg.num_workers, cfg.seed_start + max_attempts - next_seed)
-            tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s, cfg.action_noise_rad)
+            tasks = [SolveTask(cfg.env_id, cfg.backend, cfg.max_episode_steps, s, cfg.action_noise_rad,
+                               cfg.planner_speed)
                      for s in range(next_seed, next_seed + batch)]
             next_seed += batch
             for result in pool.imap(solve_in_worker, tasks):

@@ -74,6 +74,11 @@ class GenerateDemosConfig(StrictModel):
         description="std of Gaussian noise on every arm joint target while moving (DART-style): the demos then "
                     "show deviations and their corrections, which behaviour cloning needs; 0 = clean plans",
     )
+    planner_speed: float = Field(
+        1.0, gt=0.0, le=4.0,
+        description="time scale of the planned motions: joint velocity limits x s and acceleration limits x s^2 "
+                    "(1 = 1 rad/s, 1 rad/s^2); faster demos take fewer control steps and larger actions per step",
+    )
     backend: Backend = "sapien"
     progress: bool = True
     overwrite: bool = Field(False, description="replace an existing pair at the output (kept until the new one is "

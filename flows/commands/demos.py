@@ -14,7 +14,8 @@ ForceOption = typer.Option(False, "--force", help="use a pair that fails the dem
 
 
 GENERATE_FIELDS = {"env_id": "env_id", "num_episodes": "num_episodes", "seed_start": "seed_start",
-                   "workers": "num_workers", "output": "output", "overwrite": "overwrite"}
+                   "workers": "num_workers", "output": "output", "overwrite": "overwrite",
+                   "speed": "planner_speed"}
 IMPORT_FIELDS = {name: name for name in ("path", "name", "check_env", "overwrite", "force")}
 MERGE_FIELDS = {"inputs": "inputs", "output": "output", "overwrite": "overwrite", "successful_only": "successful_only"}
 REPLAY_FIELDS = {"path": "input", "target_control_mode": "target_control_mode", "workers": "num_workers",
@@ -34,6 +35,8 @@ def register(app: typer.Typer) -> None:
         num_episodes: int = typer.Option(None, "--num-episodes", "-n", help="successful episodes to keep"),
         seed_start: int = typer.Option(None, help="first seed tried"),
         workers: int = typer.Option(None, "--workers", "-j", help="simulator processes"),
+        speed: float = typer.Option(None, "--speed", help="time scale of the planned motions (default 1: joint "
+                                    "velocity 1 rad/s, acceleration 1 rad/s^2)"),
         output: str = typer.Option(None, "--output", "-o", help="path stem of the pair"),
         overwrite: bool = OverwriteOption,
         sets: list[str] = SetOption,

@@ -36,8 +36,8 @@ GRIPPER_MIN_STEPS = 2
 GRIPPER_SETTLED_M = 5e-4
 HOLD_STEPS_MAX = 25  # control steps to wait for success after the last phase
 REACH_HEIGHT_M = 0.06  # approach from this far above the grasp
-JOINT_VEL_LIMIT_RAD_S = 1.0
-JOINT_ACC_LIMIT_RAD_S2 = 1.0
+JOINT_VEL_LIMIT_RAD_S = 1.0   # at planner_speed 1; speed s plans with s x these and s^2 x the acceleration
+JOINT_ACC_LIMIT_RAD_S2 = 1.0  # (the same path in 1/s of the time, when no limit of the robot is reached)
 RECORD_CONTROL_MODE = "pd_joint_pos"
 
 #: Tasks the planner solves (PegInsertionSide-v0 and PlugCharger-v0 need
@@ -88,7 +88,7 @@ class _Recorder:
 class PandaScrewPlanner:
     """mplib planner for the env's Panda (URDF/SRDF shipped inside mani_skill2), base pose taken from the scene."""
 
-    def __init__(self, env, action_noise_rad: float = 0.0):
+    def __init__(self, env, action_noise_rad: float = 0.0, speed: float = 1.0):
         import mplib
 
         base = env.unwrapped
@@ -103,8 +103,8 @@ class PandaScrewPlanner:
             user_link_names=link_names,
             user_joint_names=joint_names,
             move_group="panda_hand_tcp",
-            joint_vel_limits=np.full(7, JOINT_VEL_LIMIT_RAD_S),
-            joint_acc_limits=np.full(7, JOINT_ACC_LIMIT_RAD_S2),
+            joint_vel_limits=np.full(7, JOINT_VEL_LIMIT_RAD_S * speed),
+            joint_acc_limits=np.full(7, JOINT_ACC_LIMIT_RAD_S2 * speed**2),
         )
         self.base = base
         self.time_step_s = 1.0 / base.control_freq
@@ -274,7 +274,7 @@ class EpisodeSolver:
     """One per worker process: keeps the env (and planner) alive across seeds."""
 
     def __init__(self, env_id: str, backend: str = "sapien", max_episode_steps: int | None = None,
-                 action_noise_rad: float = 0.0):
+                 action_noise_rad: float = 0.0, speed: float = 1.0):
         from ms2core.envs import make_env
 
         if backend == "sapien" and env_id not in _SOLVERS:
@@ -286,7 +286,7 @@ class EpisodeSolver:
         self.env = make_env(env_id, obs_mode="none", control_mode=RECORD_CONTROL_MODE, reward_mode="dense",
                             max_episode_steps=max_episode_steps, backend=backend)
         self.max_episode_steps = int(self.env._max_episode_steps)
-        self.planner = PandaScrewPlanner(self.env, action_noise_rad) if backend == "sapien" else None
+        self.planner = PandaScrewPlanner(self.env, action_noise_rad, speed) if backend == "sapien" else None
 
     @property
     def env_kwargs(self) -> dict:
@@ -334,15 +334,16 @@ class SolveTask:
     max_episode_steps: int | None
     seed: int
     action_noise_rad: float = 0.0
+    speed: float = 1.0
 
 
 def solve_in_worker(task: SolveTask) -> SolveResult:
     """Pool entry point: one solver (env + planner) per worker's env cache, reused across seeds."""
     from ms2core.envs.cache import env_cache
 
-    key = ("ms2core.planner", task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad)
+    key = ("ms2core.planner", task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad, task.speed)
     solver = env_cache().get(key, lambda: EpisodeSolver(task.env_id, task.backend, task.max_episode_steps,
-                                                        task.action_noise_rad))
+                                                        task.action_noise_rad, task.speed))
     return solver.solve(task.seed)
 
 

@@ -76,6 +76,23 @@ def test_joint_target_noise_is_seeded_and_still_solves(pick_demos, tmp_path):
     assert demos.default_generate_output(GenerateDemosConfig(**cfg)).name == "mplib.s0.n1.noise0.015.pd_joint_pos"
 
 
+def test_planner_speed_solves_the_same_seed_in_fewer_larger_steps(pick_demos, tmp_path):
+    fast = demos.run(GenerateDemosConfig(env_id="PickCube-v0", num_episodes=1, planner_speed=3.0, progress=False,
+                                         output=str(tmp_path / "fast")))
+    with DemoPair(pick_demos.h5_path) as clean, DemoPair(fast.h5_path) as quick:
+        slow, rapid = clean.read_episode(0), quick.read_episode(0)
+    assert rapid.success[-1] and rapid.meta.episode_seed == slow.meta.episode_seed
+    assert len(rapid.actions) < 0.6 * len(slow.actions)
+    step = lambda ep: np.abs(np.diff(ep.actions[:, :7], axis=0)).max(axis=1).mean()  # noqa: E731
+    assert step(rapid) > 2 * step(slow)
+    cfg = GenerateDemosConfig(env_id="PickCube-v0", num_episodes=1, planner_speed=3.0)
+    assert demos.default_generate_output(cfg).name == "mplib.s0.n1.speed3.pd_joint_pos"
+    # the speed is part of the cache key, and the default speed leaves the key of earlier demos as it was
+    default = GenerateDemosConfig(env_id="PickCube-v0", num_episodes=1)
+    assert demos._generation_key(cfg) != demos._generation_key(default)
+    assert "planner_speed" not in demos._generation_key(default)
+
+
 def test_convert_to_pd_ee_delta_pose_succeeds_in_closed_and_open_loop(pick_demos, tmp_path):
     result = replay.run(ReplayConfig(input=pick_demos.h5_path, target_control_mode="pd_ee_delta_pose",
                                      output=str(tmp_path / "ee"), progress=False))
