@@ -240,6 +240,9 @@ sweep)
     name=${v%%:*}; extra=${v#*:}; [ "$extra" = "$v" ] && extra=
     note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
     mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
+    # what `continue` must resume with (a checkpoint resumed under another algorithm or config is refused)
+    printf 'TRAIN_ALGO=%q\nTRAIN_CONFIG=%q\n' "${TRAIN_ALGO:-ppo}" "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" \
+      >"$SWEEP_KEEP/$name/train.env"
     vdir="$OUT/$name"  # (one prefix assignment sees the one before it: never OUT=$OUT/x TRAIN_OUT=$OUT/x)
     OUT="$vdir" TRAIN_OUT="$vdir" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
       bash "$0" train &
@@ -274,10 +277,21 @@ EOF
     note "no sweep variant to continue in $SWEEP_KEEP (run sweep first on this machine)"; exit 3; }
   echo "$choice" >"$SWEEP_KEEP/chosen"
   note "continuing variant $choice from $SWEEP_KEEP/$choice"
-  TRAIN_RESUME="$SWEEP_KEEP/$choice/run/checkpoint.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
+  # the sweep's algorithm and config, whatever this command's environment says
+  [ -f "$SWEEP_KEEP/$choice/train.env" ] && . "$SWEEP_KEEP/$choice/train.env"
+  TRAIN_ALGO=${TRAIN_ALGO:-ppo} TRAIN_CONFIG=${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml} \
+    TRAIN_RESUME="$SWEEP_KEEP/$choice/run/checkpoint.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
     STEP_LIMIT_S=$(left) TRAIN_OUT="$OUT/$choice" OUT="$OUT/$choice" bash "$0" train
   rc=$?
-  rm -rf "$SWEEP_KEEP/$choice/run"; cp -r "$OUT/$choice/run" "$OUT/$choice/gpu_train.json" "$SWEEP_KEEP/$choice/" 2>/dev/null
+  # the kept run is replaced only by one that has a checkpoint (a run that failed before writing one leaves the
+  # kept checkpoint where it was, for the next command)
+  if [ -f "$OUT/$choice/run/checkpoint.pt" ]; then
+    rm -rf "$SWEEP_KEEP/$choice/run.new"; cp -r "$OUT/$choice/run" "$SWEEP_KEEP/$choice/run.new" &&
+      rm -rf "$SWEEP_KEEP/$choice/run" && mv "$SWEEP_KEEP/$choice/run.new" "$SWEEP_KEEP/$choice/run" &&
+      cp "$OUT/$choice/gpu_train.json" "$SWEEP_KEEP/$choice/" 2>/dev/null
+  else
+    note "no new checkpoint (exit $rc): $SWEEP_KEEP/$choice/run kept as it was"
+  fi
   exit $rc
   ;;
 dataset)

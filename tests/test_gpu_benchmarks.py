@@ -128,3 +128,39 @@ def test_a_key_that_differs_is_reported_by_how_much():
     flags = np.array([True, False, True])
     assert gpu_render.exact_difference(flags, ~flags) == dict(elements=3, of=3, max_abs=1.0)
     assert gpu_render.exact_difference(flags, flags[:2]) == dict(shapes=[[3], [2]])
+
+
+def _campaign(step: str, tmp_path, **env) -> int:
+    """benchmarks/gpu_campaign.sh STEP as on the GPU host, with this interpreter for both sides (fake env)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    runtime = tmp_path / "rt"
+    (runtime / "bin").mkdir(parents=True, exist_ok=True)
+    python = runtime / "bin" / "python"  # a runtime's interpreter: here this venv's, behind a wrapper
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    full = dict(os.environ, MS2RT=str(runtime), HOST_PYTHON=sys.executable, OUT=str(tmp_path / step),
+                SWEEP_KEEP=str(tmp_path / "keep"), STEP_LIMIT_S="240", TRAIN_MARGIN_S="5", **env)
+    return subprocess.run(["bash", str(root / "benchmarks" / "gpu_campaign.sh"), step], cwd=root, env=full,
+                          timeout=300, capture_output=True).returncode
+
+
+def test_continue_resumes_the_sweeps_run_with_its_config_and_keeps_it_when_a_command_fails(tmp_path):
+    tiny = ("rollout.env.backend=fake rollout.num_envs=2 rollout.num_procs=1 rollout.train_episode_steps=8 "
+            "ppo.rollout_steps=16 ppo.minibatch_size=8 ppo.num_epochs=1 net.hidden_sizes=[8] "
+            "run.total_env_steps=32 run.eval_every_steps=0 run.checkpoint_every_steps=16 run.log_every_steps=16")
+    config = "configs/ppo/pickcube_state.yaml"  # not the train step's default config
+    assert _campaign("sweep", tmp_path, TRAIN_CONFIG=config, TRAIN_SET=tiny, SWEEP_VARIANTS="a:", SWEEP_PROCS="1") == 0
+    kept = tmp_path / "keep" / "a" / "run" / "checkpoint.pt"
+    first = kept.read_bytes()
+    # a command that fails before writing a checkpoint (a typo in an override) leaves the kept run as it was
+    assert _campaign("continue", tmp_path, CONTINUE_SET="run.no_such_key=1", CONTINUE_PROCS="1") != 0
+    assert kept.read_bytes() == first
+    # continuing without TRAIN_CONFIG in the environment resumes the sweep's config, not the default one
+    assert _campaign("continue", tmp_path, CONTINUE_SET="run.total_env_steps=64", CONTINUE_PROCS="1") == 0
+    result = json.loads((tmp_path / "continue" / "a" / "gpu_train.json").read_text())
+    assert result["config"] == config and result["start_env_step"] == 32 and result["env_steps"] == 64
+    assert kept.read_bytes() != first
