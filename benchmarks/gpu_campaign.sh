@@ -226,8 +226,8 @@ sweep)
   # issue 20: several train runs side by side (one command, the host's cores split between them), to compare
   # settings over the same env steps: SWEEP_VARIANTS="name1:k=v k=v;name2:k=v" on top of TRAIN_SET, each a
   # train step of its own (TRAIN_ALGO, TRAIN_CONFIG, TRAIN_RESUME as there) with rollout.num_procs =
-  # SWEEP_PROCS (default 16 / the number of variants); each variant's log and run dir under $OUT/<name>/ (no deeper:
-  # the device returns files at most two folders down).
+  # SWEEP_PROCS (default 16 / the number of variants); each variant's log and run dir under $OUT/<name>/ while it
+  # runs, then all results in $OUT/sweep.json and the run dirs in $OUT/sweep_runs.tar (the device returns 8 files).
   need_runtime
   need_host_packages
   IFS=';' read -ra variants <<<"${SWEEP_VARIANTS:?SWEEP_VARIANTS=name:k=v ...;name:k=v}"
@@ -251,6 +251,16 @@ sweep)
   rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   note "variants exit $rc"
   for name in "${names[@]}"; do cp -r "$OUT/$name/run" "$OUT/$name/gpu_train.json" "$SWEEP_KEEP/$name/" 2>/dev/null; done
+  # at most 8 files come back from a device command: every variant's result in sweep.json, their run dirs and
+  # logs in one tar (each variant stays kept on this host for `continue`)
+  "$HOST_PYTHON" - "$OUT" "${names[@]}" <<'EOF'
+import json, sys
+from pathlib import Path
+out, names = Path(sys.argv[1]), sys.argv[2:]
+found = {n: json.loads((out / n / "gpu_train.json").read_text()) for n in names if (out / n / "gpu_train.json").exists()}
+(out / "sweep.json").write_text(json.dumps(dict(variants=found, missing=[n for n in names if n not in found]), indent=1))
+EOF
+  tar -cf "$OUT/sweep_runs.tar" -C "$OUT" "${names[@]}" && (cd "$OUT" && rm -rf "${names[@]}")
   exit $rc
   ;;
 continue)

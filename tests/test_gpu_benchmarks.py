@@ -154,6 +154,9 @@ def test_continue_resumes_the_sweeps_run_with_its_config_and_keeps_it_when_a_com
             "run.total_env_steps=32 run.eval_every_steps=0 run.checkpoint_every_steps=16 run.log_every_steps=16")
     config = "configs/ppo/pickcube_state.yaml"  # not the train step's default config
     assert _campaign("sweep", tmp_path, TRAIN_CONFIG=config, TRAIN_SET=tiny, SWEEP_VARIANTS="a:", SWEEP_PROCS="1") == 0
+    back = [f for f in (tmp_path / "sweep").rglob("*") if f.is_file()]
+    assert len(back) <= 8, back  # what a device command returns at most
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["variants"]["a"]["env_steps"] == 32
     kept = tmp_path / "keep" / "a" / "run" / "checkpoint.pt"
     first = kept.read_bytes()
     # a command that fails before writing a checkpoint (a typo in an override) leaves the kept run as it was
