@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from benchmarks._common import write_result
-from benchmarks.rl_curve import interval
+from benchmarks.rl_curve import finish, interval, point
 
 
 def _pairs(items: list[str], what: str) -> dict[str, Path]:
@@ -76,31 +76,17 @@ def plot(payload: dict, ppo: dict, path: Path, title: str) -> None:
     ev = ppo["periodic_eval"]
     ax.plot([e["env_steps"] / 1e6 for e in ev], [e["success_rate"] for e in ev], marker=".", ms=3, color="grey",
             label=f"PPO from scratch (periodic, {ev[0]['episodes']} episodes)")
-    f = payload["ppo_final"]
-    ax.errorbar([f["env_steps"] / 1e6], [f["success_rate"]], yerr=[[f["success_rate"] - f["ci95"][0]],
-                [f["ci95"][1] - f["success_rate"]]], fmt="s", color="grey", label="PPO final (100 episodes)")
+    point(ax, payload["ppo_final"], fmt="s", color="grey", label="PPO final (100 episodes)")
     ax.axvline(payload["target_env_steps"] / 1e6, color="k", lw=0.7, ls="--", label="half of PPO's env steps")
     for i, (name, run) in enumerate(payload["runs"].items()):
         color = f"C{i}"
         ax.plot([e["env_steps"] / 1e6 for e in run["periodic_eval"]], [e["success_rate"] for e in run["periodic_eval"]],
                 marker="o", ms=3, color=color, label=f"DAPG {name} (periodic)")
-        final = run["final_evaluation"]
-        if final:
-            ax.errorbar([final["env_steps"] / 1e6], [final["success_rate"]],
-                        yerr=[[final["success_rate"] - final["ci95"][0]], [final["ci95"][1] - final["success_rate"]]],
-                        fmt="s", color=color, label=f"DAPG {name} final (100 episodes)")
-    pre = payload.get("pretrained_evaluation")
-    if pre:
-        ax.errorbar([0], [pre["success_rate"]], yerr=[[pre["success_rate"] - pre["ci95"][0]],
-                    [pre["ci95"][1] - pre["success_rate"]]], fmt="D", color="k", ms=4,
-                    label="pre-trained actor (100 episodes)")
-    ax.set_xlabel("env steps (millions)")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path)
+        if run["final_evaluation"]:
+            point(ax, run["final_evaluation"], fmt="s", color=color, label=f"DAPG {name} final (100 episodes)")
+    if payload.get("pretrained_evaluation"):
+        point(ax, payload["pretrained_evaluation"], fmt="D", color="k", ms=4, label="pre-trained actor (100 episodes)")
+    finish(fig, ax, path, title, "env steps (millions)", ylim=(0, 1.02), fontsize=6, loc="center right")
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,22 @@ def join(commands: list[tuple[Path, str]]) -> dict:
             "checkpoint_evaluations": ends}
 
 
+def point(ax, e: dict, **style) -> None:
+    """One evaluation ({success_rate, ci95}) at its env step, with its 95% interval."""
+    ax.errorbar([e["env_steps"] / 1e6], [e["success_rate"]], yerr=[[e["success_rate"] - e["ci95"][0]],
+                [e["ci95"][1] - e["success_rate"]]], **style)
+
+
+def finish(fig, ax, path: Path, title: str, xlabel: str, ylim=(0, 1), **legend) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("success rate")
+    ax.set_ylim(*ylim)
+    ax.set_title(title, fontsize=9)
+    ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def plot(payload: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -91,20 +107,11 @@ def plot(payload: dict, path: Path, title: str) -> None:
     for part in payload["commands"][1:]:
         ax.axvline(part["start_env_step"] / 1e6, color="grey", lw=0.6, ls=":")
     for i, e in enumerate(payload.get("checkpoint_evaluations", [])[:-1]):
-        ax.errorbar([e["env_steps"] / 1e6], [e["success_rate"]], yerr=[[e["success_rate"] - e["ci95"][0]],
-                    [e["ci95"][1] - e["success_rate"]]], fmt="s", color="grey", ms=4,
-                    label=f"a checkpoint ({e['episodes']} episodes)" if i == 0 else None)
+        point(ax, e, fmt="s", color="grey", ms=4, label=f"a checkpoint ({e['episodes']} episodes)" if i == 0 else None)
     if payload["final_evaluation"]:
         f = payload["final_evaluation"]
-        ax.errorbar([f["env_steps"] / 1e6], [f["success_rate"]], yerr=[[f["success_rate"] - f["ci95"][0]],
-                    [f["ci95"][1] - f["success_rate"]]], fmt="s", color="k", label=f"final ({f['episodes']} episodes)")
-    ax.set_xlabel("env steps (millions); dotted: a resumed command")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
+        point(ax, f, fmt="s", color="k", label=f"final ({f['episodes']} episodes)")
+    finish(fig, ax, path, title, "env steps (millions); dotted: a resumed command", fontsize=7, loc="upper left")
 
 
 def main(argv=None) -> int:

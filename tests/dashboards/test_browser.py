@@ -219,8 +219,11 @@ def drive_every_page(dashboard_url, browser, shots: Path, data: SampleData) -> N
                   "eval/videos/episode_0.mp4")
     from selenium.webdriver.common.by import By
 
-    videos = browser.find_elements(By.TAG_NAME, "video")
-    assert len(videos) >= 1 and videos[0].get_attribute("src")
+    # the caption can be drawn before its video element (seen on a loaded machine): wait for the element too
+    deadline = time.monotonic() + CONTENT_TIMEOUT_S
+    while not ((videos := browser.find_elements(By.TAG_NAME, "video")) and videos[0].get_attribute("src")):
+        assert time.monotonic() < deadline, f"no <video> with a src after {CONTENT_TIMEOUT_S} s"
+        time.sleep(0.2)
     scroll_to_text(browser, "h2, h3", "Evaluation")
     browser.save_screenshot(str(shots / "dashboard-models.png"))
 
