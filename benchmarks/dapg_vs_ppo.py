@@ -1,8 +1,9 @@
 """DAPG against PPO from scratch on one task (issue 20 item 2): success rate vs env steps, one plot.
 
 PPO's curve is a committed ``benchmarks.rl_curve`` result (``--ppo``). Each DAPG run (``--run``, repeatable,
-one per seed) is the ``gpu_train.json`` of its last command (its ``eval_curve`` holds the periodic
-evaluations of every command, carried in the checkpoint), plus the ``ms2 evaluate`` result.json of its last
+one per seed) is the ``gpu_train.json`` of its last command, or for a run elsewhere its run directory's
+``train_result.json`` (either's ``eval_curve`` holds the periodic evaluations of every command, carried in
+the checkpoint), plus the ``ms2 evaluate`` result.json of its last
 checkpoint (``--evaluation NAME=result.json``) and, for the actor before any RL update, one of the
 pre-trained policy (``--pretrained result.json``). The JSON names the env step at which each run first
 reached PPO's final success rate (periodic evaluations), against half of PPO's env steps (the target).
@@ -39,6 +40,14 @@ def _evaluation(path: Path) -> dict:
     return {"env_steps": ev["checkpoint_step"], "success_rate": rate["mean"], "episodes": ev["num_episodes"],
             "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)], "seed": ev["seed"],
             "mean_episode_length": round(ev["episode_length"]["mean"], 2), "by": "ms2 evaluate"}
+
+
+def _run(path: Path) -> dict:
+    """gpu_train.json (GPU host), or a run directory's train_result.json (``ms2 train`` anywhere)."""
+    run = json.loads(path.read_text())
+    if "overrides" not in run:  # train_result.json: the run's overrides are not kept, its resolved config is
+        run = dict(run, overrides=[f"(resolved config: {path.parent / 'resolved_config.json'})"])
+    return run
 
 
 def compare(ppo: dict, runs: dict[str, dict], evaluations: dict[str, dict], episodes_per_eval: int) -> dict:
@@ -94,7 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--config", required=True, help="the committed DAPG config")
     p.add_argument("--ppo", required=True, help="benchmarks.rl_curve result of PPO from scratch")
-    p.add_argument("--run", action="append", required=True, help="NAME=gpu_train.json of a run's last command")
+    p.add_argument("--run", action="append", required=True,
+                   help="NAME=gpu_train.json (or run dir's train_result.json) of a run's last command")
     p.add_argument("--evaluation", action="append", default=[], help="NAME=result.json of its last checkpoint")
     p.add_argument("--pretrained", default=None, help="result.json of the pre-trained actor")
     p.add_argument("--episodes-per-eval", type=int, default=32, help="the runs' run.eval_every_episodes")
@@ -102,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--extra", default=None, help="a JSON file of further facts to keep with the result")
     args = p.parse_args(argv)
     ppo = json.loads(Path(args.ppo).read_text())
-    runs = {n: json.loads(path.read_text()) for n, path in _pairs(args.run, "run").items()}
+    runs = {n: _run(path) for n, path in _pairs(args.run, "run").items()}
     evaluations = {n: _evaluation(path) for n, path in _pairs(args.evaluation, "evaluation").items()}
     payload = {"config": args.config, "what": args.what, "ppo": args.ppo,
                **compare(ppo, runs, evaluations, args.episodes_per_eval)}
