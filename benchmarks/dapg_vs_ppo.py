@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from benchmarks._common import write_result
-from benchmarks.rl_curve import finish, interval, point
+from benchmarks.rl_curve import evaluation_point, finish, interval, point
 
 
 def _pairs(items: list[str], what: str) -> dict[str, Path]:
@@ -36,10 +36,7 @@ def _pairs(items: list[str], what: str) -> dict[str, Path]:
 
 def _evaluation(path: Path) -> dict:
     ev = json.loads(path.read_text())
-    rate = ev["success_once"]
-    return {"env_steps": ev["checkpoint_step"], "success_rate": rate["mean"], "episodes": ev["num_episodes"],
-            "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)], "seed": ev["seed"],
-            "mean_episode_length": round(ev["episode_length"]["mean"], 2), "by": "ms2 evaluate"}
+    return dict(evaluation_point(ev), mean_episode_length=round(ev["episode_length"]["mean"], 2))
 
 
 def _run(path: Path) -> dict:

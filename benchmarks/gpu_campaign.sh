@@ -40,6 +40,7 @@ STEP_LIMIT_S=${STEP_LIMIT_S:-500}
 KEPT_STORE=${KEPT_STORE:-/tmp/ms2-gpu-render-pointcloud.zarr}  # render keeps its last store here; eval trains on it
 SWEEP_KEEP=${SWEEP_KEEP:-/tmp/ms2-sweep}  # sweep keeps its variants' run dirs here; continue resumes one of them
 DATASET_STORE=${DATASET_STORE:-/tmp/ms2-gpu-dataset-pointcloud.zarr}  # the dataset step's store; eval prefers it
+: "${TRAIN_ALGO:=ppo}" "${TRAIN_CONFIG:=configs/ppo/pickcube_state_gpu_h50.yaml}"  # train, sweep, continue
 mkdir -p "$OUT"
 export PYTHONPATH=$root PYTHONUNBUFFERED=1 MS2FLOW_SIM_CALL_TIMEOUT_S=${MS2FLOW_SIM_CALL_TIMEOUT_S:-120}
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -218,8 +219,8 @@ train)
   need_host_packages
   resume=(); [ -n "${TRAIN_RESUME:-}" ] && resume=(--resume-from "$TRAIN_RESUME")
   sets=(); for s in ${TRAIN_SET:-}; do sets+=(--set "$s"); done
-  run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "${TRAIN_ALGO:-ppo}" \
-    --config "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" --sim-python "$RT/bin/python" \
+  run "$(left)" "$HOST_PYTHON" -m benchmarks.gpu_train --algo "$TRAIN_ALGO" \
+    --config "$TRAIN_CONFIG" --sim-python "$RT/bin/python" \
     --out "${TRAIN_OUT:-$OUT/train}" --stop-after-s $(( $(left) - ${TRAIN_MARGIN_S:-50} )) "${resume[@]}" "${sets[@]}" || exit $?
   ;;
 sweep)
@@ -241,8 +242,7 @@ sweep)
     note "variant $name: ${TRAIN_SET:-} $extra rollout.num_procs=$procs"
     mkdir -p "$SWEEP_KEEP/$name"; echo "${TRAIN_SET:-} $extra" >"$SWEEP_KEEP/$name/overrides"
     # what `continue` must resume with (a checkpoint resumed under another algorithm or config is refused)
-    printf 'TRAIN_ALGO=%q\nTRAIN_CONFIG=%q\n' "${TRAIN_ALGO:-ppo}" "${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml}" \
-      >"$SWEEP_KEEP/$name/train.env"
+    printf 'TRAIN_ALGO=%q\nTRAIN_CONFIG=%q\n' "$TRAIN_ALGO" "$TRAIN_CONFIG" >"$SWEEP_KEEP/$name/train.env"
     vdir="$OUT/$name"  # (one prefix assignment sees the one before it: never OUT=$OUT/x TRAIN_OUT=$OUT/x)
     OUT="$vdir" TRAIN_OUT="$vdir" STEP_LIMIT_S=$(left) TRAIN_SET="${TRAIN_SET:-} $extra rollout.num_procs=$procs" \
       bash "$0" train &
@@ -288,9 +288,8 @@ EOF
   echo "$choice" >"$SWEEP_KEEP/chosen"
   note "continuing variant $choice from $SWEEP_KEEP/$choice"
   # the sweep's algorithm and config, whatever this command's environment says
-  [ -f "$SWEEP_KEEP/$choice/train.env" ] && . "$SWEEP_KEEP/$choice/train.env"
-  TRAIN_ALGO=${TRAIN_ALGO:-ppo} TRAIN_CONFIG=${TRAIN_CONFIG:-configs/ppo/pickcube_state_gpu_h50.yaml} \
-    TRAIN_RESUME="$SWEEP_KEEP/$choice/run/checkpoint.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
+  set -a; [ -f "$SWEEP_KEEP/$choice/train.env" ] && . "$SWEEP_KEEP/$choice/train.env"; set +a
+  TRAIN_RESUME="$SWEEP_KEEP/$choice/run/checkpoint.pt" TRAIN_SET="$(cat "$SWEEP_KEEP/$choice/overrides") ${CONTINUE_SET:-} rollout.num_procs=${CONTINUE_PROCS:-16}" \
     STEP_LIMIT_S=$(left) TRAIN_OUT="$OUT/$choice" OUT="$OUT/$choice" bash "$0" train
   rc=$?
   # the kept run is replaced only by one that has a checkpoint (a run that failed before writing one leaves the

@@ -77,6 +77,14 @@ def join(commands: list[tuple[Path, str]]) -> dict:
             "checkpoint_evaluations": ends}
 
 
+def evaluation_point(ev: dict) -> dict:
+    """An ``ms2 evaluate`` result.json as one point of a curve."""
+    rate = ev["success_once"]
+    return {"env_steps": ev["checkpoint_step"], "success_rate": rate["mean"], "episodes": ev["num_episodes"],
+            "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)],
+            "mean_return": ev["episode_return"]["mean"], "seed": ev["seed"], "by": "ms2 evaluate"}
+
+
 def point(ax, e: dict, **style) -> None:
     """One evaluation ({success_rate, ci95}) at its env step, with its 95% interval."""
     ax.errorbar([e["env_steps"] / 1e6], [e["success_rate"]], yerr=[[e["success_rate"] - e["ci95"][0]],
@@ -140,11 +148,7 @@ def main(argv=None) -> int:
             print(f"{path} evaluated the checkpoint of env step {ev['checkpoint_step']}, which no command ended at "
                   f"({sorted(ends)})", file=sys.stderr)
             return 2
-        rate = ev["success_once"]
-        payload["checkpoint_evaluations"].append(
-            {"env_steps": ev["checkpoint_step"], "success_rate": rate["mean"], "episodes": ev["num_episodes"],
-             "ci95": [round(rate["ci95_low"], 4), round(rate["ci95_high"], 4)],
-             "mean_return": ev["episode_return"]["mean"], "seed": ev["seed"], "by": "ms2 evaluate"})
+        payload["checkpoint_evaluations"].append(evaluation_point(ev))
     payload["checkpoint_evaluations"].sort(key=lambda e: e["env_steps"])
     last = payload["commands"][-1]["env_steps"]
     if payload["checkpoint_evaluations"] and payload["checkpoint_evaluations"][-1]["env_steps"] == last:

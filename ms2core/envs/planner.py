@@ -18,7 +18,7 @@ reach-the-goal expert, so the generation pipeline is testable without SAPIEN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -341,7 +341,7 @@ def solve_in_worker(task: SolveTask) -> SolveResult:
     """Pool entry point: one solver (env + planner) per worker's env cache, reused across seeds."""
     from ms2core.envs.cache import env_cache
 
-    key = ("ms2core.planner", task.env_id, task.backend, task.max_episode_steps, task.action_noise_rad, task.speed)
+    key = ("ms2core.planner", replace(task, seed=0))  # every field but the seed: a new option cannot be left out
     solver = env_cache().get(key, lambda: EpisodeSolver(task.env_id, task.backend, task.max_episode_steps,
                                                         task.action_noise_rad, task.speed))
     return solver.solve(task.seed)
