@@ -123,18 +123,24 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help=f"one of: {', '.join(FLOW_CONFIGS)}"),
         config: str = typer.Option(None, "--config", "-c", help="YAML config of the flow"),
         set_: list[str] = typer.Option([], "--set", help="dotted override, repeatable"),
+        resume_from: str = typer.Option(None, "--resume-from", help="train-<algo> flows: the checkpoint to continue "
+                                        "(its run, env step counter, optimiser and RNG), e.g. one trained on a GPU host"),
     ) -> None:
         """Run a flow here (Prefect's local API, or PREFECT_API_URL's server)."""
         from flows.settings import configure_embedded_defaults
         from ms2core.config import load_config
-        from ms2core.errors import unknown_choice
+        from ms2core.errors import ConfigError, unknown_choice
 
         if name not in FLOW_CONFIGS:
             raise unknown_choice("flow", name, FLOW_CONFIGS)
+        train_flows = sorted(spec.flow_name for spec in ALGORITHMS.values())
+        if resume_from is not None and name not in train_flows:
+            raise ConfigError(f"--resume-from is an option of the training flows, not of {name!r}",
+                              hint=f"flows that resume a checkpoint: {', '.join(train_flows)}")
         configure_embedded_defaults()
         load_flow, model = FLOW_CONFIGS[name]
         cfg = load_config(model, config, set_)
-        result = load_flow()(cfg)
+        result = load_flow()(cfg, **({} if resume_from is None else {"resume_from": resume_from}))
         console.print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else result)
 
     @app.command()

@@ -84,6 +84,43 @@ def test_ppo_flows_register_candidates_promote_champions_and_export(prefect_serv
     assert by_ckpt.exit_code == 0 and (tmp_path / "eval" / "result.json").exists(), by_ckpt.output
 
 
+def test_ms2_run_resumes_a_checkpoint_into_a_new_tracked_and_registered_run(prefect_server, data_dir):
+    """`ms2 run train-<algo> --resume-from` (a checkpoint trained elsewhere, e.g. on a GPU host, brought back):
+    the run goes on in the checkpoint's run dir from its env step counter, and the flow's MLflow run holds only
+    the resumed steps, the evaluation and a new registered version."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.train import train_ppo
+    from ms2core.checkpoint import read_checkpoint
+    from storage_schemas.rl import PPOConfig
+
+    sets = ["rollout.env.backend=fake", "rollout.env.control_mode=pd_ee_delta_pos", "rollout.env.max_episode_steps=10",
+            "rollout.num_envs=2", "rollout.num_procs=0", "net.hidden_sizes=[16]", "ppo.rollout_steps=40",
+            "ppo.minibatch_size=20", "ppo.critic_warmup_epochs=0", "run.log_every_steps=40", "run.eval_episodes=4",
+            "run.checkpoint_every_steps=0"]
+    config = REPO_ROOT / "configs/ppo/pickcube_state.yaml"
+    first = train_ppo(load_config(PPOConfig, config, [*sets, "run.total_env_steps=80"]))
+    runner = CliRunner()
+    args = ["run", "train-ppo", "-c", str(config), *(a for s in sets for a in ("--set", s)),
+            "--set", "run.total_env_steps=120", "--resume-from", first["checkpoint"]]
+    resumed = runner.invoke(app, args, catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    state = read_checkpoint(first["checkpoint"])
+    assert (state["env_steps"], state["updates"]) == (120, 3)
+    client = MlflowClient()
+    name = "ms2-PickCube-v0-ppo"
+    versions = {int(v.version): v.run_id for v in client.search_model_versions(f"name='{name}'")}
+    assert sorted(versions) == [1, 2] and versions[1] == first["run_id"]
+    second = client.get_run(versions[2])
+    assert second.data.tags["run_dir"] == first["run_dir"] and "eval/success_rate" in second.data.metrics
+    history = client.get_metric_history(second.info.run_id, "episodes")
+    assert history and min(m.step for m in history) > 80
+    refused = runner.invoke(app, ["run", "evaluate", "--resume-from", first["checkpoint"]])  # (ms2's main prints it)
+    assert refused.exit_code != 0 and "'evaluate'" in str(refused.exception) and "train-ppo" in str(refused.exception)
+
+
 def test_train_bc_refuses_a_dataset_that_fails_validation(prefect_server, data_dir):
     """One place decides (pipelines.train.run): the flow refuses what the CLI refuses; force=True trains and
     is recorded in the MLflow params and the run's train_result.json."""
