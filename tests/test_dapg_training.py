@@ -96,11 +96,14 @@ def test_point_cloud_rl_configs_observe_as_the_render_config_renders(repo_root):
     render = load_config(RenderConfig, repo_root / "configs" / "render" / "pointcloud.yaml",
                          values={"source": "demos.h5", "store": "out.zarr"}).options.obs
     assert render.obs_frame == "ee" and render.n_goal_points == 50 and render.n_points == 1200
-    dapg = load_config(DAPGConfig, repo_root / "configs" / "dapg" / "pickcube_pointcloud_gpu_h50.yaml")
     ppo = load_config(PPOConfig, repo_root / "configs" / "ppo" / "pickcube_pointcloud_gpu_h50.yaml")
-    assert dapg.rollout.obs == render and ppo.rollout.obs == render
-    assert set(dapg.demos.obs_keys) == {"xyz", "rgb", "state"}
-    assert dapg.net.backbone == ppo.net.backbone == "pointnet"
+    assert ppo.rollout.obs == render and ppo.net.backbone == "pointnet"
+    paths = sorted((repo_root / "configs" / "dapg").glob("pickcube_pointcloud*.yaml"))
+    assert len(paths) >= 2  # the settings of configs/dapg/pickcube_state_h50.yaml and of its fast-demo recipe
+    for path in paths:
+        dapg = load_config(DAPGConfig, path)
+        assert dapg.rollout.obs == render, path.name
+        assert set(dapg.demos.obs_keys) == {"xyz", "rgb", "state"} and dapg.net.backbone == "pointnet", path.name
 
 
 def _with_pretrain(cfg, steps, **run):
